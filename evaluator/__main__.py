@@ -1,0 +1,5 @@
+"""`python -m evaluator` runs the CLI."""
+
+from evaluator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Falcon API (WSGI): thin resources over the core modules."""

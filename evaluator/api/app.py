@@ -1,0 +1,61 @@
+"""create_app(): wire resources to collaborators (no I/O); get_app(): the gunicorn root."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import falcon
+import peewee
+
+from evaluator.api import benchmarks, datasets, errors, health, openapi, submissions
+from evaluator.api.middleware import BearerAuth, DatabaseConnection, RequestId, RequestMetrics
+from evaluator.config import Config
+from evaluator.storage.blobs import BlobStore
+
+Enqueue = Callable[[str], None]  # run id -> message on the evaluations queue
+
+
+def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, enqueue: Enqueue,
+               health_checks: Mapping[str, health.HealthCheck]) -> falcon.App:
+    """Wire resources to their collaborators; no I/O happens here."""
+    metrics = RequestMetrics()
+    app = falcon.App(middleware=[RequestId(), metrics, DatabaseConnection(database), BearerAuth()])
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.register(app)
+
+    app.add_route("/health", health.Health(health_checks))
+    app.add_route("/metrics", health.Metrics(metrics))
+    app.add_route("/openapi.json", openapi.OpenApi())
+    app.add_route("/docs", openapi.Docs())
+
+    app.add_route("/v1/datasets", datasets.DatasetCollection(config, blobs))
+    app.add_route("/v1/datasets/{dataset_id}", datasets.DatasetItem())
+    app.add_route("/v1/benchmarks", benchmarks.BenchmarkCollection(config))
+    app.add_route("/v1/benchmarks/{benchmark_id}", benchmarks.BenchmarkItem())
+    app.add_route("/v1/benchmarks/{benchmark_id}/submissions", submissions.BenchmarkSubmissions(config, blobs))
+    submission_item = submissions.SubmissionItem(blobs)
+    app.add_route("/v1/submissions/{submission_id}", submission_item)
+    app.add_route("/v1/submissions/{submission_id}/complete", submission_item, suffix="complete")
+    return app
+
+
+def get_app(config: Config | None = None) -> falcon.App:
+    """Build the real collaborators from the environment: gunicorn's entry point."""
+    from evaluator.logs import configure_logging
+    from evaluator.storage.db import init_database, ping
+    from evaluator.worker.broker import setup
+
+    config = config or Config.from_env()
+    configure_logging(config)
+    database = init_database(config.database_url)
+    blobs = BlobStore.from_config(config)
+    broker = setup(config)  # NOTE: before the actors are imported (STYLE R9)
+    from evaluator.worker import actors
+
+    checks = {
+        "database": lambda: ping(database),
+        "broker": lambda: broker.client.ping(),
+        "object_store": lambda: blobs.ping(config.bundles_bucket),
+    }
+    return create_app(config, database=database, blobs=blobs,
+                      enqueue=lambda run_id: actors.evaluate_run.send(str(run_id)), health_checks=checks)

@@ -1,0 +1,71 @@
+"""One place where failures become HTTP: {"error": {"code", "message"}} for every status."""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+
+from evaluator.errors import EvaluatorError, QuotaExceeded
+
+logger = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    411: "length_required",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "quota_exceeded",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, exception: falcon.HTTPError) -> None:
+    """Render any falcon.HTTPError (ours or Falcon's own 404/405/400) as our JSON error body."""
+    status = exception.status_code
+    code = getattr(exception, "code", None) or _CODES.get(status, "error")
+    message = exception.description or exception.title or "error"
+    body = {"code": code, "message": message}
+    body.update(getattr(exception, "extra", None) or {})
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = {"error": body}
+    if exception.headers:
+        resp.set_headers(exception.headers)
+
+
+class _Error(falcon.HTTPError):
+    def __init__(self, status: int, code: str, message: str, extra: dict | None = None, headers=None) -> None:
+        super().__init__(falcon.code_to_http_status(status), description=message, headers=headers)
+        self.code = code
+        self.extra = extra
+
+
+def handle_evaluator_error(req: falcon.Request, resp: falcon.Response, ex: EvaluatorError, params: dict) -> None:
+    logger.info("%s %s -> %s: %s", req.method, req.path, ex.code, ex.message)
+    body = ex.to_dict()
+    extra = {k: v for k, v in body.items() if k not in ("code", "message")}
+    headers = {"WWW-Authenticate": "Bearer"} if ex.http_status == 401 else None
+    if isinstance(ex, QuotaExceeded) and ex.resets_at:
+        headers = {"Retry-After-Date": ex.resets_at}
+    raise _Error(ex.http_status, ex.code, ex.message, extra, headers)
+
+
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    if isinstance(ex, falcon.HTTPError):
+        raise ex
+    logger.error("Unhandled error on %s %s", req.method, req.path, exc_info=ex)
+    raise _Error(500, "internal", "an internal error occurred; it has been logged")
+
+
+def register(app: falcon.App) -> None:
+    """Route every failure through one serializer (order: most generic first)."""
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(EvaluatorError, handle_evaluator_error)
+    app.set_error_serializer(serialize_error)

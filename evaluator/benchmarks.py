@@ -1,0 +1,112 @@
+"""Benchmarks: a dataset + task + metrics + limits; created by admins, read by everyone allowed."""
+
+from __future__ import annotations
+
+from evaluator import fields
+from evaluator.config import Config
+from evaluator.datasets import get_dataset
+from evaluator.errors import Conflict, NotFound, ValidationFailed
+from evaluator.sandbox.frameworks import FRAMEWORKS
+from evaluator.storage.models import Benchmark, isoformat
+from evaluator.tokens import Principal
+
+TASKS = ("classification", "regression")
+# NOTE: mirrors evaluator.scoring's catalogue until it exposes one (same names, same directions).
+METRICS_BY_TASK = {
+    "classification": ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+                       "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "log_loss"),
+    "regression": ("mae", "mse", "rmse", "r2", "median_absolute_error", "max_error", "explained_variance"),
+}
+DEFAULT_PRIMARY = {"classification": "accuracy", "regression": "rmse"}
+MINIMIZED = {"log_loss", "mae", "mse", "rmse", "median_absolute_error", "max_error"}
+
+
+def direction(metric: str) -> str:
+    return "minimize" if metric in MINIMIZED else "maximize"
+VISIBILITIES = ("public", "participants", "private")
+
+
+def default_limits(config: Config) -> dict:
+    return {
+        "timeout_s": config.sandbox_timeout_s,
+        "memory": config.sandbox_memory,
+        "cpus": config.sandbox_cpus,
+        "pids": config.sandbox_pids,
+        "max_bundle_bytes": config.max_bundle_bytes,
+    }
+
+
+def parse_limits(body: dict, config: Config) -> dict:
+    raw = fields.mapping(body, "limits", {})
+    defaults = default_limits(config)
+    limits = {
+        "timeout_s": fields.integer(raw, "timeout_s", defaults["timeout_s"], minimum=1, maximum=24 * 3600),
+        "memory": fields.text(raw, "memory", defaults["memory"], max_length=20),
+        "cpus": fields.number(raw, "cpus", defaults["cpus"]),
+        "pids": fields.integer(raw, "pids", defaults["pids"], minimum=16),
+        "max_bundle_bytes": fields.integer(raw, "max_bundle_bytes", defaults["max_bundle_bytes"], minimum=1),
+    }
+    if not limits["memory"][:-1].isdigit() or limits["memory"][-1].lower() not in "kmg":
+        raise ValidationFailed("'limits.memory' must look like 512m or 2g", field="limits.memory")
+    return limits
+
+
+def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Benchmark:
+    """Validate a benchmark definition and store it."""
+    benchmark_id = fields.slug(body, "id")
+    task = fields.choice(body, "task", TASKS)
+    metric_names = METRICS_BY_TASK[task]
+    primary = fields.choice(body, "primary_metric", metric_names, DEFAULT_PRIMARY[task])
+    metrics = fields.string_list(body, "metrics", list(metric_names), allowed=metric_names)
+    dataset = get_dataset(fields.text(body, "dataset"))
+    if Benchmark.get_or_none(Benchmark.id == benchmark_id):
+        raise Conflict(f"benchmark {benchmark_id} already exists")
+    return Benchmark.create(
+        id=benchmark_id,
+        title=fields.text(body, "title", benchmark_id),
+        dataset=dataset,
+        task=task,
+        primary_metric=primary,
+        direction=direction(primary),
+        metrics=metrics,
+        limits=parse_limits(body, config),
+        allowed_frameworks=fields.string_list(body, "allowed_frameworks", list(FRAMEWORKS), allowed=FRAMEWORKS),
+        quota=fields.mapping(body, "quota", {}),
+        visibility=fields.choice(body, "visibility", VISIBILITIES, "public"),
+        owner=principal.owner,
+    )
+
+
+def visible_to(principal: Principal):
+    """Return the query of benchmarks a principal may see."""
+    query = Benchmark.select().order_by(Benchmark.created_at)
+    if principal.is_admin:
+        return query
+    return query.where((Benchmark.visibility != "private") | (Benchmark.owner == principal.owner))
+
+
+def get_benchmark(benchmark_id: str, principal: Principal) -> Benchmark:
+    """Return a benchmark the principal may see; NotFound otherwise (existence does not leak)."""
+    row = visible_to(principal).where(Benchmark.id == benchmark_id).first()
+    if row is None:
+        raise NotFound(f"benchmark {benchmark_id} not found")
+    return row
+
+
+def serialize(benchmark: Benchmark) -> dict:
+    return {
+        "id": benchmark.id,
+        "title": benchmark.title,
+        "dataset": benchmark.dataset.ref,
+        "dataset_id": str(benchmark.dataset_id),
+        "task": benchmark.task,
+        "primary_metric": benchmark.primary_metric,
+        "direction": benchmark.direction,
+        "metrics": benchmark.metrics,
+        "limits": benchmark.limits,
+        "allowed_frameworks": benchmark.allowed_frameworks,
+        "quota": benchmark.quota,
+        "visibility": benchmark.visibility,
+        "owner": benchmark.owner,
+        "created_at": isoformat(benchmark.created_at),
+    }

@@ -1,0 +1,1 @@
+"""Sub-commands of the `evaluator` CLI, one module per family."""

@@ -1,0 +1,87 @@
+"""Config: every setting of the platform, read once from EVALUATOR_* variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+_PREFIX = "EVALUATOR_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings passed down from the entry points; no other module reads os.environ."""
+
+    # Database (PostgreSQL; SQLite only for the embedded default).
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/evaluator"
+    # Broker.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_namespace: str = "evaluator"
+    broker_heartbeat_timeout_ms: int = 15_000
+    broker_maintenance_chance: int = 50_000
+    # Object store (any S3: SeaweedFS, MinIO, AWS).
+    s3_endpoint_url: str = "http://127.0.0.1:8333"
+    s3_public_endpoint_url: str = ""  # what clients use for presigned URLs; defaults to s3_endpoint_url
+    s3_region: str = "us-east-1"
+    s3_access_key: str = "evaluator"
+    s3_secret_key: str = "evaluator-secret"
+    datasets_bucket: str = "evaluator"
+    bundles_bucket: str = "evaluator"
+    results_bucket: str = "evaluator"
+    # Uploads.
+    upload_expiry_s: int = 900
+    multipart_threshold_bytes: int = 64 * 1024 * 1024
+    multipart_part_bytes: int = 16 * 1024 * 1024
+    max_bundle_bytes: int = 256 * 1024 * 1024  # default limit of a benchmark
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_url: str = ""  # how workers/CLI reach the API; defaults to http://api_host:api_port
+    events_token: str = "change-me-events-token"
+    # Sandbox.
+    image_prefix: str = "evaluator-"
+    base_image: str = "python:3.11-slim"
+    wheelhouse: str = ""  # host folder of wheels for offline image builds
+    sandbox_timeout_s: int = 600
+    sandbox_memory: str = "2g"
+    sandbox_cpus: float = 1.0
+    sandbox_pids: int = 256
+    sandbox_output_bytes: int = 256 * 1024 * 1024
+    sandbox_log_bytes: int = 64 * 1024
+    work_dir: str = "/tmp/evaluator-runs"
+    # Reconciler.
+    reconcile_queued_after_s: int = 300
+    reconcile_active_after_s: int = 1800
+    reconcile_interval_s: int = 60
+    # Embedded default (`evaluator dev`).
+    data_dir: str = ".evaluator"
+    log_level: str = "INFO"
+
+    @property
+    def presign_endpoint_url(self) -> str:
+        """Return the endpoint clients will use: the Host header is signed."""
+        return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    @property
+    def api_base_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build a Config from EVALUATOR_<FIELD> variables, falling back to defaults."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(_PREFIX + field.name.upper())
+            if raw is None:
+                continue
+            kind = field.type if isinstance(field.type, type) else {"int": int, "float": float}.get(field.type, str)
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{_PREFIX}{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)
+
+    def replace(self, **changes: object) -> Config:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,139 @@
+"""The error tree: each class carries DESIGN's stable `code` and an HTTP status."""
+
+from __future__ import annotations
+
+
+class EvaluatorError(Exception):
+    """Raised for any failure the platform names; the base of the tree."""
+
+    code = "internal"
+    http_status = 500
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict:
+        body = {"code": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        return body
+
+
+# --- request errors (the API answers these) ---------------------------------------
+
+
+class BadRequest(EvaluatorError):
+    """Raised when a request body cannot be parsed at all."""
+
+    code, http_status = "bad_request", 400
+
+
+class Unauthorized(EvaluatorError):
+    """Raised when a request carries no valid bearer token."""
+
+    code, http_status = "unauthorized", 401
+
+
+class Forbidden(EvaluatorError):
+    """Raised when a token is valid but its role may not do this."""
+
+    code, http_status = "forbidden", 403
+
+
+class NotFound(EvaluatorError):
+    """Raised when an object does not exist or the caller may not see it."""
+
+    code, http_status = "not_found", 404
+
+
+class Conflict(EvaluatorError):
+    """Raised when an object already exists or is in the wrong state."""
+
+    code, http_status = "conflict", 409
+
+
+class PayloadTooLarge(EvaluatorError):
+    """Raised when a declared or uploaded size is over the benchmark's limit."""
+
+    code, http_status = "too_large", 413
+
+
+class ValidationFailed(EvaluatorError):
+    """Raised when a field is missing or invalid; `field` names it."""
+
+    code, http_status = "invalid", 422
+
+
+class QuotaExceeded(EvaluatorError):
+    """Raised when a participant has no submissions left in the window."""
+
+    code, http_status = "quota_exceeded", 429
+
+    def __init__(self, message: str, *, resets_at: str | None = None) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "resets_at": self.resets_at}
+
+
+# --- run failures (the participant's fault: a terminal state, never retried) ---------
+
+
+class RunFailure(EvaluatorError):
+    """Raised when a run must end failed with a code the participant can act on."""
+
+    status = "failed"
+
+
+class BundleInvalid(RunFailure):
+    """Raised when a bundle's archive or manifest is unsafe or malformed."""
+
+    code, http_status = "bundle_invalid", 422
+
+
+class FrameworkUnsupported(RunFailure):
+    """Raised when a manifest names a framework we have no image for."""
+
+    code, http_status = "framework_unsupported", 422
+
+
+class SandboxTimeout(RunFailure):
+    """Raised when the model ran past its wall-clock limit (container killed)."""
+
+    code, status = "timeout", "timed_out"
+
+
+class OutOfMemory(RunFailure):
+    """Raised when the container was OOM-killed."""
+
+    code = "out_of_memory"
+
+
+class SandboxError(RunFailure):
+    """Raised when the in-image program exited non-zero or the image is missing."""
+
+    code = "sandbox_error"
+
+
+class PredictionsInvalid(RunFailure):
+    """Raised when predictions are missing, malformed or misaligned with the labels."""
+
+    code, http_status = "predictions_invalid", 422
+
+
+class RunCancelled(RunFailure):
+    """Raised when a run was cancelled while it was being evaluated."""
+
+    code, status = "cancelled", "cancelled"
+
+
+# --- infrastructure (retryable: S3, DB, Docker daemon) -----------------------------
+
+
+class InfrastructureError(EvaluatorError):
+    """Raised when a service we depend on is unavailable; the actor retries."""
+
+    code, http_status = "unavailable", 503

@@ -1,0 +1,1 @@
+"""Docker sandbox: specs, runner, framework images."""

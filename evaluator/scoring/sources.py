@@ -1,0 +1,93 @@
+"""Read labels (Parquet or CSV) and predictions (Parquet) in bounded chunks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from evaluator.errors import EvaluatorError, PredictionsInvalid
+
+logger = logging.getLogger(__name__)
+
+PROBA_PREFIX = "proba__"
+_CSV_BLOCK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class LabelsSource:
+    """A labels file whose batches carry the columns `row_id` and `target`."""
+
+    path: Path
+    row_id_column: str
+    target_column: str
+    chunk_rows: int
+
+    def estimated_rows(self) -> int:
+        if _is_parquet(self.path):
+            return pq.ParquetFile(self.path).metadata.num_rows
+        return max(1, self.path.stat().st_size // 8)  # NOTE: a CSV row takes at least ~8 bytes
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        columns = [self.row_id_column, self.target_column]
+        names = ["row_id", "target"]
+        try:
+            if _is_parquet(self.path):
+                parquet = pq.ParquetFile(self.path)
+                _require_columns(parquet.schema_arrow.names, columns, EvaluatorError, "labels")
+                for batch in parquet.iter_batches(batch_size=self.chunk_rows, columns=columns):
+                    yield pa.RecordBatch.from_arrays([batch.column(c) for c in columns], names=names)
+                return
+            options = pacsv.ConvertOptions(include_columns=columns)
+            reader = pacsv.open_csv(
+                self.path, read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES), convert_options=options
+            )
+            for batch in reader:
+                for start in range(0, batch.num_rows, self.chunk_rows):
+                    part = batch.slice(start, self.chunk_rows)
+                    yield pa.RecordBatch.from_arrays([part.column(c) for c in columns], names=names)
+        except (pa.ArrowInvalid, KeyError) as ex:
+            raise EvaluatorError(f"labels file {self.path.name} could not be read: {ex}") from ex
+
+
+@dataclass(frozen=True)
+class PredictionsSource:
+    """A predictions Parquet file: `row_id`, `prediction`, optional `proba__<class>`."""
+
+    path: Path
+    chunk_rows: int
+
+    def proba_columns(self) -> list[str]:
+        names = self._schema().names
+        _require_columns(names, ["row_id", "prediction"], PredictionsInvalid, "predictions")
+        return [name for name in names if name.startswith(PROBA_PREFIX)]
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        columns = ["row_id", "prediction", *self.proba_columns()]
+        try:
+            parquet = pq.ParquetFile(self.path)
+            yield from parquet.iter_batches(batch_size=self.chunk_rows, columns=columns)
+        except (pa.ArrowInvalid, OSError) as ex:
+            raise PredictionsInvalid(f"predictions file could not be read: {ex}") from ex
+
+    def _schema(self) -> pa.Schema:
+        try:
+            return pq.ParquetFile(self.path).schema_arrow
+        except (pa.ArrowInvalid, OSError) as ex:
+            raise PredictionsInvalid(f"predictions are not a readable Parquet file: {ex}") from ex
+
+
+def _is_parquet(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+def _require_columns(names: list[str], required: list[str], error: type[EvaluatorError], what: str) -> None:
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise error(f"{what} file has no column {', '.join(map(repr, missing))} (columns: {', '.join(names)})")

@@ -1,0 +1,178 @@
+"""BlobStore: the few object-store verbs we need, over boto3 (any S3: SeaweedFS, MinIO, AWS)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config as BotoConfig
+
+from evaluator.config import Config
+from evaluator.errors import InfrastructureError
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+def make_s3_client(config: Config, endpoint_url: str | None = None) -> Any:
+    """Create a SigV4, path-style client (botocore presigns SigV2 without this)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or config.s3_endpoint_url,
+        region_name=config.s3_region,
+        aws_access_key_id=config.s3_access_key,
+        aws_secret_access_key=config.s3_secret_key,
+        config=BotoConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+class BlobStore:
+    """Object-store verbs in our vocabulary; presigned URLs use the clients' endpoint."""
+
+    def __init__(self, client: Any, presign_client: Any | None = None) -> None:
+        self._client = client
+        self._presign = presign_client or client
+
+    @classmethod
+    def from_config(cls, config: Config) -> BlobStore:
+        client = make_s3_client(config)
+        presign = make_s3_client(config, config.presign_endpoint_url)
+        return cls(client, presign)
+
+    # --- setup and health -----------------------------------------------------------
+
+    def ensure_buckets(self, *buckets: str) -> None:
+        """Create the buckets that do not exist yet (idempotent)."""
+        for bucket in dict.fromkeys(buckets):
+            try:
+                self._client.head_bucket(Bucket=bucket)
+            except botocore.exceptions.ClientError:
+                try:
+                    self._client.create_bucket(Bucket=bucket)
+                except botocore.exceptions.ClientError as ex:
+                    if ex.response["Error"]["Code"] not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                        raise
+
+    def ping(self, bucket: str) -> None:
+        """Raise InfrastructureError unless the store answers for this bucket."""
+        try:
+            self._client.head_bucket(Bucket=bucket)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as ex:
+            raise InfrastructureError(f"object store unavailable: {ex}") from ex
+
+    # --- presigned grants ------------------------------------------------------------
+
+    def presign_put(self, bucket: str, key: str, expires_s: int) -> str:
+        return self._presign.generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
+    def presign_post(self, bucket: str, key: str, max_bytes: int, expires_s: int) -> dict:
+        """Return {url, fields}: the store itself refuses a body outside 1..max_bytes."""
+        return self._presign.generate_presigned_post(
+            bucket, key, Conditions=[["content-length-range", 1, max_bytes]], ExpiresIn=expires_s
+        )
+
+    def presign_get(self, bucket: str, key: str, expires_s: int) -> str:
+        return self._presign.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
+    def start_multipart(self, bucket: str, key: str) -> str:
+        return self._client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+
+    def presign_part(self, bucket: str, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
+        return self._presign.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number},
+            ExpiresIn=expires_s,
+        )
+
+    def complete_multipart(self, bucket: str, key: str, upload_id: str, parts: list[dict]) -> str:
+        """Join the parts ([{PartNumber, ETag}]); returns the object's ETag."""
+        result = self._client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])},
+        )
+        return result.get("ETag", "").strip('"')
+
+    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+    # --- data -------------------------------------------------------------------------
+
+    def head(self, bucket: str, key: str) -> dict | None:
+        """Return {size, etag, version} of an object, or None if it does not exist."""
+        try:
+            meta = self._client.head_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as ex:
+            if ex.response["Error"]["Code"] in _MISSING:
+                return None
+            raise
+        return {
+            "size": meta["ContentLength"],
+            "etag": meta.get("ETag", "").strip('"'),
+            "version": meta.get("VersionId"),
+        }
+
+    def open(self, bucket: str, key: str) -> IO[bytes]:
+        """Return a streaming body; the caller reads it in chunks and closes it."""
+        return self._client.get_object(Bucket=bucket, Key=key)["Body"]
+
+    def iter_chunks(self, bucket: str, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        body = self.open(bucket, key)
+        try:
+            yield from iter(lambda: body.read(chunk_size), b"")
+        finally:
+            body.close()
+
+    def download(self, bucket: str, key: str, path: Path, *, max_bytes: int | None = None) -> str:
+        """Stream an object to a file; returns its sha256. Stops past max_bytes."""
+        digest, written = hashlib.sha256(), 0
+        with open(path, "wb") as out:
+            for chunk in self.iter_chunks(bucket, key):
+                written += len(chunk)
+                if max_bytes is not None and written > max_bytes:
+                    raise ValueError(f"s3://{bucket}/{key} is larger than {max_bytes} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+        return digest.hexdigest()
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        return b"".join(self.iter_chunks(bucket, key))
+
+    def get_json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.get_bytes(bucket, key))
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        return self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)["ETag"].strip('"')
+
+    def put_json(self, bucket: str, key: str, document: Any) -> str:
+        data = json.dumps(document, indent=2, sort_keys=True).encode()
+        return self.put_bytes(bucket, key, data, "application/json")
+
+    def upload_file(self, bucket: str, key: str, path: Path) -> None:
+        self._client.upload_file(str(path), bucket, key)
+
+    def list_keys(self, bucket: str, prefix: str) -> Iterator[dict]:
+        """Yield {key, size, etag} for every object under a prefix."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield {"key": item["Key"], "size": item["Size"], "etag": item.get("ETag", "").strip('"')}
+
+    def delete(self, bucket: str, key: str) -> None:
+        self._client.delete_object(Bucket=bucket, Key=key)

@@ -1,0 +1,82 @@
+"""Object-key layout of DESIGN: datasets/, bundles/, results/ (legible in a bucket browser)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+BUNDLE_EXTENSIONS = (".tar.gz", ".tgz", ".zip")
+DATA_EXTENSIONS = ("parquet", "csv")
+
+DATASETS_PREFIX = "datasets/"
+BUNDLES_PREFIX = "bundles/"
+RESULTS_PREFIX = "results/"
+
+
+def is_slug(value: object) -> bool:
+    """Tell whether a value is safe as one path segment of an object key."""
+    return isinstance(value, str) and bool(SLUG.match(value)) and ".." not in value
+
+
+def dataset_key(name: str, version: str, part: str, file_format: str) -> str:
+    """Key of a dataset's `features` or `labels` file."""
+    return f"{DATASETS_PREFIX}{name}/{version}/{part}.{file_format}"
+
+
+def bundle_key(benchmark: str, owner: str, name: str, version: str, submission_id: uuid.UUID | str, ext: str) -> str:
+    return f"{BUNDLES_PREFIX}{benchmark}/{owner}/{name}/{version}/{submission_id}{ext}"
+
+
+def results_prefix(benchmark: str, run_id: uuid.UUID | str) -> str:
+    return f"{RESULTS_PREFIX}{benchmark}/{run_id}/"
+
+
+def bundle_extension(filename: str) -> str | None:
+    """Return the bundle extension a filename ends with, or None if it is not a bundle."""
+    lowered = filename.lower()
+    return next((ext for ext in BUNDLE_EXTENSIONS if lowered.endswith(ext)), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleKey:
+    benchmark: str
+    owner: str
+    name: str
+    version: str
+    stem: str  # the submission id for keys we issued; any file name for objects dropped in by hand
+    ext: str
+
+
+def parse_bundle_key(key: str) -> BundleKey | None:
+    """Split bundles/<benchmark>/<owner>/<name>/<version>/<file> into parts; None if it is not one."""
+    if not key.startswith(BUNDLES_PREFIX):
+        return None
+    parts = key[len(BUNDLES_PREFIX):].split("/")
+    if len(parts) != 5 or not all(is_slug(p) for p in parts[:4]):
+        return None
+    ext = bundle_extension(parts[4])
+    if ext is None or len(parts[4]) == len(ext):
+        return None
+    return BundleKey(*parts[:4], stem=parts[4][: -len(ext)], ext=ext)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetKey:
+    name: str
+    version: str
+    part: str  # features | labels
+    file_format: str
+
+
+def parse_dataset_key(key: str) -> DatasetKey | None:
+    if not key.startswith(DATASETS_PREFIX):
+        return None
+    parts = key[len(DATASETS_PREFIX):].split("/")
+    if len(parts) != 3 or not (is_slug(parts[0]) and is_slug(parts[1])):
+        return None
+    part, _, fmt = parts[2].partition(".")
+    if part not in ("features", "labels") or fmt not in DATA_EXTENSIONS:
+        return None
+    return DatasetKey(parts[0], parts[1], part, fmt)

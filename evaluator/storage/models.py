@@ -1,0 +1,184 @@
+"""One class per table: datasets, benchmarks, submissions, runs, object events, API tokens."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import uuid
+
+import peewee
+
+from evaluator.storage.db import BaseModel
+
+
+def utcnow() -> datetime.datetime:
+    """Return naive UTC: both PostgreSQL and SQLite store it the same way."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def isoformat(value: datetime.datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
+class DatasetStatus(str, enum.Enum):
+    PENDING = "pending"
+    READY = "ready"
+    INVALID = "invalid"
+
+
+class SubmissionStatus(str, enum.Enum):
+    AWAITING_UPLOAD = "awaiting_upload"
+    UPLOADED = "uploaded"
+    REJECTED = "rejected"
+
+
+class RunStatus(str, enum.Enum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    SCORING = "scoring"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
+ACTIVE_RUN_STATUSES = frozenset({RunStatus.PREPARING, RunStatus.RUNNING, RunStatus.SCORING})
+
+
+class Role(str, enum.Enum):
+    ADMIN = "admin"
+    PARTICIPANT = "participant"
+
+
+class Dataset(BaseModel):
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    name = peewee.TextField()
+    version = peewee.TextField()
+    status = peewee.TextField(default=DatasetStatus.PENDING.value, index=True)
+    reason = peewee.TextField(null=True)
+    row_id_column = peewee.TextField(default="row_id")
+    target_column = peewee.TextField(default="target")
+    file_format = peewee.TextField(default="parquet")
+    features_key = peewee.TextField()
+    labels_key = peewee.TextField()
+    features_sha256 = peewee.TextField(null=True)
+    labels_sha256 = peewee.TextField(null=True)
+    row_count = peewee.BigIntegerField(null=True)
+    columns = peewee.JSONField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    registered_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "dataset"
+        indexes = ((("name", "version"), True),)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class Benchmark(BaseModel):
+    id = peewee.TextField(primary_key=True)  # a slug: it appears in URLs and object keys
+    title = peewee.TextField()
+    dataset = peewee.ForeignKeyField(Dataset, backref="benchmarks", on_delete="RESTRICT")
+    task = peewee.TextField()
+    primary_metric = peewee.TextField()
+    direction = peewee.TextField()
+    metrics = peewee.JSONField(default=list)
+    limits = peewee.JSONField(default=dict)
+    allowed_frameworks = peewee.JSONField(default=list)
+    quota = peewee.JSONField(default=dict)
+    visibility = peewee.TextField(default="public")
+    settings = peewee.JSONField(default=dict)
+    owner = peewee.TextField()
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "benchmark"
+
+
+class Submission(BaseModel):
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    benchmark = peewee.ForeignKeyField(Benchmark, backref="submissions", on_delete="CASCADE")
+    owner = peewee.TextField(index=True)
+    name = peewee.TextField()
+    version = peewee.TextField()
+    bucket = peewee.TextField()
+    object_key = peewee.TextField(unique=True)
+    filename = peewee.TextField(default="bundle.tar.gz")
+    declared_size = peewee.BigIntegerField(null=True)
+    size = peewee.BigIntegerField(null=True)
+    etag = peewee.TextField(null=True)
+    sha256 = peewee.TextField(null=True)
+    upload_method = peewee.TextField(default="put")
+    upload_id = peewee.TextField(null=True)  # multipart upload id, while one is open
+    status = peewee.TextField(default=SubmissionStatus.AWAITING_UPLOAD.value, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField(null=True)
+    uploaded_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "submission"
+
+
+class Run(BaseModel):
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    submission = peewee.ForeignKeyField(Submission, backref="runs", unique=True, on_delete="CASCADE")
+    benchmark = peewee.ForeignKeyField(Benchmark, backref="runs", on_delete="CASCADE")
+    owner = peewee.TextField(index=True)
+    status = peewee.TextField(default=RunStatus.QUEUED.value, index=True)
+    failure_code = peewee.TextField(null=True)
+    failure_message = peewee.TextField(null=True)
+    metrics = peewee.JSONField(null=True)
+    provenance = peewee.JSONField(default=dict)
+    attempts = peewee.IntegerField(default=0)
+    worker_host = peewee.TextField(null=True)
+    results_prefix = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    queued_at = peewee.DateTimeField(default=utcnow)
+    preparing_at = peewee.DateTimeField(null=True)
+    running_at = peewee.DateTimeField(null=True)
+    scoring_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    updated_at = peewee.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "run"
+
+
+class ObjectEvent(BaseModel):
+    """One row per distinct object version seen: the dedupe log of notifications."""
+
+    id = peewee.BigAutoField()
+    bucket = peewee.TextField()
+    key = peewee.TextField()
+    version = peewee.TextField()  # versionId, else etag, else size+sequencer
+    size = peewee.BigIntegerField(null=True)
+    etag = peewee.TextField(null=True)
+    sequencer = peewee.TextField(null=True)
+    source = peewee.TextField()
+    deliveries = peewee.IntegerField(default=1)
+    outcome = peewee.TextField(null=True)
+    received_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "object_event"
+        indexes = ((("bucket", "key", "version"), True),)
+
+
+class ApiToken(BaseModel):
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    owner = peewee.TextField(index=True)
+    role = peewee.TextField()
+    token_hash = peewee.TextField(unique=True)  # sha256 of the secret; the secret is shown once
+    label = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_token"
+
+
+ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken)

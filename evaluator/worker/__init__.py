@@ -1,0 +1,1 @@
+"""Dramatiq broker, actors and middleware: thin edges over evaluator.evaluation."""

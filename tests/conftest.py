@@ -1,0 +1,209 @@
+"""Service fixtures: real PostgreSQL, Redis, S3 (SeaweedFS) and Docker.
+
+A missing service is skipped locally and fails in CI (CI=true), as dramatiq's
+check_redis does: a green CI run must never hide a service that was not there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(available: bool, what: str) -> None:
+    """Skip locally, fail in CI, when a real service the test needs is missing."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is not available, and CI must run every test", pytrace=False)
+    pytest.skip(f"{what} is not available")
+
+
+# --- PostgreSQL, Redis, S3 (foundation) -------------------------------------------------
+
+import socket  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import peewee  # noqa: E402
+
+from evaluator.config import Config  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("EVALUATOR_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("EVALUATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+S3_KEY, S3_SECRET = "evaluator-test", "evaluator-test-secret"
+EVENTS_TOKEN = "test-events-token"
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    import psycopg2
+
+    require(_port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
+    name = f"evaluator_test_{os.getpid()}"
+    admin = psycopg2.connect(PG_ADMIN_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    from evaluator.storage.db import database
+
+    if database.obj is not None and not database.is_closed():
+        database.close()
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_database(database_url: str) -> peewee.Database:
+    """The session database with every migration applied, through the real migration runner."""
+    from evaluator.storage import migrations
+    from evaluator.storage.db import init_database
+
+    db = init_database(database_url)
+    migrations.migrate(db)
+    return db
+
+
+@pytest.fixture
+def db(migrated_database: peewee.Database) -> peewee.Database:
+    """The migrated database, emptied before and after each test."""
+    from evaluator.storage.db import database
+    from evaluator.storage.models import ALL_MODELS
+
+    database.initialize(migrated_database)  # another test may have bound the proxy elsewhere
+    tables = ", ".join(f'"{m._meta.table_name}"' for m in ALL_MODELS)
+
+    def truncate() -> None:
+        with migrated_database.connection_context():
+            migrated_database.execute_sql(f"TRUNCATE {tables} CASCADE")
+
+    truncate()
+    yield migrated_database
+    truncate()
+    if not migrated_database.is_closed():
+        migrated_database.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require(_port_open("127.0.0.1", 6379), "Redis on 127.0.0.1:6379")
+    return REDIS_TEST_URL
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 server (SeaweedFS `weed mini`, loopback only): enforces signatures, expiry, POST policy."""
+    from evaluator.storage.seaweed import SeaweedServer
+
+    server = SeaweedServer(tmp_path_factory.mktemp("s3"), S3_KEY, S3_SECRET)
+    try:
+        server.start()
+    except FileNotFoundError as ex:
+        require(False, f"SeaweedFS ({ex})")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def config(s3_server, database_url: str, redis_url: str, tmp_path: Path) -> Config:
+    """A Config pointing at the test services, with fresh bucket names per test."""
+    bucket = f"ev-{uuid.uuid4().hex[:12]}"
+    return Config(
+        database_url=database_url,
+        redis_url=redis_url,
+        broker_namespace=f"evaluator-test-{uuid.uuid4().hex[:8]}",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_access_key=S3_KEY,
+        s3_secret_key=S3_SECRET,
+        datasets_bucket=bucket,
+        bundles_bucket=bucket,
+        results_bucket=bucket,
+        events_token=EVENTS_TOKEN,
+        work_dir=str(tmp_path / "runs"),
+        sandbox_timeout_s=60,
+        sandbox_memory="512m",
+    )
+
+
+@pytest.fixture
+def blobs(config: Config):
+    """A BlobStore on the test S3 server with this test's bucket created."""
+    from evaluator.storage.blobs import BlobStore
+
+    store = BlobStore.from_config(config)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            store.ensure_buckets(config.datasets_bucket, config.bundles_bucket, config.results_bucket)
+            return store
+        except Exception:  # noqa: BLE001 - the server may still be starting its filer
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+# --- API (Falcon TestClient over the real services) -------------------------------------
+
+
+@pytest.fixture
+def enqueued() -> list:
+    """Run ids the API enqueued (for tests that do not start a worker)."""
+    return []
+
+
+@pytest.fixture
+def api(config: Config, db: peewee.Database, blobs, enqueued: list):
+    """falcon.testing.TestClient over create_app with real PostgreSQL, Redis and S3."""
+    import falcon.testing
+    import redis
+
+    from evaluator.api.app import create_app
+    from evaluator.storage.db import ping
+
+    checks = {
+        "database": lambda: ping(db),
+        "broker": lambda: redis.Redis.from_url(config.redis_url, socket_timeout=2).ping(),
+        "object_store": lambda: blobs.ping(config.bundles_bucket),
+    }
+    app = create_app(config, database=db, blobs=blobs, enqueue=enqueued.append, health_checks=checks)
+    return falcon.testing.TestClient(app)
+
+
+def _token(owner: str, role: str) -> dict:
+    from evaluator.tokens import create_token
+
+    secret, _ = create_token(owner, role)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def admin(db) -> dict:
+    """Headers of an admin token."""
+    return _token("admin", "admin")
+
+
+@pytest.fixture
+def alice(db) -> dict:
+    return _token("alice", "participant")
+
+
+@pytest.fixture
+def bob(db) -> dict:
+    return _token("bob", "participant")
