@@ -29,6 +29,10 @@ class Config:
     datasets_bucket: str = "evaluator"
     bundles_bucket: str = "evaluator"
     results_bucket: str = "evaluator"
+    # AWS S3 -> SQS notifications, pulled by `evaluator listen-sqs`.
+    sqs_queue_url: str = ""
+    sqs_endpoint_url: str = ""  # empty: AWS itself
+    sqs_wait_s: int = 20
     # Uploads.
     upload_expiry_s: int = 900
     multipart_threshold_bytes: int = 64 * 1024 * 1024

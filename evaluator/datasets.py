@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from evaluator import fields
 from evaluator.config import Config
 from evaluator.errors import Conflict, NotFound
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
-from evaluator.storage.models import Dataset, isoformat
+from evaluator.storage.models import Dataset, DatasetStatus, isoformat, utcnow
 
 
 def create_dataset(body: dict, *, blobs: BlobStore, config: Config) -> tuple[Dataset, dict]:
@@ -72,3 +79,79 @@ def serialize(dataset: Dataset) -> dict:
         "created_at": isoformat(dataset.created_at),
         "registered_at": isoformat(dataset.registered_at),
     }
+
+
+def register_dataset(dataset_id: str, *, blobs: BlobStore, config: Config, work_dir: Path) -> Dataset:
+    """Check an uploaded dataset (schema, row ids) and mark it ready or invalid with a reason.
+
+    Waits (returns it still pending) until both files are in the store; safe to repeat.
+    """
+    dataset = Dataset.get_by_id(dataset_id)
+    if dataset.status != DatasetStatus.PENDING.value:
+        return dataset
+    bucket = config.datasets_bucket
+    if blobs.head(bucket, dataset.features_key) is None or blobs.head(bucket, dataset.labels_key) is None:
+        return dataset
+    folder = work_dir / f"register-{dataset.id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        features = folder / f"features.{dataset.file_format}"
+        labels = folder / f"labels.{dataset.file_format}"
+        features_sha = blobs.download(bucket, dataset.features_key, features)
+        labels_sha = blobs.download(bucket, dataset.labels_key, labels)
+        try:
+            rows, columns = check_files(features, labels, dataset.row_id_column, dataset.target_column)
+        except ValueError as ex:
+            changes = {"status": DatasetStatus.INVALID.value, "reason": str(ex)}
+        else:
+            changes = {"status": DatasetStatus.READY.value, "reason": None, "row_count": rows, "columns": columns}
+        (Dataset.update(features_sha256=features_sha, labels_sha256=labels_sha, registered_at=utcnow(), **changes)
+         .where((Dataset.id == dataset.id) & (Dataset.status == DatasetStatus.PENDING.value)).execute())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return Dataset.get_by_id(dataset.id)
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet or CSV file (by its magic bytes), optionally only some columns."""
+    with open(path, "rb") as handle:
+        is_parquet = handle.read(4) == b"PAR1"
+    try:
+        if is_parquet:
+            return pq.read_table(path, columns=columns)
+        table = pacsv.read_csv(path)
+        return table.select(columns) if columns else table
+    except (pa.ArrowInvalid, KeyError, OSError) as ex:
+        raise ValueError(f"{path.name} cannot be read as Parquet or CSV: {ex}") from None
+
+
+def check_files(features: Path, labels: Path, row_id: str, target: str) -> tuple[int, list[str]]:
+    """Validate the pair: ids present, unique, the same set; labels carry the target and no nulls."""
+    feature_columns = _schema_names(features)
+    if row_id not in feature_columns:
+        raise ValueError(f"features file has no row id column '{row_id}' (columns: {feature_columns[:20]})")
+    if target in feature_columns:
+        raise ValueError(f"features file must not contain the target column '{target}'")
+    label_columns = _schema_names(labels)
+    for column in (row_id, target):
+        if column not in label_columns:
+            raise ValueError(f"labels file has no column '{column}' (columns: {label_columns[:20]})")
+    feature_ids = read_table(features, [row_id]).column(0)
+    label_table = read_table(labels, [row_id, target])
+    for name, ids in (("features", feature_ids), ("labels", label_table.column(0))):
+        if ids.null_count:
+            raise ValueError(f"{name} file has {ids.null_count} rows without a row id")
+        if pc.count_distinct(ids).as_py() != len(ids):
+            raise ValueError(f"{name} file has duplicated row ids")
+    if label_table.column(1).null_count:
+        raise ValueError(f"labels file has {label_table.column(1).null_count} rows without a target")
+    if len(feature_ids) != len(label_table) or not pc.all(pc.is_in(feature_ids, label_table.column(0))).as_py():
+        raise ValueError("features and labels do not have the same row ids")
+    return len(feature_ids), feature_columns
+
+
+def _schema_names(path: Path) -> list[str]:
+    with open(path, "rb") as handle:
+        if handle.read(4) == b"PAR1":
+            return pq.read_schema(path).names
+    return read_table(path).column_names

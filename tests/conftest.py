@@ -162,14 +162,26 @@ def blobs(config: Config):
 # --- API (Falcon TestClient over the real services) -------------------------------------
 
 
-@pytest.fixture
-def enqueued() -> list:
-    """Run ids the API enqueued (for tests that do not start a worker)."""
-    return []
+class RecordingQueues:
+    """Queues that only remember what was sent (for tests that start no worker)."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+        self.datasets: list[str] = []
+
+    def as_queues(self):
+        from evaluator.intake import Queues
+
+        return Queues(evaluate_run=self.runs.append, register_dataset=self.datasets.append)
 
 
 @pytest.fixture
-def api(config: Config, db: peewee.Database, blobs, enqueued: list):
+def sent() -> RecordingQueues:
+    return RecordingQueues()
+
+
+@pytest.fixture
+def api(config: Config, db: peewee.Database, blobs, sent: RecordingQueues):
     """falcon.testing.TestClient over create_app with real PostgreSQL, Redis and S3."""
     import falcon.testing
     import redis
@@ -182,7 +194,7 @@ def api(config: Config, db: peewee.Database, blobs, enqueued: list):
         "broker": lambda: redis.Redis.from_url(config.redis_url, socket_timeout=2).ping(),
         "object_store": lambda: blobs.ping(config.bundles_bucket),
     }
-    app = create_app(config, database=db, blobs=blobs, enqueue=enqueued.append, health_checks=checks)
+    app = create_app(config, database=db, blobs=blobs, queues=sent.as_queues(), health_checks=checks)
     return falcon.testing.TestClient(app)
 
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 import falcon
 import peewee
 
-from evaluator.api import benchmarks, datasets, errors, health, openapi, submissions
+from evaluator.api import benchmarks, datasets, errors, events, health, openapi, runs, submissions
 from evaluator.api.middleware import BearerAuth, DatabaseConnection, RequestId, RequestMetrics
 from evaluator.config import Config
+from evaluator.intake import Queues
 from evaluator.storage.blobs import BlobStore
 
-Enqueue = Callable[[str], None]  # run id -> message on the evaluations queue
 
-
-def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, enqueue: Enqueue,
+def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, queues: Queues,
                health_checks: Mapping[str, health.HealthCheck]) -> falcon.App:
     """Wire resources to their collaborators; no I/O happens here."""
     metrics = RequestMetrics()
@@ -36,6 +35,12 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, e
     submission_item = submissions.SubmissionItem(blobs)
     app.add_route("/v1/submissions/{submission_id}", submission_item)
     app.add_route("/v1/submissions/{submission_id}/complete", submission_item, suffix="complete")
+    app.add_route("/v1/runs", runs.RunCollection())
+    run_item = runs.RunItem(config, blobs)
+    app.add_route("/v1/runs/{run_id}", run_item)
+    app.add_route("/v1/runs/{run_id}/logs", run_item, suffix="logs")
+    app.add_route("/v1/runs/{run_id}/cancel", run_item, suffix="cancel")
+    app.add_route("/v1/events/s3", events.S3Events(config, database, queues))
     return app
 
 
@@ -57,5 +62,4 @@ def get_app(config: Config | None = None) -> falcon.App:
         "broker": lambda: broker.client.ping(),
         "object_store": lambda: blobs.ping(config.bundles_bucket),
     }
-    return create_app(config, database=database, blobs=blobs,
-                      enqueue=lambda run_id: actors.evaluate_run.send(str(run_id)), health_checks=checks)
+    return create_app(config, database=database, blobs=blobs, queues=actors.queues(), health_checks=checks)

@@ -61,10 +61,13 @@ class PredictionsSource:
 
     path: Path
     chunk_rows: int
+    with_proba: bool = True
 
     def proba_columns(self) -> list[str]:
         names = self._schema().names
         _require_columns(names, ["row_id", "prediction"], PredictionsInvalid, "predictions")
+        if not self.with_proba:
+            return []
         return [name for name in names if name.startswith(PROBA_PREFIX)]
 
     def batches(self) -> Iterator[pa.RecordBatch]:

@@ -135,6 +135,8 @@ class Run(BaseModel):
     provenance = peewee.JSONField(default=dict)
     attempts = peewee.IntegerField(default=0)
     worker_host = peewee.TextField(null=True)
+    lease_owner = peewee.TextField(null=True)  # the worker evaluating it now
+    lease_expires_at = peewee.DateTimeField(null=True)  # renewed while it works; past it, another may take over
     results_prefix = peewee.TextField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     queued_at = peewee.DateTimeField(default=utcnow)

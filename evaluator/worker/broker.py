@@ -39,9 +39,9 @@ def setup(config: Config | None = None) -> dramatiq.Broker:
 
 
 def _add_worker_middleware(broker: dramatiq.Broker, config: Config) -> None:
-    try:
-        from evaluator.worker.middleware import worker_middleware
-    except ImportError:  # written with the pipeline
-        return
+    from evaluator.worker import services
+    from evaluator.worker.middleware import worker_middleware
+
+    services.configure(config)
     for middleware in worker_middleware(config):
         broker.add_middleware(middleware)

@@ -75,12 +75,12 @@ def test_store_refuses_expired_and_tampered_grants(api, admin, alice, config):
     assert requests.put(wrong_key, data=b"x", timeout=10).status_code == 403
 
 
-def test_store_refuses_an_expired_grant(api, admin, alice, config, blobs, db, enqueued):
+def test_store_refuses_an_expired_grant(api, admin, alice, config, blobs, db, sent):
     import falcon.testing
 
     from evaluator.api.app import create_app
 
-    short = create_app(config.replace(upload_expiry_s=1), database=db, blobs=blobs, enqueue=enqueued.append,
+    short = create_app(config.replace(upload_expiry_s=1), database=db, blobs=blobs, queues=sent.as_queues(),
                        health_checks={})
     client = falcon.testing.TestClient(short)
     create_benchmark(client, admin)
@@ -167,7 +167,7 @@ def test_unknown_routes_methods_and_crashes_are_json_errors(api, admin):
     assert "secret internals" not in response.text
 
 
-def test_health_reports_each_part_and_503_when_one_is_down(api, config, db, enqueued):
+def test_health_reports_each_part_and_503_when_one_is_down(api, config, db, sent):
     import falcon.testing
 
     from evaluator.api.app import create_app
@@ -179,7 +179,7 @@ def test_health_reports_each_part_and_503_when_one_is_down(api, config, db, enqu
         "database": {"ok": True}, "broker": {"ok": True}, "object_store": {"ok": True}}
 
     dead = BlobStore.from_config(config.replace(s3_endpoint_url="http://127.0.0.1:9"))
-    app = create_app(config, database=db, blobs=dead, enqueue=enqueued.append,
+    app = create_app(config, database=db, blobs=dead, queues=sent.as_queues(),
                      health_checks={"database": lambda: ping(db), "object_store": lambda: dead.ping("x")})
     response = falcon.testing.TestClient(app).simulate_get("/health")
     assert response.status_code == 503

@@ -1,0 +1,83 @@
+"""`evaluator worker | api | reconcile | listen-sqs`: the long-running processes, thin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from evaluator.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    worker = subparsers.add_parser("worker", help="run Dramatiq workers (evaluations, datasets, maintenance)")
+    worker.add_argument("--processes", type=int, default=2)
+    worker.add_argument("--threads", type=int, default=1, help="concurrent runs per process")
+    worker.set_defaults(func=run_worker)
+    api = subparsers.add_parser("api", help="run the API under gunicorn (http/gunicorn.conf.py)")
+    api.set_defaults(func=run_api)
+    reconcile = subparsers.add_parser("reconcile", help="re-enqueue lost uploads and stuck runs once")
+    reconcile.set_defaults(func=run_reconcile)
+    sqs = subparsers.add_parser("listen-sqs", help="pull AWS S3 notifications from SQS (EVALUATOR_SQS_QUEUE_URL)")
+    sqs.add_argument("--once", action="store_true", help="one receive, then exit")
+    sqs.set_defaults(func=run_listen_sqs)
+
+
+def run_worker(args: argparse.Namespace, config: Config) -> int:
+    # One message at a time per thread: a slow or killed worker must not sit on prefetched runs.
+    env = {**os.environ, "dramatiq_queue_prefetch": "1"}
+    command = [sys.executable, "-m", "dramatiq", "evaluator.worker.broker:setup", "evaluator.worker.actors",
+               "--processes", str(args.processes), "--threads", str(args.threads)]
+    os.execvpe(command[0], command, env)
+    return 0  # not reached
+
+
+def run_api(args: argparse.Namespace, config: Config) -> int:
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "http" / "gunicorn.conf.py")]
+    os.execvp(command[0], command)
+    return 0  # not reached
+
+
+def run_reconcile(args: argparse.Namespace, config: Config) -> int:
+    from evaluator import reconcile
+    from evaluator.storage.blobs import BlobStore
+    from evaluator.storage.db import init_database
+    from evaluator.worker.broker import setup
+
+    init_database(config.database_url)
+    setup(config)
+    from evaluator.worker import actors
+
+    report = reconcile.reconcile(config=config, blobs=BlobStore.from_config(config), queues=actors.queues())
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def run_listen_sqs(args: argparse.Namespace, config: Config) -> int:
+    from evaluator import intake, sqs
+    from evaluator.errors import ValidationFailed
+    from evaluator.storage.db import database, init_database
+    from evaluator.worker.broker import setup
+
+    if not config.sqs_queue_url:
+        raise ValidationFailed("set EVALUATOR_SQS_QUEUE_URL to the queue that receives the bucket's events")
+    init_database(config.database_url)
+    setup(config)
+    from evaluator.worker import actors
+
+    queues = actors.queues()
+
+    def ingest(records):
+        with database.connection_context():
+            return intake.ingest(records, database=database, config=config, queues=queues)
+
+    client = sqs.make_sqs_client(config)
+    if args.once:
+        print(f"handled {sqs.poll_once(client, config.sqs_queue_url, ingest, wait_s=config.sqs_wait_s)} messages")
+    else:
+        sqs.listen(client, config.sqs_queue_url, ingest, wait_s=config.sqs_wait_s)
+    return 0

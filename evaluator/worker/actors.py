@@ -1,0 +1,77 @@
+"""Dramatiq actors: parse the message, call one plain function with its collaborators.
+
+Import only after evaluator.worker.broker.setup() (or dramatiq.set_broker) has run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+
+from evaluator.errors import InfrastructureError
+
+if dramatiq.broker.global_broker is None:
+    # @dramatiq.actor would silently create a default broker on localhost (STYLE R9).
+    raise RuntimeError("call evaluator.worker.broker.setup() before importing evaluator.worker.actors")
+
+from evaluator import datasets, pipeline, reconcile as reconciling, runs  # noqa: E402
+from evaluator.worker import services  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+EVALUATIONS = "evaluations"
+DATASETS = "datasets"
+MAINTENANCE = "maintenance"
+
+
+def _retry_infrastructure_only(retries: int, exception: BaseException) -> bool:
+    """Retry what S3, the DB or Docker caused, never the participant's own failure (a final state)."""
+    import botocore.exceptions
+    import docker.errors
+    import peewee
+    import requests
+
+    retryable = (InfrastructureError, peewee.OperationalError, peewee.InterfaceError, botocore.exceptions.BotoCoreError,
+                 botocore.exceptions.ClientError, docker.errors.APIError, requests.exceptions.RequestException,
+                 dramatiq.middleware.TimeLimitExceeded, OSError)
+    return retries < 5 and isinstance(exception, retryable)
+
+
+@dramatiq.actor(queue_name=EVALUATIONS, max_retries=5, min_backoff=2_000, max_backoff=60_000,
+                retry_when=_retry_infrastructure_only,
+                time_limit=6 * 3600 * 1000,  # backstop only: the sandbox enforces the benchmark's timeout
+                on_retry_exhausted="mark_run_failed", notify_shutdown=True)
+def evaluate_run(run_id: str) -> None:
+    pipeline.evaluate_run(run_id, blobs=services.blobs(), sandbox=services.sandbox(), config=services.current_config())
+
+
+@dramatiq.actor(queue_name=EVALUATIONS, max_retries=10)
+def mark_run_failed(message_data: dict, exception_data: dict) -> None:
+    run_id = message_data["args"][0]
+    runs.finish(run_id, status="failed", failure={
+        "code": "internal", "message": f"evaluation kept failing: {exception_data.get('type')}: "
+                                       f"{exception_data.get('message', '')[:500]}"})
+
+
+@dramatiq.actor(queue_name=DATASETS, max_retries=5, min_backoff=2_000, retry_when=_retry_infrastructure_only,
+                time_limit=3600 * 1000)
+def register_dataset(dataset_id: str) -> None:
+    from pathlib import Path
+
+    config = services.current_config()
+    datasets.register_dataset(dataset_id, blobs=services.blobs(), config=config, work_dir=Path(config.work_dir))
+
+
+@dramatiq.actor(queue_name=MAINTENANCE, max_retries=0, time_limit=10 * 60 * 1000)
+def reconcile() -> None:
+    config = services.current_config()
+    reconciling.reconcile(config=config, blobs=services.blobs(), queues=queues())
+
+
+def queues():
+    """The intake's message senders, bound to these actors."""
+    from evaluator.intake import Queues
+
+    return Queues(evaluate_run=lambda run_id: evaluate_run.send(run_id),
+                  register_dataset=lambda dataset_id: register_dataset.send(dataset_id))

@@ -1,0 +1,75 @@
+"""Worker middleware: a database connection per message, like the API's per request."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+
+import dramatiq
+import peewee
+
+from evaluator.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseConnection(dramatiq.Middleware):
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.database: peewee.Database | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from evaluator.storage.db import database, init_database
+
+        self.database = database.obj or init_database(self.database_url)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        if self.database is not None:
+            self.database.connect(reuse_if_open=True)
+
+    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None,
+                              exception=None) -> None:
+        if self.database is not None and not self.database.is_closed():
+            self.database.close()
+
+    after_skip_message = after_process_message
+
+
+class PeriodicReconcile(dramatiq.Middleware):
+    """Run the reconciler every interval in one worker process of the fleet (a Redis lock elects it)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.config.reconcile_interval_s > 0:
+            threading.Thread(target=self._loop, args=(broker,), name="reconcile", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+
+    def _loop(self, broker: dramatiq.Broker) -> None:
+        interval = self.config.reconcile_interval_s
+        lock = f"{self.config.broker_namespace}:reconcile-lock"
+        while not self._stop.wait(interval * random.uniform(0.5, 1.0)):
+            try:
+                if not broker.client.set(lock, socket.gethostname(), nx=True, ex=max(1, int(interval * 0.9))):
+                    continue
+                self._run_once()
+            except Exception:  # noqa: BLE001 - a loop boundary: log and try again next tick
+                logger.error("Periodic reconcile failed", exc_info=True)
+
+    def _run_once(self) -> None:
+        from evaluator import reconcile
+        from evaluator.storage.db import database
+        from evaluator.worker import actors, services
+
+        with database.connection_context():
+            reconcile.reconcile(config=self.config, blobs=services.blobs(), queues=actors.queues())
+
+
+def worker_middleware(config: Config) -> list[dramatiq.Middleware]:
+    return [DatabaseConnection(config.database_url), PeriodicReconcile(config)]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Make this machine ready to run the evaluator: services up, Docker Engine up, virtualenv installed.
+# Idempotent; every step checks before it acts. Used by the Makefile (and so by .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+services() {
+  if ! answers 5432; then
+    log "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+  fi
+  if ! answers 6379; then
+    log "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  fi
+  for _ in $(seq 1 30); do answers 5432 && answers 6379 && return 0; sleep 1; done
+  echo "PostgreSQL or Redis did not come up" >&2; return 1
+}
+
+docker_engine() {
+  if docker info >/dev/null 2>&1; then return 0; fi
+  if ! command -v dockerd >/dev/null 2>&1; then
+    log "installing Docker Engine (docker.io)"
+    apt_install docker.io
+  fi
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+  log "starting dockerd (no bridge network: sandboxes run with --network none)"
+  setsid nohup dockerd --bridge=none --iptables=false >/var/log/dockerd.log 2>&1 </dev/null &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return 0; sleep 1; done
+  echo "dockerd did not start; see /var/log/dockerd.log" >&2; return 1
+}
+
+venv() {
+  if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    python3 -m venv .venv
+  fi
+  if ! .venv/bin/python -c "import evaluator, pytest, moto" 2>/dev/null || [ setup.cfg -nt .venv/.installed ]; then
+    log "installing the package with test extras"
+    .venv/bin/pip install -q -e '.[test]'
+    touch .venv/.installed
+  fi
+}
+
+for step in "$@"; do "$step"; done
