@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evaluator import fields
+from evaluator import fields, scoring
 from evaluator.config import Config
 from evaluator.datasets import get_dataset
 from evaluator.errors import Conflict, NotFound, ValidationFailed
@@ -11,18 +11,11 @@ from evaluator.storage.models import Benchmark, isoformat
 from evaluator.tokens import Principal
 
 TASKS = ("classification", "regression")
-# NOTE: mirrors evaluator.scoring's catalogue until it exposes one (same names, same directions).
 METRICS_BY_TASK = {
     "classification": ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
                        "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "log_loss"),
     "regression": ("mae", "mse", "rmse", "r2", "median_absolute_error", "max_error", "explained_variance"),
 }
-DEFAULT_PRIMARY = {"classification": "accuracy", "regression": "rmse"}
-MINIMIZED = {"log_loss", "mae", "mse", "rmse", "median_absolute_error", "max_error"}
-
-
-def direction(metric: str) -> str:
-    return "minimize" if metric in MINIMIZED else "maximize"
 VISIBILITIES = ("public", "participants", "private")
 
 
@@ -56,7 +49,7 @@ def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Ben
     benchmark_id = fields.slug(body, "id")
     task = fields.choice(body, "task", TASKS)
     metric_names = METRICS_BY_TASK[task]
-    primary = fields.choice(body, "primary_metric", metric_names, DEFAULT_PRIMARY[task])
+    primary = fields.choice(body, "primary_metric", metric_names, scoring.default_primary_metric(task))
     metrics = fields.string_list(body, "metrics", list(metric_names), allowed=metric_names)
     dataset = get_dataset(fields.text(body, "dataset"))
     if Benchmark.get_or_none(Benchmark.id == benchmark_id):
@@ -67,7 +60,7 @@ def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Ben
         dataset=dataset,
         task=task,
         primary_metric=primary,
-        direction=direction(primary),
+        direction=scoring.direction(primary),
         metrics=metrics,
         limits=parse_limits(body, config),
         allowed_frameworks=fields.string_list(body, "allowed_frameworks", list(FRAMEWORKS), allowed=FRAMEWORKS),

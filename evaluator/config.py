@@ -41,6 +41,7 @@ class Config:
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = 2
     api_url: str = ""  # how workers/CLI reach the API; defaults to http://api_host:api_port
     events_token: str = "change-me-events-token"
     # Sandbox.
@@ -86,6 +87,10 @@ class Config:
             except ValueError:
                 raise ValueError(f"{_PREFIX}{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """Render as EVALUATOR_* variables: how a parent process configures its children."""
+        return {_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)

@@ -1,10 +1,12 @@
-"""gunicorn settings of the API service: `gunicorn -c http/gunicorn.conf.py`."""
+"""gunicorn settings of the API service: `gunicorn -c http/gunicorn.conf.py` (or `evaluator api`)."""
 
-import os
+from evaluator.config import Config
+
+_config = Config.from_env()
 
 wsgi_app = "evaluator.api.app:get_app()"
-bind = f"{os.environ.get('EVALUATOR_API_HOST', '0.0.0.0')}:{os.environ.get('EVALUATOR_API_PORT', '8000')}"
-workers = int(os.environ.get("EVALUATOR_API_WORKERS", "2"))
+bind = f"{_config.api_host}:{_config.api_port}"
+workers = _config.api_workers
 worker_class = "sync"
 timeout = 60
 graceful_timeout = 30

@@ -61,17 +61,20 @@ class _Problem:
 class AlignmentReport:
     """Count every way the predictions fail to align; raise once, with examples."""
 
-    _PHRASES = {
-        "missing": "label rows have no prediction",
-        "extra": "predictions have a row_id that is not in the labels",
-        "duplicated": "predictions repeat a row_id already predicted",
-        "null_row_id": "predictions have a null row_id",
-        "null_prediction": "predictions are null",
-        "non_finite_prediction": "predictions are not finite (NaN or infinite)",
-        "bad_proba": "rows have a null or non-finite probability",
+    _PHRASES = {  # (one, many)
+        "missing": ("label row has no prediction", "label rows have no prediction"),
+        "extra": ("prediction has a row_id that is not in the labels",
+                  "predictions have a row_id that is not in the labels"),
+        "duplicated": ("prediction repeats a row_id already predicted",
+                       "predictions repeat a row_id already predicted"),
+        "null_row_id": ("prediction has a null row_id", "predictions have a null row_id"),
+        "null_prediction": ("prediction is null", "predictions are null"),
+        "non_finite_prediction": ("prediction is not finite (NaN or infinite)",
+                                  "predictions are not finite (NaN or infinite)"),
+        "bad_proba": ("row has a null or non-finite probability", "rows have a null or non-finite probability"),
     }
 
-    def __init__(self, n_prediction_rows: int | None = None) -> None:
+    def __init__(self) -> None:
         self.problems = {name: _Problem() for name in self._PHRASES}
         self.n_label_rows = 0
 
@@ -90,7 +93,8 @@ class AlignmentReport:
         for name, problem in self.problems.items():
             if problem.count:
                 examples = ", ".join(repr(x) for x in problem.examples)
-                parts.append(f"{problem.count} {self._PHRASES[name]} (e.g. row_id {examples})")
+                phrase = self._PHRASES[name][problem.count != 1]
+                parts.append(f"{problem.count} {phrase} (e.g. row_id {examples})")
         raise PredictionsInvalid(
             f"predictions do not align one to one with the {self.n_label_rows} label rows: " + "; ".join(parts)
         )

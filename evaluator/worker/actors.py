@@ -15,8 +15,11 @@ if dramatiq.broker.global_broker is None:
     # @dramatiq.actor would silently create a default broker on localhost (STYLE R9).
     raise RuntimeError("call evaluator.worker.broker.setup() before importing evaluator.worker.actors")
 
-from evaluator import datasets, pipeline, reconcile as reconciling, runs  # noqa: E402
+from evaluator import runs  # noqa: E402
 from evaluator.worker import services  # noqa: E402
+
+# NOTE: the bodies import the pipeline lazily: the API process imports this module only to send
+# messages, and must not need Docker or the scoring stack for that.
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ def _retry_infrastructure_only(retries: int, exception: BaseException) -> bool:
                 time_limit=6 * 3600 * 1000,  # backstop only: the sandbox enforces the benchmark's timeout
                 on_retry_exhausted="mark_run_failed", notify_shutdown=True)
 def evaluate_run(run_id: str) -> None:
+    from evaluator import pipeline
+
     pipeline.evaluate_run(run_id, blobs=services.blobs(), sandbox=services.sandbox(), config=services.current_config())
 
 
@@ -59,12 +64,16 @@ def mark_run_failed(message_data: dict, exception_data: dict) -> None:
 def register_dataset(dataset_id: str) -> None:
     from pathlib import Path
 
+    from evaluator import datasets
+
     config = services.current_config()
     datasets.register_dataset(dataset_id, blobs=services.blobs(), config=config, work_dir=Path(config.work_dir))
 
 
 @dramatiq.actor(queue_name=MAINTENANCE, max_retries=0, time_limit=10 * 60 * 1000)
 def reconcile() -> None:
+    from evaluator import reconcile as reconciling
+
     config = services.current_config()
     reconciling.reconcile(config=config, blobs=services.blobs(), queues=queues())
 

@@ -69,7 +69,9 @@ def classification_reference(y, pred, proba_labels: list, proba: np.ndarray | No
             ref["log_loss"] = quiet(skm.log_loss, y, matrix, labels=labels_sorted)
         except ValueError:
             ref["log_loss"] = None
-    return ref
+    # NOTE: sklearn >= 1.6 returns nan (with a warning) where older versions raised; JSON has no nan,
+    # so both mean "skipped with a reason" in metrics.json.
+    return {name: None if value is None or np.isnan(value) else value for name, value in ref.items()}
 
 
 def regression_reference(y, pred) -> dict:

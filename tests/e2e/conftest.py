@@ -1,0 +1,128 @@
+"""A live stack through the real entry points: gunicorn API, SeaweedFS with its filer webhook, dramatiq workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from evaluator.config import Config
+from evaluator.storage.seaweed import SeaweedServer, Webhook, free_port, wait_for_port
+from tests.conftest import EVENTS_TOKEN, S3_KEY, S3_SECRET
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+class Stack:
+    """Processes of one platform; `url` is the API's base URL."""
+
+    def __init__(self, config: Config, logs: Path) -> None:
+        self.config = config
+        self.url = config.api_base_url
+        self.logs = logs
+        self.workers: list[subprocess.Popen] = []
+        self.api: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.config.to_env(), "dramatiq_queue_prefetch": "1", "PYTHONUNBUFFERED": "1"}
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")
+        return subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def start_api(self) -> None:
+        self.api = self._spawn("api", [str(BIN / "evaluator"), "api"])
+        wait_for_port(self.config.api_port, 30, proc=self.api)
+        deadline = time.monotonic() + 30
+        while self.call("GET", "/health").status_code != 200:
+            if time.monotonic() > deadline or self.api.poll() is not None:
+                raise RuntimeError(f"the API did not become healthy\n{self.log_tail()}")
+            time.sleep(0.3)
+
+    def start_worker(self, processes: int = 1, threads: int = 2) -> subprocess.Popen:
+        worker = self._spawn(f"worker-{len(self.workers)}", [
+            str(BIN / "dramatiq"), "evaluator.worker.broker:setup", "evaluator.worker.actors",
+            "--processes", str(processes), "--threads", str(threads)])
+        self.workers.append(worker)
+        return worker
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            proc.wait(30)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.api]:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in [*self.workers, self.api]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.glob("*.log")))
+
+    # --- HTTP helpers ---------------------------------------------------------------
+
+    def call(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def wait_for(self, path: str, token: str, done, timeout_s: float = 120) -> dict:
+        deadline = time.monotonic() + timeout_s
+        body = None
+        while time.monotonic() < deadline:
+            body = self.call("GET", path, token).json()
+            if done(body):
+                return body
+            time.sleep(0.3)
+        raise AssertionError(f"{path} did not reach the expected state in {timeout_s}s: {body}\n{self.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def webhook_s3(tmp_path_factory):
+    """SeaweedFS whose filer posts every change to the API port this module's stacks use."""
+    api_port = free_port()
+    server = SeaweedServer(tmp_path_factory.mktemp("s3-webhook"), S3_KEY, S3_SECRET,
+                           webhook=Webhook(f"http://127.0.0.1:{api_port}/v1/events/s3", EVENTS_TOKEN))
+    server.start()
+    yield server, api_port
+    server.stop()
+
+
+@pytest.fixture
+def stack(webhook_s3, database_url, redis_url, db, tmp_path):
+    """API + worker against real PostgreSQL, Redis, SeaweedFS (webhook wired) and Docker."""
+    from evaluator.storage.blobs import BlobStore
+    from tests.conftest import wait_until_ready
+
+    server, api_port = webhook_s3
+    bucket = f"e2e-{uuid.uuid4().hex[:10]}"
+    config = Config(
+        database_url=database_url, redis_url=redis_url, broker_namespace=f"e2e-{uuid.uuid4().hex[:8]}",
+        s3_endpoint_url=server.endpoint_url, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET,
+        datasets_bucket=bucket, bundles_bucket=bucket, results_bucket=bucket, events_token=EVENTS_TOKEN,
+        api_port=api_port, api_workers=1, work_dir=str(tmp_path / "work"), sandbox_timeout_s=60,
+        sandbox_memory="512m", reconcile_interval_s=0, log_level="INFO",
+    )
+    wait_until_ready(lambda: BlobStore.from_config(config).ensure_buckets(bucket))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    platform = Stack(config, logs)
+    platform.start_api()
+    platform.start_worker()
+    yield platform
+    platform.stop()
