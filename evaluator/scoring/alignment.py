@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from evaluator.errors import EvaluatorError, PredictionsInvalid
 from evaluator.scoring.hashing import hash_row_ids
-from evaluator.scoring.sources import PROBA_PREFIX, LabelsSource, PredictionsSource
+from evaluator.scoring.sources import PROBA_PREFIX, LabelsSource, PredictionsSource, open_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -243,8 +243,9 @@ class _PartitionWriter:
             self._writers[i].close()
 
     def read(self, i: int) -> pa.Table:
-        with pa.memory_map(str(self.paths[i])) as source:
+        with pa.OSFile(str(self.paths[i])) as source:  # NOTE: not mapped; see value_counts._read
             table = pa.ipc.open_file(source).read_all()
+        self.paths[i].unlink()
         return table
 
 
@@ -309,7 +310,5 @@ def partitioned_chunks(labels: LabelsSource, predictions: PredictionsSource, dir
 
 
 def _empty_schema(predictions: PredictionsSource) -> pa.Schema:
-    import pyarrow.parquet as pq
-
-    schema = pq.ParquetFile(predictions.path).schema_arrow
+    schema = open_parquet(predictions.path).schema_arrow
     return pa.schema([schema.field(name) for name in ["row_id", "prediction", *predictions.proba_columns()]])

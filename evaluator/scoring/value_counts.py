@@ -163,7 +163,8 @@ def _boundaries(sorted_distinct: np.ndarray, fanout: int) -> np.ndarray:
 
 
 def _read(path: Path) -> Iterator[pa.RecordBatch]:
-    with pa.memory_map(str(path)) as source:
+    # NOTE: plain reads, not a memory map: mapped pages of a large spill file count as resident memory.
+    with pa.OSFile(str(path)) as source:
         reader = pa.ipc.open_file(source)
         for i in range(reader.num_record_batches):
             yield reader.get_batch(i)

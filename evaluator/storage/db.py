@@ -21,7 +21,12 @@ def init_database(url: str) -> peewee.Database:
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         db = connect(url, pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000})
     else:
-        db = connect(url, autoconnect=True)
+        # A pool: the per-request/per-message close() hands the connection back instead of
+        # tearing it down (a fresh PostgreSQL connection cost 2.6 ms of a 9 ms grant request).
+        scheme, sep, rest = url.partition("://")
+        if "+pool" not in scheme and scheme.startswith("postgres"):
+            url = f"{scheme}+pool{sep}{rest}"
+        db = connect(url, max_connections=32, stale_timeout=300, timeout=10)
     database.initialize(db)
     return db
 
