@@ -44,6 +44,7 @@ class Config:
     api_workers: int = 2
     api_url: str = ""  # how workers/CLI reach the API; defaults to http://api_host:api_port
     events_token: str = "change-me-events-token"
+    token: str = ""  # the CLI client's API token (`evaluator submit`, `runs`, ...)
     # Sandbox.
     image_prefix: str = "evaluator-"
     base_image: str = "python:3.11-slim"

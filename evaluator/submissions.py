@@ -12,7 +12,7 @@ from evaluator.config import Config
 from evaluator.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
-from evaluator.storage.models import Submission, SubmissionStatus, isoformat, utcnow
+from evaluator.storage.models import Submission, isoformat, utcnow
 from evaluator.tokens import Principal
 
 UPLOAD_METHODS = ("put", "post", "multipart")
@@ -104,6 +104,13 @@ def get_submission(submission_id: str, principal: Principal) -> Submission:
     return row
 
 
+def list_submissions(benchmark_id: str, principal: Principal) -> list[Submission]:
+    """Return the caller's submissions to a benchmark (an admin's: everyone's)."""
+    benchmark = get_benchmark(benchmark_id, principal)
+    query = Submission.select().where(Submission.benchmark == benchmark.id).order_by(Submission.created_at.desc())
+    return list(query if principal.is_admin else query.where(Submission.owner == principal.owner))
+
+
 def serialize(submission: Submission) -> dict:
     return {
         "id": str(submission.id),
@@ -121,7 +128,6 @@ def serialize(submission: Submission) -> dict:
         "created_at": isoformat(submission.created_at),
         "expires_at": isoformat(submission.expires_at),
         "uploaded_at": isoformat(submission.uploaded_at),
+        "runs": [{"id": str(run.id), "status": run.status} for run in submission.runs],
     }
 
-
-__all__ = ["create_submission", "complete_multipart", "get_submission", "serialize", "SubmissionStatus"]

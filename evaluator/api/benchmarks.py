@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import benchmarks
+from evaluator import benchmarks, leaderboard
 from evaluator.api.hooks import admin_only, authenticated, json_body
 from evaluator.config import Config
 
@@ -29,3 +29,9 @@ class BenchmarkItem:
     @falcon.before(authenticated)
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         resp.media = benchmarks.serialize(benchmarks.get_benchmark(benchmark_id, req.context.principal))
+
+
+class Leaderboard:
+    @falcon.before(authenticated)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        resp.media = leaderboard.build(benchmarks.get_benchmark(benchmark_id, req.context.principal))

@@ -17,6 +17,11 @@ class BenchmarkSubmissions:
         self._config = config
         self._blobs = blobs
 
+    @falcon.before(authenticated)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        rows = submissions.list_submissions(benchmark_id, req.context.principal)
+        resp.media = {"items": [submissions.serialize(s) for s in rows]}
+
     @falcon.before(submitter)
     @falcon.before(json_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
