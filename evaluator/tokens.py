@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets as _secrets
+import uuid
 
 from evaluator.errors import NotFound, ValidationFailed
 from evaluator.storage.layout import is_slug
@@ -47,6 +48,10 @@ def authenticate(secret: str) -> Principal | None:
 
 
 def revoke_token(token_id: str) -> None:
-    updated = ApiToken.update(revoked_at=utcnow()).where(ApiToken.id == token_id).execute()
+    try:
+        token_uuid = uuid.UUID(str(token_id))
+    except ValueError:
+        raise NotFound(f"token {token_id} not found") from None
+    updated = ApiToken.update(revoked_at=utcnow()).where(ApiToken.id == token_uuid).execute()
     if not updated:
         raise NotFound(f"token {token_id} not found")

@@ -7,7 +7,7 @@ from typing import Mapping
 import falcon
 import peewee
 
-from evaluator.api import benchmarks, datasets, errors, events, health, openapi, runs, submissions
+from evaluator.api import benchmarks, datasets, errors, events, health, openapi, runs, submissions, tokens
 from evaluator.api.middleware import BearerAuth, DatabaseConnection, RequestId, RequestMetrics
 from evaluator.config import Config
 from evaluator.intake import Queues
@@ -42,25 +42,35 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/runs/{run_id}/logs", run_item, suffix="logs")
     app.add_route("/v1/runs/{run_id}/cancel", run_item, suffix="cancel")
     app.add_route("/v1/events/s3", events.S3Events(config, database, queues))
+    app.add_route("/v1/tokens", tokens.TokenCollection())
+    app.add_route("/v1/tokens/{token_id}", tokens.TokenItem())
     return app
 
 
 def get_app(config: Config | None = None) -> falcon.App:
     """Build the real collaborators from the environment: gunicorn's entry point."""
     from evaluator.logs import configure_logging
-    from evaluator.storage.db import init_database, ping
     from evaluator.worker.broker import setup
 
     config = config or Config.from_env()
     configure_logging(config)
-    database = init_database(config.database_url)
-    blobs = BlobStore.from_config(config)
-    broker = setup(config)  # NOTE: before the actors are imported (STYLE R9)
+    setup(config)  # NOTE: sets the broker before the actors are imported (STYLE R9)
+    return build_app(config)
+
+
+def build_app(config: Config) -> falcon.App:
+    """Wire the real database, object store and the already configured broker."""
+    import dramatiq
+
+    from evaluator.storage.db import init_database, ping
     from evaluator.worker import actors
 
+    database = init_database(config.database_url)
+    blobs = BlobStore.from_config(config)
+    client = getattr(dramatiq.get_broker(), "client", None)  # None: the in-process broker of `evaluator dev`
     checks = {
         "database": lambda: ping(database),
-        "broker": lambda: broker.client.ping(),
+        "broker": lambda: client.ping() if client is not None else None,
         "object_store": lambda: blobs.ping(config.bundles_bucket),
     }
     return create_app(config, database=database, blobs=blobs, queues=actors.queues(), health_checks=checks)

@@ -50,6 +50,8 @@ PATHS = {
     "/v1/runs/{run_id}": {"get": _op("One run: status, metrics, failure, provenance")},
     "/v1/runs/{run_id}/logs": {"get": _op("The run's capped sandbox log")},
     "/v1/runs/{run_id}/cancel": {"post": _op("Cancel a run (stops its container)", errors=(401, 404, 409))},
+    "/v1/tokens": {"post": _op("Issue an API token, shown once (admin)", ok="201", errors=(401, 403, 422))},
+    "/v1/tokens/{token_id}": {"delete": _op("Revoke an API token (admin)", ok="204", errors=(401, 403, 404))},
     "/v1/events/s3": {"post": _op("Bucket notifications (MinIO webhook, SeaweedFS filer webhook)", auth="events",
                                   errors=(400, 401))},
 }

@@ -27,9 +27,9 @@ from evaluator.scoring.sources import PROBA_PREFIX, LabelsSource, PredictionsSou
 
 logger = logging.getLogger(__name__)
 
-PARTITION_ROWS = 1 << 19
+PARTITION_ROWS = 1 << 18
 MAX_PARTITIONS = 1024
-_FLUSH_ROWS = 1 << 16
+_FLUSH_ROWS = 1 << 14
 _EXAMPLES = 5
 
 
@@ -282,8 +282,10 @@ def partitioned_chunks(labels: LabelsSource, predictions: PredictionsSource, dir
         pred_schema = _normalize_predictions(
             pa.RecordBatch.from_pylist([], schema=_empty_schema(predictions)), id_type, numeric).schema
     pred_parts.close(pred_schema)
+    pa.default_memory_pool().release_unused()  # NOTE: mimalloc otherwise keeps the partitioning buffers
 
     for i in range(n):
+        pa.default_memory_pool().release_unused()
         label_table, pred_table = label_parts.read(i), pred_parts.read(i)
         label_table = label_table.take(pc.sort_indices(label_table, [("row_id", "ascending")]))
         pred_table = pred_table.take(pc.sort_indices(pred_table, [("row_id", "ascending")]))

@@ -20,7 +20,7 @@ from evaluator.scoring.sources import LabelsSource, PredictionsSource
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_ROWS = 1 << 18
+DEFAULT_CHUNK_ROWS = 1 << 16
 TASK_METRICS = {"classification": classification.METRICS, "regression": regression.METRICS}
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_IN_MEMORY = 1 << 18
+DEFAULT_MAX_IN_MEMORY = 1 << 16
 _SAMPLE_SIZE = 1 << 15
 _MAX_FANOUT = 64
 _SCHEMA = pa.schema([("value", pa.float64()), ("code", pa.int32()), ("count", pa.int64())])

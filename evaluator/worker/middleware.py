@@ -56,7 +56,9 @@ class PeriodicReconcile(dramatiq.Middleware):
         lock = f"{self.config.broker_namespace}:reconcile-lock"
         while not self._stop.wait(interval * random.uniform(0.5, 1.0)):
             try:
-                if not broker.client.set(lock, socket.gethostname(), nx=True, ex=max(1, int(interval * 0.9))):
+                client = getattr(broker, "client", None)  # None: the in-process broker, one process only
+                if client is not None and not client.set(lock, socket.gethostname(), nx=True,
+                                                         ex=max(1, int(interval * 0.9))):
                     continue
                 self._run_once()
             except Exception:  # noqa: BLE001 - a loop boundary: log and try again next tick

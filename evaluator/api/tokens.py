@@ -1,0 +1,26 @@
+"""Resources for /v1/tokens: admins issue (shown once) and revoke API tokens."""
+
+from __future__ import annotations
+
+import falcon
+
+from evaluator import fields, tokens
+from evaluator.api.hooks import admin_only, json_body
+
+
+class TokenCollection:
+    @falcon.before(admin_only)
+    @falcon.before(json_body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.context.body
+        secret, row = tokens.create_token(fields.slug(body, "owner"), fields.text(body, "role", "participant"),
+                                          body.get("label"))
+        resp.status = falcon.HTTP_201
+        resp.media = {"id": str(row.id), "owner": row.owner, "role": row.role, "token": secret}
+
+
+class TokenItem:
+    @falcon.before(admin_only)
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, token_id: str) -> None:
+        tokens.revoke_token(token_id)
+        resp.status = falcon.HTTP_204

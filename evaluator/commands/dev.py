@@ -1,0 +1,112 @@
+"""`evaluator dev` (the embedded default platform) and `evaluator demo` (a full evaluation on it)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from evaluator.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    dev = subparsers.add_parser("dev", help="run API, worker, SeaweedFS, database and broker on this machine")
+    dev.set_defaults(func=cmd_dev)
+    demo = subparsers.add_parser("demo", help="evaluate sample models end to end on `evaluator dev` (started if needed)")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+
+def admin_token(config: Config) -> str:
+    """Return the embedded platform's admin token, creating it (file mode 600) on first start."""
+    from evaluator import tokens
+
+    path = Path(config.data_dir) / "admin.token"
+    if path.exists():
+        secret = path.read_text().strip()
+        if tokens.authenticate(secret):
+            return secret
+    secret, _ = tokens.create_token("admin", "admin", "evaluator dev")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
+def _start(config: Config):
+    from evaluator.devserver import DevPlatform
+    from evaluator.sandbox.build import ensure_images
+
+    ensure_images(config, ("sklearn", "onnx"))
+    platform = DevPlatform(config).start()
+    from evaluator.storage.db import database
+
+    with database.connection_context():
+        token = admin_token(config)
+    return platform, token
+
+
+def cmd_dev(args: argparse.Namespace, config: Config) -> int:
+    from evaluator.devserver import dev_config
+    from evaluator.logs import configure_logging
+
+    config = dev_config(config)
+    configure_logging(config)
+    platform, token = _start(config)
+    print(f"evaluator dev is up: API {config.api_base_url} (docs {config.api_base_url}/docs), "
+          f"S3 {config.s3_endpoint_url}, broker {platform.broker_kind}")
+    print(f"admin token: {Path(config.data_dir) / 'admin.token'}   data: {config.data_dir}   Ctrl-C stops everything")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        platform.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    import json
+
+    from evaluator.commands.client import format_leaderboard, format_run
+    from evaluator.demo import run_demo
+    from evaluator.devserver import dev_config, redis_reachable
+    from evaluator.logs import configure_logging
+
+    config = dev_config(config)
+    configure_logging(config.replace(log_level="WARNING"))  # the demo prints its own story
+    platform = None
+    if _healthy(config.api_base_url):
+        print(f"using the running platform at {config.api_base_url}")
+        token = (Path(config.data_dir) / "admin.token").read_text().strip()
+    else:
+        print(f"starting the embedded platform (data in {config.data_dir}; broker: "
+              f"{'Redis' if redis_reachable(config.redis_url) else 'in-process'})")
+        platform, token = _start(config)
+    try:
+        result = run_demo(config.api_base_url, token)
+    finally:
+        if platform is not None:
+            platform.stop()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for run in result["runs"]:
+            print(format_run(run))
+        print(format_leaderboard(result["leaderboard"]))
+    return 0 if all(run["status"] == "succeeded" for run in result["runs"]) else 1
+
+
+def _healthy(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(url + "/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
