@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evaluator import fields, scoring
+from evaluator import fields, quotas, scoring
 from evaluator.config import Config
 from evaluator.datasets import get_dataset
 from evaluator.errors import Conflict, NotFound, ValidationFailed
@@ -64,7 +64,7 @@ def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Ben
         metrics=metrics,
         limits=parse_limits(body, config),
         allowed_frameworks=fields.string_list(body, "allowed_frameworks", list(FRAMEWORKS), allowed=FRAMEWORKS),
-        quota=fields.mapping(body, "quota", {}),
+        quota=quotas.parse_quota(body),
         visibility=fields.choice(body, "visibility", VISIBILITIES, "public"),
         owner=principal.owner,
     )

@@ -33,6 +33,7 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/benchmarks/{benchmark_id}", benchmarks.BenchmarkItem())
     app.add_route("/v1/benchmarks/{benchmark_id}/submissions", submissions.BenchmarkSubmissions(config, blobs))
     app.add_route("/v1/benchmarks/{benchmark_id}/leaderboard", benchmarks.Leaderboard())
+    app.add_route("/v1/benchmarks/{benchmark_id}/quota", benchmarks.Quota())
     submission_item = submissions.SubmissionItem(blobs)
     app.add_route("/v1/submissions/{submission_id}", submission_item)
     app.add_route("/v1/submissions/{submission_id}/complete", submission_item, suffix="complete")

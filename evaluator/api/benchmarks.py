@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import benchmarks, leaderboard
+from evaluator import benchmarks, leaderboard, quotas
 from evaluator.api.hooks import admin_only, authenticated, json_body
 from evaluator.config import Config
 
@@ -35,3 +35,10 @@ class Leaderboard:
     @falcon.before(authenticated)
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         resp.media = leaderboard.build(benchmarks.get_benchmark(benchmark_id, req.context.principal))
+
+
+class Quota:
+    @falcon.before(authenticated)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
+        resp.media = quotas.state(benchmark, req.context.principal.owner).to_dict()

@@ -6,7 +6,7 @@ import logging
 
 import falcon
 
-from evaluator.errors import EvaluatorError, QuotaExceeded
+from evaluator.errors import EvaluatorError
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ def handle_evaluator_error(req: falcon.Request, resp: falcon.Response, ex: Evalu
     body = ex.to_dict()
     extra = {k: v for k, v in body.items() if k not in ("code", "message")}
     headers = {"WWW-Authenticate": "Bearer"} if ex.http_status == 401 else None
-    if isinstance(ex, QuotaExceeded) and ex.resets_at:
-        headers = {"Retry-After-Date": ex.resets_at}
     raise _Error(ex.http_status, ex.code, ex.message, extra, headers)
 
 

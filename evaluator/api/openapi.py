@@ -42,6 +42,7 @@ PATHS = {
         "post": _op("Create a submission and get its upload grant (presigned PUT, POST policy or multipart)",
                     body="SubmissionIn", ok="201", errors=(400, 401, 403, 404, 413, 422, 429)),
     },
+    "/v1/benchmarks/{benchmark_id}/quota": {"get": _op("The caller's remaining submissions and when they reset")},
     "/v1/benchmarks/{benchmark_id}/leaderboard": {"get": _op("Best run per participant, ranked")},
     "/v1/submissions/{submission_id}": {"get": _op("One of the caller's submissions")},
     "/v1/submissions/{submission_id}/complete": {

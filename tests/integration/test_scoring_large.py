@@ -1,4 +1,4 @@
-"""Score 5 million rows through score_files in a subprocess: exact values, bounded memory."""
+"""Score 10 million rows through score_files in a subprocess: exact values, bounded memory."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn import metrics as skm
 
-N_ROWS = 5_000_000
+N_ROWS = 10_000_000
 CHUNK = 500_000
 N_CLASSES = 3
 STEPS = 1_000_000  # probabilities are k / STEPS: ~1e6 distinct scores per column, so ROC AUC spills to disk
 # The data as numpy arrays: labels (row_id, target) + predictions (row_id, prediction, 3 probabilities).
-DATA_BYTES = N_ROWS * 8 * (2 + 2 + N_CLASSES)  # 280 MB
+DATA_BYTES = N_ROWS * 8 * (2 + 2 + N_CLASSES)  # 560 MB (534 MiB)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -95,8 +95,8 @@ print(json.dumps({"doc": doc, "max_rss_kib": resource.getrusage(resource.RUSAGE_
 """
 
 
-def test_five_million_rows_score_exactly_with_memory_well_below_the_data(tmp_path):
-    # Given 5 million rows whose exact metric values scikit-learn gives from weighted cells
+def test_ten_million_rows_score_exactly_with_memory_well_below_the_data(tmp_path):
+    # Given 10 million rows whose exact metric values scikit-learn gives from weighted cells
     counts = _generate(tmp_path)
     expected = _expected(*counts)
     # When a separate process scores the files (so its peak RSS is the scorer's alone)
@@ -110,4 +110,5 @@ def test_five_million_rows_score_exactly_with_memory_well_below_the_data(tmp_pat
         assert doc["metrics"][name] == pytest.approx(value, rel=1e-9), name
     assert doc["confusion_matrix"]["matrix"] == counts[0].tolist() + [[0] * (N_CLASSES + 1)]
     assert doc["classes"] == [0, 1, 2, 3]
-    assert peak < DATA_BYTES / 2, f"peak RSS {peak / 2**20:.0f} MiB vs data {DATA_BYTES / 2**20:.0f} MiB"
+    print(f"peak RSS {peak / 2**20:.0f} MiB, data {DATA_BYTES / 2**20:.0f} MiB")
+    assert peak < 0.6 * DATA_BYTES, f"peak RSS {peak / 2**20:.0f} MiB vs data {DATA_BYTES / 2**20:.0f} MiB"

@@ -1,0 +1,81 @@
+"""Submission quotas: per participant per window (UTC day or rolling 24 h), failed runs counted or not."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from evaluator import fields
+from evaluator.errors import QuotaExceeded, ValidationFailed
+from evaluator.storage.models import Benchmark, Run, RunStatus, Submission, isoformat, utcnow
+
+WINDOWS = ("utc_day", "rolling_24h")
+_NOT_COUNTED_WHEN_FAILED = [RunStatus.FAILED.value, RunStatus.TIMED_OUT.value]
+
+
+def parse_quota(body: dict) -> dict:
+    """Validate a benchmark's quota: {limit, window, count_failed}; {} means unlimited."""
+    raw = fields.mapping(body, "quota", {})
+    if not raw:
+        return {}
+    return {
+        "limit": fields.integer(raw, "limit", minimum=1),
+        "window": fields.choice(raw, "window", WINDOWS, "utc_day"),
+        "count_failed": _boolean(raw, "count_failed", True),
+    }
+
+
+def _boolean(raw: dict, field: str, default: bool) -> bool:
+    value = raw.get(field, default)
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"'quota.{field}' must be true or false", field=f"quota.{field}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaState:
+    limit: int | None
+    used: int
+    window: str | None
+    resets_at: datetime.datetime | None
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.limit is None else max(0, self.limit - self.used)
+
+    def to_dict(self) -> dict:
+        return {"limit": self.limit, "used": self.used, "remaining": self.remaining, "window": self.window,
+                "resets_at": isoformat(self.resets_at)}
+
+
+def state(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None) -> QuotaState:
+    """Count the owner's submissions in the current window."""
+    quota, now = benchmark.quota or {}, now or utcnow()
+    if not quota.get("limit"):
+        return QuotaState(None, 0, None, None)
+    if quota.get("window") == "rolling_24h":
+        start = now - datetime.timedelta(hours=24)
+    else:
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    counted = (Submission.select().where((Submission.benchmark == benchmark.id) & (Submission.owner == owner)
+                                         & (Submission.created_at >= start)))
+    if not quota.get("count_failed", True):
+        failed = Run.select(Run.submission).where(Run.status.in_(_NOT_COUNTED_WHEN_FAILED))
+        counted = counted.where(Submission.id.not_in(failed))
+    submissions = list(counted.order_by(Submission.created_at))
+    if quota.get("window") == "rolling_24h":
+        oldest = submissions[0].created_at if submissions else now
+        resets_at = oldest + datetime.timedelta(hours=24)
+    else:
+        resets_at = start + datetime.timedelta(days=1)
+    return QuotaState(int(quota["limit"]), len(submissions), quota.get("window", "utc_day"), resets_at)
+
+
+def check(benchmark: Benchmark, owner: str) -> QuotaState:
+    """Raise QuotaExceeded (429 with resets_at) when no submission is left in the window."""
+    current = state(benchmark, owner)
+    if current.limit is not None and current.used >= current.limit:
+        raise QuotaExceeded(f"you have used {current.used} of {current.limit} submissions to {benchmark.id} "
+                            f"in this window; more from {isoformat(current.resets_at)}",
+                            resets_at=isoformat(current.resets_at))
+    return current
