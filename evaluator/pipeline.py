@@ -49,8 +49,12 @@ def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: Any, config: Config,
     if not runs.claim(run_id, worker):
         logger.info("Run %s is %s and leased by another worker; ignoring this message.", run_id, run.status)
         return Run.get_by_id(run_id).status
+    run = Run.get_by_id(run_id)
+    if run.attempts > 1:
+        # Taken over from a worker that died: its container may still be running somewhere here.
+        sandbox.kill_run(run_id)
     try:
-        return _evaluate_claimed(Run.get_by_id(run_id), blobs=blobs, sandbox=sandbox, config=config, worker=worker)
+        return _evaluate_claimed(run, blobs=blobs, sandbox=sandbox, config=config, worker=worker)
     except Exception:
         # Infrastructure (S3, DB, Docker) or a bug: hand the run back so a retry can claim it at once.
         runs.release(run_id, worker)

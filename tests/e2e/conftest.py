@@ -116,7 +116,7 @@ def stack(webhook_s3, database_url, redis_url, db, tmp_path):
         s3_endpoint_url=server.endpoint_url, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET,
         datasets_bucket=bucket, bundles_bucket=bucket, results_bucket=bucket, events_token=EVENTS_TOKEN,
         api_port=api_port, api_workers=1, work_dir=str(tmp_path / "work"), sandbox_timeout_s=60,
-        sandbox_memory="512m", reconcile_interval_s=0, log_level="INFO",
+        sandbox_memory="512m", reconcile_interval_s=5, log_level="INFO",
     )
     wait_until_ready(lambda: BlobStore.from_config(config).ensure_buckets(bucket))
     logs = tmp_path / "logs"

@@ -1,0 +1,141 @@
+"""Upload -> the store's own notification -> worker -> sandbox -> metrics, through the real processes."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import docker
+import pyarrow.parquet as pq
+import pytest
+import requests
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+from evaluator.storage.blobs import BlobStore
+from evaluator.storage.models import ObjectEvent, Run
+from evaluator.tokens import create_token
+from tests.conftest import EVENTS_TOKEN, require
+from tests.e2e.bundles import sklearn_bundle, sleepy_bundle
+from tests.integration.helpers import iris_like, minio_event, parquet_bytes
+
+pytestmark = pytest.mark.integration
+FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def docker_client():
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException:
+        require(False, "a Docker Engine")
+    try:
+        client.images.get("evaluator-sklearn")
+    except docker.errors.ImageNotFound:
+        require(False, "the evaluator-sklearn image (evaluator images build sklearn)")
+    return client
+
+
+@pytest.fixture
+def competition(stack, docker_client):
+    """A ready dataset and benchmark on the live stack; yields (admin token, alice token)."""
+    admin, _ = create_token("admin", "admin")
+    alice, _ = create_token("alice", "participant")
+    declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"}).json()
+    features, labels = iris_like(200, seed=5)
+    for part, table in (("features", features), ("labels", labels)):
+        assert requests.put(declared["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).ok
+    stack.wait_for(f"/v1/datasets/{declared['id']}", admin, lambda d: d["status"] == "ready", 60)
+    response = stack.call("POST", "/v1/benchmarks", admin, json={
+        "id": "iris", "dataset": "iris:1", "task": "classification", "limits": {"timeout_s": 60, "memory": "512m"}})
+    assert response.status_code == 201, response.text
+    return admin, alice, labels
+
+
+def submit(stack, token: str, bundle: bytes, name: str = "model") -> dict:
+    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", token, json={"name": name, "method": "put"}).json()
+    assert requests.put(grant["upload"]["url"], data=bundle, timeout=30).ok
+    return grant["submission"]
+
+
+def run_of(stack, token: str, submission_id: str, timeout_s: float = 60) -> str:
+    body = stack.wait_for(f"/v1/submissions/{submission_id}", token, lambda s: s["runs"], timeout_s)
+    return body["runs"][0]["id"]
+
+
+def test_upload_alone_runs_the_model_and_metrics_equal_sklearns(stack, competition):
+    admin, alice, labels = competition
+    submission = submit(stack, alice, sklearn_bundle())
+    run_id = run_of(stack, alice, submission["id"])
+    run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] in FINAL, 180)
+    assert run["status"] == "succeeded", run
+
+    # metrics.json, predictions and the log are in S3 under results/<benchmark>/<run-id>/
+    blobs = BlobStore.from_config(stack.config)
+    bucket, prefix = stack.config.results_bucket, f"results/iris/{run_id}/"
+    assert run["results_prefix"] == prefix
+    document = blobs.get_json(bucket, prefix + "metrics.json")
+    predictions = pq.read_table(io.BytesIO(blobs.get_bytes(bucket, prefix + "predictions.parquet"))).to_pandas()
+    truth = labels.to_pandas().set_index("row_id").loc[predictions["row_id"], "target"].to_numpy()
+    expected = {"accuracy": accuracy_score(truth, predictions["prediction"]),
+                "balanced_accuracy": balanced_accuracy_score(truth, predictions["prediction"]),
+                "f1_macro": f1_score(truth, predictions["prediction"], average="macro")}
+    for name, value in expected.items():
+        assert run["metrics"]["metrics"][name] == pytest.approx(value, abs=1e-12)
+        assert document["metrics"]["metrics"][name] == pytest.approx(value, abs=1e-12)
+    assert run["metrics"]["metrics"]["accuracy"] > 0.8  # a real model, really evaluated
+    # ... the row in Postgres, and the provenance of what ran
+    row = Run.get_by_id(run_id)
+    assert row.metrics["metrics"]["accuracy"] == run["metrics"]["metrics"]["accuracy"]
+    assert len(run["provenance"]["bundle_sha256"]) == 64 and run["provenance"]["image_id"].startswith("sha256:")
+    assert stack.call("GET", f"/v1/runs/{run_id}/logs", alice).status_code == 200
+    assert all(run["timestamps"][t] for t in ("queued", "preparing", "running", "scoring", "finished"))
+
+    # The same object announced again, in MinIO's shape and SeaweedFS's, three times: still one run and result.
+    head = blobs.head(stack.config.bundles_bucket, submission["key"])
+    for _ in range(3):
+        reply = requests.post(stack.url + "/v1/events/s3", headers={"Authorization": f"Bearer {EVENTS_TOKEN}"},
+                              json=minio_event(stack.config.bundles_bucket, submission["key"], head["size"],
+                                               head["etag"]), timeout=10)
+        assert reply.json()["outcomes"][0]["run_id"] == run_id
+    time.sleep(2)
+    assert Run.select().count() == 1 and Run.get_by_id(run_id).attempts == 1
+    assert ObjectEvent.get(ObjectEvent.key == submission["key"]).deliveries >= 4
+    assert len([k for k in blobs.list_keys(bucket, prefix)]) == 3
+
+
+def test_cancel_while_running_kills_the_container_and_stays_cancelled(stack, competition, docker_client):
+    admin, alice, _ = competition
+    submission = submit(stack, alice, sleepy_bundle(60))
+    run_id = run_of(stack, alice, submission["id"])
+    stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] == "running", 60)
+    assert docker_client.containers.list(filters={"label": f"evaluator.run_id={run_id}"})
+
+    cancelled = stack.call("POST", f"/v1/runs/{run_id}/cancel", alice).json()
+    assert cancelled["status"] == "cancelled"
+    deadline = time.monotonic() + 20
+    while docker_client.containers.list(all=True, filters={"label": f"evaluator.run_id={run_id}"}):
+        assert time.monotonic() < deadline, "the cancelled run's container is still there"
+        time.sleep(0.5)
+    # A redelivered message does not revive it.
+    from evaluator.worker.broker import create_broker
+
+    broker = create_broker(stack.config)
+    from dramatiq import Message
+
+    broker.enqueue(Message(queue_name="evaluations", actor_name="evaluate_run", args=(run_id,), kwargs={},
+                           options={}))
+    time.sleep(3)
+    assert stack.call("GET", f"/v1/runs/{run_id}", alice).json()["status"] == "cancelled"
+
+
+def test_worker_killed_mid_run_is_taken_over_and_finishes_once(stack, competition):
+    admin, alice, _ = competition
+    submission = submit(stack, alice, sleepy_bundle(6))
+    run_id = run_of(stack, alice, submission["id"])
+    stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] == "running", 60)
+    stack.kill(stack.workers[0])                     # kill -9 of the whole worker process group
+    stack.start_worker()
+    run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] in FINAL, 240)
+    assert run["status"] == "succeeded" and run["attempts"] >= 2, run
+    assert Run.select().count() == 1
