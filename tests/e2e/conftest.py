@@ -31,12 +31,13 @@ class Stack:
         self.workers: list[subprocess.Popen] = []
         self.api: subprocess.Popen | None = None
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, **self.config.to_env(), "dramatiq_queue_prefetch": "1", "PYTHONUNBUFFERED": "1"}
+    def env(self, **overrides) -> dict[str, str]:
+        config = self.config.replace(**overrides)
+        return {**os.environ, **config.to_env(), "dramatiq_queue_prefetch": "1", "PYTHONUNBUFFERED": "1"}
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, command: list[str], **overrides) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
-        return subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(command, cwd=ROOT, env=self.env(**overrides), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
     def start_api(self) -> None:
@@ -48,10 +49,10 @@ class Stack:
                 raise RuntimeError(f"the API did not become healthy\n{self.log_tail()}")
             time.sleep(0.3)
 
-    def start_worker(self, processes: int = 1, threads: int = 2) -> subprocess.Popen:
+    def start_worker(self, processes: int = 1, threads: int = 2, **overrides) -> subprocess.Popen:
         worker = self._spawn(f"worker-{len(self.workers)}", [
             str(BIN / "dramatiq"), "evaluator.worker.broker:setup", "evaluator.worker.actors",
-            "--processes", str(processes), "--threads", str(threads)])
+            "--processes", str(processes), "--threads", str(threads)], **overrides)
         self.workers.append(worker)
         return worker
 

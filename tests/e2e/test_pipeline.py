@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import time
 
 import docker
@@ -109,7 +110,10 @@ def test_cancel_while_running_kills_the_container_and_stays_cancelled(stack, com
     submission = submit(stack, alice, sleepy_bundle(60))
     run_id = run_of(stack, alice, submission["id"])
     stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] == "running", 60)
-    assert docker_client.containers.list(filters={"label": f"evaluator.run_id={run_id}"})
+    deadline = time.monotonic() + 20
+    while not docker_client.containers.list(filters={"label": f"evaluator.run_id={run_id}"}):
+        assert time.monotonic() < deadline, "the run's container never started"
+        time.sleep(0.2)
 
     cancelled = stack.call("POST", f"/v1/runs/{run_id}/cancel", alice).json()
     assert cancelled["status"] == "cancelled"
@@ -139,3 +143,28 @@ def test_worker_killed_mid_run_is_taken_over_and_finishes_once(stack, competitio
     run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] in FINAL, 240)
     assert run["status"] == "succeeded" and run["attempts"] >= 2, run
     assert Run.select().count() == 1
+
+
+def test_upload_while_the_webhook_is_down_is_started_by_reconcile(stack, competition):
+    import os
+    import subprocess
+
+    from evaluator.storage.models import Submission
+    from tests.e2e.conftest import BIN
+
+    admin, alice, _ = competition
+    stack.kill(stack.workers[0], signal.SIGTERM)
+    stack.start_worker(reconcile_interval_s=0)     # only the command below may notice the lost upload
+    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice, json={"name": "late", "method": "put"}).json()
+    stack.kill(stack.api)                          # the webhook target is down: no event arrives
+    assert requests.put(grant["upload"]["url"], data=sklearn_bundle(), timeout=30).ok
+    assert Run.select().count() == 0
+
+    result = subprocess.run([str(BIN / "evaluator"), "reconcile"], env={**os.environ, **stack.config.to_env()},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert grant["submission"]["key"] in result.stdout
+    stack.start_api()
+    run_id = Run.get(Run.submission == Submission.get_by_id(grant["submission"]["id"])).id
+    run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] in FINAL, 180)
+    assert run["status"] == "succeeded" and Run.select().count() == 1
