@@ -1,7 +1,9 @@
 # The two commands of the README: `make demo` and `make test`. Each prepares this machine first
 # (services, Docker Engine, virtualenv, sandbox images); every step is idempotent.
 
-FRAMEWORKS ?= sklearn onnx
+FRAMEWORKS ?= sklearn onnx pytorch tensorflow
+# No registry here: a debootstrap base, framework wheels fetched by the host's pip (outside the checkout).
+IMAGE_BUILD_ARGS ?= --base debootstrap --download --wheelhouse /var/cache/evaluator/wheelhouse
 PYTEST_ARGS ?=
 
 .PHONY: setup images demo test bench
@@ -10,7 +12,7 @@ setup:
 	scripts/machine.sh services docker_engine venv
 
 images: setup
-	.venv/bin/evaluator images build $(FRAMEWORKS)
+	.venv/bin/evaluator images build $(IMAGE_BUILD_ARGS) $(FRAMEWORKS)
 
 demo: images
 	.venv/bin/evaluator demo

@@ -56,6 +56,8 @@ class Config:
     sandbox_output_bytes: int = 256 * 1024 * 1024
     sandbox_log_bytes: int = 64 * 1024
     work_dir: str = "/tmp/evaluator-runs"
+    images_dir: str = ""  # the images/ folder to build from; defaults to the checkout's images/
+    rootfs_dir: str = "/var/cache/evaluator/rootfs-bookworm"  # debootstrap root of the base image
     # Reconciler.
     reconcile_queued_after_s: int = 300
     reconcile_active_after_s: int = 1800

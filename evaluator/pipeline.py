@@ -51,8 +51,8 @@ def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: Any, config: Config,
         return Run.get_by_id(run_id).status
     run = Run.get_by_id(run_id)
     if run.attempts > 1:
-        # Taken over from a worker that died: its container may still be running somewhere here.
-        sandbox.kill_run(run_id)
+        # Taken over from a worker that died: its container may still be there, running or exited.
+        sandbox.remove_leftovers(run_id)
     try:
         return _evaluate_claimed(run, blobs=blobs, sandbox=sandbox, config=config, worker=worker)
     except Exception:

@@ -27,12 +27,13 @@ services() {
 }
 
 docker_engine() {
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+  command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
   if docker info >/dev/null 2>&1; then return 0; fi
   if ! command -v dockerd >/dev/null 2>&1; then
     log "installing Docker Engine (docker.io)"
     apt_install docker.io
   fi
-  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
   log "starting dockerd (no bridge network: sandboxes run with --network none)"
   setsid nohup dockerd --bridge=none --iptables=false >/var/log/dockerd.log 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return 0; sleep 1; done

@@ -224,3 +224,64 @@ def alice(db) -> dict:
 @pytest.fixture
 def bob(db) -> dict:
     return _token("bob", "participant")
+
+
+# --- Docker fixtures (sandbox) ---
+# A real Docker Engine and the framework images built by `evaluator images build`.
+# Missing either: skipped locally, a failure in CI (the CI script builds base, sklearn, onnx).
+
+
+def _docker_client():
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except Exception:  # any failure to reach the daemon means "no Docker here"
+        return None
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A client of the local Docker Engine; the sandbox tests' only service."""
+    client = _docker_client()
+    require(client is not None, "Docker Engine")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def images_built(docker_client):
+    """Return require_image(framework): skip locally / fail in CI when its image is not built."""
+    import docker.errors
+
+    from evaluator.config import Config
+    from evaluator.sandbox.images import image_name
+
+    config = Config()
+
+    def require_image(framework: str) -> str:
+        name = image_name(framework, config)
+        try:
+            docker_client.images.get(name)
+        except docker.errors.ImageNotFound:
+            require(False, f"image {name} (evaluator images build {framework})")
+        return name
+
+    return require_image
+
+
+@pytest.fixture
+def sandbox_work_dir(tmp_path_factory):
+    """A fresh run folder for evaluate_bundle, removed afterwards."""
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    root = Path("/tmp/evaluator-test-runs")
+    root.mkdir(exist_ok=True)
+    root.chmod(0o755)
+    path = root / uuid.uuid4().hex[:12]
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -75,11 +75,13 @@ def zero_division_warnings(matrix: np.ndarray, classes: list) -> list[str]:
 class ClassificationAccumulator:
     """Stream aligned chunks into exact confusion counts and probability statistics."""
 
-    def __init__(self, target_type: pa.DataType, proba_names: list[str], directory: Path) -> None:
+    def __init__(self, target_type: pa.DataType, proba_names: list[str], directory: Path,
+                 budget_bytes: int) -> None:
         self.codes = LabelCodes(label_kind(target_type))
         self.n = 0
         self._counts = np.zeros((8, 8), dtype=np.int64)
-        self.proba = ProbabilityAccumulator(proba_names, self.codes, directory) if proba_names else None
+        self.proba = (ProbabilityAccumulator(proba_names, self.codes, directory, budget_bytes)
+                      if proba_names else None)
 
     def add(self, chunk: AlignedChunk) -> np.ndarray | None:
         """Add a chunk; return its per-row log losses when there are probabilities."""

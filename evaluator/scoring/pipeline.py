@@ -21,6 +21,9 @@ from evaluator.scoring.sources import LabelsSource, PredictionsSource
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 1 << 16
+# Bytes the exact order statistics (ROC AUC scores, absolute errors) may hold in memory; past it they
+# spill sorted runs to disk. Peak memory is about this plus the streaming buffers, whatever the rows.
+MEMORY_BUDGET_BYTES = 128 << 20
 TASK_METRICS = {"classification": classification.METRICS, "regression": regression.METRICS}
 
 
@@ -82,8 +85,9 @@ def _consume(chunks: Iterator[AlignedChunk], task: str, predictions: Predictions
             continue  # NOTE: keep reading to count every problem; the result is discarded
         if accumulator is None:
             accumulator = (classification.ClassificationAccumulator(chunk.target.type, predictions.proba_columns(),
-                                                                    directory)
-                           if task == "classification" else regression.RegressionAccumulator(directory))
+                                                                    directory, MEMORY_BUDGET_BYTES)
+                           if task == "classification"
+                           else regression.RegressionAccumulator(directory, MEMORY_BUDGET_BYTES))
         losses = accumulator.add(chunk)
         if clusters is not None:
             if task == "regression":

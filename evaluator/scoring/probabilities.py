@@ -35,7 +35,7 @@ def roc_auc_from_counts(counts: SortedValueCounts) -> float | None:
 class ProbabilityAccumulator:
     """Stream probabilities into log-loss sums and per-column sorted score counts."""
 
-    def __init__(self, names: list[str], codes: LabelCodes, directory: Path) -> None:
+    def __init__(self, names: list[str], codes: LabelCodes, directory: Path, budget_bytes: int) -> None:
         labels = [codes.parse_class_name(name[len(PROBA_PREFIX):]) for name in names]
         order = sorted(range(len(names)), key=lambda i: labels[i])
         self.names = [names[i] for i in order]
@@ -47,7 +47,8 @@ class ProbabilityAccumulator:
         self._rows_not_summing_to_one = 0  # log_loss's warning tolerance
         self._rows_not_allclose_to_one = 0  # multiclass roc_auc's hard requirement
         self._rows_without_column = 0
-        self._scores = [SortedValueCounts(2, directory) for _ in self.names]
+        share = max(1, budget_bytes // 8 // len(self.names))  # NOTE: 8 bytes a score; columns share the budget
+        self._scores = [SortedValueCounts(2, directory, max_in_memory=share) for _ in self.names]
         self.warnings: list[str] = []
 
     def add(self, proba: dict[str, np.ndarray], true_codes: np.ndarray) -> np.ndarray:

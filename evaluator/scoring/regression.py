@@ -52,12 +52,12 @@ def fraction_explained(numerator: float, denominator: float) -> float:
 class RegressionAccumulator:
     """Stream aligned chunks into the sufficient statistics of every regression metric."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, budget_bytes: int) -> None:
         self.n = 0
         self._abs, self._squares = [], []
         self._max = 0.0
         self._y, self._errors = _Moments(), _Moments()
-        self._absolute_errors = SortedValueCounts(1, directory)
+        self._absolute_errors = SortedValueCounts(1, directory, max_in_memory=max(1, budget_bytes // 8))
 
     def add(self, chunk: AlignedChunk) -> None:
         y = chunk.target.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)

@@ -1,49 +1,31 @@
-"""Exact counts per distinct value, in ascending order, with bounded memory.
+"""Exact counts per distinct value, in ascending order, within a memory budget.
 
-ROC AUC and the median need every value in order. `SortedValueCounts` keeps a histogram
-(distinct value -> count per code) in memory while it is small; past `max_in_memory` distinct
-values it spills records to an Arrow IPC file and, when read, range-partitions that file on
-disk (boundaries from a thinned sample, then recursively from the values themselves) until each
-partition's histogram fits. The result is exact; only the amount of disk I/O depends on the data.
+ROC AUC and the median need every value in order. `SortedValueCounts` keeps the values it is
+given in memory, split by code (8 bytes a value) and sorted into runs of up to `RUN_VALUES`; a run
+with many ties is kept as (distinct value, count) pairs instead. Only when the runs outgrow the
+budget (`max_in_memory` values' worth of bytes) are they merged into one weighted run in a spill
+file, and memory starts over. Reading merges every run, in memory and on disk, a block at a
+time (`sorted_runs`). The counts are exact whatever the data; below the budget nothing touches
+disk, and each value is sorted once and written to disk at most once.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
+
+from evaluator.scoring.sorted_runs import DiskRun, Histogram, MemoryRun, SpillFile, distinct_steps, run_lengths
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_IN_MEMORY = 1 << 16
-_SAMPLE_SIZE = 1 << 15
-_MAX_FANOUT = 64
-_SCHEMA = pa.schema([("value", pa.float64()), ("code", pa.int32()), ("count", pa.int64())])
-
-Histogram = tuple[np.ndarray, np.ndarray]  # sorted distinct values, counts of shape (n_values, n_codes)
-
-
-def histogram(values: np.ndarray, codes: np.ndarray, n_codes: int, counts: np.ndarray | None = None) -> Histogram:
-    """Count (value, code) records; `counts` weighs each record (default 1)."""
-    distinct, inverse = np.unique(values, return_inverse=True)
-    flat = np.bincount(inverse * n_codes + codes, weights=counts, minlength=len(distinct) * n_codes)
-    return distinct, flat.astype(np.int64).reshape(len(distinct), n_codes)
-
-
-def merge(a: Histogram, b: Histogram) -> Histogram:
-    """Add two histograms."""
-    if len(a[0]) == 0:
-        return b
-    distinct, inverse = np.unique(np.concatenate([a[0], b[0]]), return_inverse=True)
-    counts = np.zeros((len(distinct), a[1].shape[1]), dtype=np.int64)
-    counts[inverse[: len(a[0])]] += a[1]
-    counts[inverse[len(a[0]) :]] += b[1]
-    return distinct, counts
+DEFAULT_MAX_IN_MEMORY = 1 << 24  # values (8 bytes each): 128 MiB
+RUN_VALUES = 1 << 20  # values sorted at a time (a sort's transient copy stays small)
+MERGE_VALUES = 1 << 18  # values in hand while merging runs
+MAX_MEMORY_RUNS = 256  # past this many runs (tied data compresses well) they are merged to disk anyway
+_ITEM = np.dtype(np.float64).itemsize
 
 
 class SortedValueCounts:
@@ -51,128 +33,86 @@ class SortedValueCounts:
 
     def __init__(self, n_codes: int, directory: Path, *, max_in_memory: int = DEFAULT_MAX_IN_MEMORY) -> None:
         self.n_codes = n_codes
-        self.max_in_memory = max_in_memory
+        self.max_in_memory = max(1, max_in_memory)
         self.n_records = 0
         self._directory = directory
-        self._hist: Histogram = (np.zeros(0), np.zeros((0, n_codes), dtype=np.int64))
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
-        self._pending_rows = 0
-        self._spill: pa.ipc.RecordBatchFileWriter | None = None
-        self._spill_path: Path | None = None
-        self._sample: list[np.ndarray] = []
-        self._sample_rows = 0
-        self._stride = 1
+        self._pending: list[list[np.ndarray]] = [[] for _ in range(n_codes)]
+        self._pending_values = [0] * n_codes
+        self._runs: list[MemoryRun] = []
+        self._held_bytes = 0
+        self._spill: SpillFile | None = None
+        self._disk_runs: list[tuple[int, int, int]] = []  # offset, length, code
 
     @property
     def spilled(self) -> bool:
-        return self._spill_path is not None
+        return self._spill is not None
 
     def add(self, values: np.ndarray, codes: np.ndarray) -> None:
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        codes = np.ascontiguousarray(codes, dtype=np.int32)
+        values = np.asarray(values, dtype=np.float64)
         self.n_records += len(values)
-        if self.spilled:
-            self._write(values, codes, np.ones(len(values), dtype=np.int64))
-            return
-        self._pending.append((values, codes))
-        self._pending_rows += len(values)
-        if self._pending_rows >= self.max_in_memory:
-            self._consolidate()
-            if len(self._hist[0]) > self.max_in_memory:
-                self._start_spilling()
+        if self.n_codes == 1:
+            parts = [values]
+        else:
+            codes = np.asarray(codes)
+            parts = [values[codes == code] for code in range(self.n_codes)]
+        run_values = min(RUN_VALUES, self.max_in_memory)
+        for code, part in enumerate(parts):
+            if len(part):
+                # NOTE: a copy, so a view does not keep the caller's whole chunk alive.
+                self._pending[code].append(np.array(part, dtype=np.float64))
+                self._pending_values[code] += len(part)
+                self._held_bytes += part.nbytes
+                if self._pending_values[code] >= run_values:
+                    self._sort_pending(code)
+        if self._held_bytes > self.max_in_memory * _ITEM or len(self._runs) > MAX_MEMORY_RUNS:
+            self._spill_runs()
 
     def __iter__(self) -> Iterator[Histogram]:
-        """Yield histograms of increasing, non-overlapping value ranges."""
-        if not self.spilled:
-            self._consolidate()
-            if len(self._hist[0]):
-                yield self._hist
+        """Yield histograms (distinct values, counts per code) of ascending, disjoint value ranges.
+
+        Iterate once when `spilled`: the spill file is deleted as the iteration ends.
+        """
+        for code in range(self.n_codes):
+            self._sort_pending(code)
+        runs = [MemoryRun(run.values, run.counts, run.code) for run in self._runs]
+        spill, self._spill = self._spill, None
+        if spill is not None:
+            runs += [DiskRun(spill, offset, length, code) for offset, length, code in self._disk_runs]
+            self._disk_runs = []
+        try:
+            yield from distinct_steps(runs, self.n_codes, MERGE_VALUES)
+        finally:
+            if spill is not None:
+                spill.close()
+
+    def _sort_pending(self, code: int) -> None:
+        pending = self._pending[code]
+        if not pending:
             return
-        self._spill.close()
-        path, self._spill, self._spill_path = self._spill_path, None, None
-        sample = np.unique(np.concatenate(self._sample))
-        fanout = max(2, min(_MAX_FANOUT, math.ceil(self.n_records / self.max_in_memory)))
-        for part in self._split(path, _boundaries(sample, fanout)):
-            yield from self._emit(part)
+        values = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        self._pending[code], self._pending_values[code] = [], 0
+        values.sort()
+        self._held_bytes -= values.nbytes
+        n_distinct = 1 + int(np.count_nonzero(values[1:] != values[:-1]))
+        if 2 * n_distinct <= len(values):  # NOTE: (value, count) pairs take less room than the values
+            run = MemoryRun(*run_lengths(values), code)
+        else:
+            run = MemoryRun(values, None, code)
+        self._runs.append(run)
+        self._held_bytes += run.nbytes
 
-    def _consolidate(self) -> None:
-        if self._pending:
-            values = np.concatenate([v for v, _ in self._pending])
-            codes = np.concatenate([c for _, c in self._pending])
-            self._hist = merge(self._hist, histogram(values, codes, self.n_codes))
-            self._pending, self._pending_rows = [], 0
-
-    def _start_spilling(self) -> None:
-        self._spill_path = self._directory / f"values-{uuid.uuid4().hex}.arrow"
-        self._spill = pa.ipc.new_file(self._spill_path, _SCHEMA)
-        distinct, counts = self._hist
-        rows, codes = np.nonzero(counts)
-        self._write(distinct[rows], codes.astype(np.int32), counts[rows, codes])
-        self._hist = (np.zeros(0), np.zeros((0, self.n_codes), dtype=np.int64))
-        logger.debug("Spilling value counts to %s", self._spill_path)
-
-    def _write(self, values: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> None:
-        self._spill.write_batch(pa.RecordBatch.from_arrays([values, codes, counts], schema=_SCHEMA))
-        self._sample.append(values[:: self._stride])
-        self._sample_rows += len(self._sample[-1])
-        if self._sample_rows > 2 * _SAMPLE_SIZE:
-            # NOTE: thinning keeps the sample roughly uniform over the whole stream.
-            self._sample = [np.concatenate(self._sample)[::2]]
-            self._sample_rows = len(self._sample[0])
-            self._stride *= 2
-
-    def _emit(self, path: Path) -> Iterator[Histogram]:
-        hist: Histogram = (np.zeros(0), np.zeros((0, self.n_codes), dtype=np.int64))
-        for batch in _read(path):
-            hist = merge(hist, histogram(*_columns(batch), self.n_codes, _counts(batch)))
-            if len(hist[0]) > self.max_in_memory:
-                # Too many distinct values: split on values actually present, which always makes progress.
-                parts = self._split(path, _boundaries(hist[0], _MAX_FANOUT))
-                del hist
-                for part in parts:
-                    yield from self._emit(part)
-                return
-        path.unlink()
-        if len(hist[0]):
-            yield hist
-
-    def _split(self, path: Path, boundaries: np.ndarray) -> list[Path]:
-        paths = [self._directory / f"values-{uuid.uuid4().hex}.arrow" for _ in range(len(boundaries) + 1)]
-        writers = [pa.ipc.new_file(p, _SCHEMA) for p in paths]
-        for batch in _read(path):
-            values = batch.column(0).to_numpy()
-            part = np.searchsorted(boundaries, values, side="left")
-            order = np.argsort(part, kind="stable")
-            bounds = np.searchsorted(part[order], np.arange(len(paths) + 1))
-            ordered = batch.take(pa.array(order))
-            for i, writer in enumerate(writers):
-                if bounds[i + 1] > bounds[i]:
-                    writer.write_batch(ordered.slice(bounds[i], bounds[i + 1] - bounds[i]))
-        for writer in writers:
-            writer.close()
-        path.unlink()
-        return paths
-
-
-def _boundaries(sorted_distinct: np.ndarray, fanout: int) -> np.ndarray:
-    """Pick up to fanout-1 of the values as upper bounds of partitions (inclusive)."""
-    if len(sorted_distinct) <= 1:
-        return sorted_distinct[:1]
-    positions = np.linspace(0, len(sorted_distinct) - 1, fanout + 1)[1:-1].astype(np.int64)
-    return np.unique(sorted_distinct[positions])
-
-
-def _read(path: Path) -> Iterator[pa.RecordBatch]:
-    # NOTE: plain reads, not a memory map: mapped pages of a large spill file count as resident memory.
-    with pa.OSFile(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
-
-
-def _columns(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-    return batch.column(0).to_numpy(), batch.column(1).to_numpy()
-
-
-def _counts(batch: pa.RecordBatch) -> np.ndarray:
-    return batch.column(2).to_numpy().astype(np.float64)
+    def _spill_runs(self) -> None:
+        """Merge the runs held in memory into one weighted run per code in the spill file."""
+        for code in range(self.n_codes):
+            self._sort_pending(code)
+        if self._spill is None:
+            self._spill = SpillFile(self._directory)
+            logger.debug("Spilling sorted values to %s", self._spill.paths[0])
+        for code in range(self.n_codes):
+            runs = [MemoryRun(run.values, run.counts, 0) for run in self._runs if run.code == code]
+            if runs:
+                start = self._spill.size
+                for values, counts in distinct_steps(runs, 1, MERGE_VALUES):
+                    self._spill.append(values, counts[:, 0])
+                self._disk_runs.append((start, self._spill.size - start, code))
+        self._runs, self._held_bytes = [], 0

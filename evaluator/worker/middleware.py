@@ -45,6 +45,7 @@ class PeriodicReconcile(dramatiq.Middleware):
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        threading.Thread(target=self._sweep_containers, name="sweep", daemon=True).start()
         if self.config.reconcile_interval_s > 0:
             threading.Thread(target=self._loop, args=(broker,), name="reconcile", daemon=True).start()
 
@@ -63,6 +64,17 @@ class PeriodicReconcile(dramatiq.Middleware):
                 self._run_once()
             except Exception:  # noqa: BLE001 - a loop boundary: log and try again next tick
                 logger.error("Periodic reconcile failed", exc_info=True)
+
+    def _sweep_containers(self) -> None:
+        """Remove exited sandbox containers a killed worker on this host left behind."""
+        from evaluator.worker import services
+
+        try:
+            removed = services.sandbox().remove_leftovers()
+            if removed:
+                logger.info("Removed %d leftover sandbox containers", removed)
+        except Exception:  # noqa: BLE001 - a thread boundary: Docker may be down; runs will say so
+            logger.error("Could not sweep leftover containers", exc_info=True)
 
     def _run_once(self) -> None:
         from evaluator import reconcile

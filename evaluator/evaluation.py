@@ -1,0 +1,201 @@
+"""evaluate_bundle: extract a bundle, predict in the sandbox, score outside it.
+
+The one path shared by `evaluator evaluate` and the worker's evaluate_run. The
+labels are read only here, in the trusted process, when scoring: nothing under
+the run folder that is mounted into the container ever holds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import pathlib
+import shutil
+import socket
+import time
+from typing import Callable, Protocol
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from evaluator.bundles import BundleLimits, extract_bundle
+from evaluator.config import Config
+from evaluator.errors import PredictionsInvalid, RunFailure, SandboxError
+from evaluator.sandbox.images import image_name
+from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
+from evaluator.scoring import score_files
+
+logger = logging.getLogger(__name__)
+
+SUCCEEDED = "succeeded"
+_CHUNK = 1024 * 1024
+
+
+class Sandbox(Protocol):
+    """What evaluate_bundle needs from a sandbox (DockerSandbox in production)."""
+
+    def run(self, spec: SandboxSpec, *, should_cancel: Callable[[], bool] | None = None) -> SandboxResult: ...
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """The outcome of one evaluation: a terminal status, metrics or a failure, provenance, artifacts."""
+
+    status: str
+    metrics: dict | None
+    failure: dict | None
+    provenance: dict
+    predictions: bytes | None = None
+    log: bytes = b""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+    def to_record(self) -> dict:
+        """Return the JSON run record the API serves: status, metrics, failure, provenance."""
+        return {"status": self.status, "metrics": self.metrics, "failure": self.failure,
+                "provenance": self.provenance}
+
+
+def sha256_file(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stage_features(source: pathlib.Path, dest: pathlib.Path, *, drop_columns: tuple[str, ...] = ()) -> int:
+    """Write the features as Parquet at dest (CSV converted, streaming); return the row count.
+
+    Columns in drop_columns (the target) are left out, so a features file that
+    still carries labels cannot leak them into the sandbox.
+    """
+    with source.open("rb") as handle:
+        is_parquet = handle.read(4) == b"PAR1"
+    if is_parquet:
+        reader = pq.ParquetFile(source)
+        keep = [name for name in reader.schema_arrow.names if name not in drop_columns]
+        batches = reader.iter_batches(columns=keep)
+        schema = reader.schema_arrow
+        schema = pa.schema([schema.field(name) for name in keep])
+    else:
+        stream = pacsv.open_csv(source)
+        keep = [name for name in stream.schema.names if name not in drop_columns]
+        schema = pa.schema([stream.schema.field(name) for name in keep])
+        batches = (batch.select(keep) for batch in stream)
+    rows = 0
+    with pq.ParquetWriter(dest, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    dest.chmod(0o644)
+    return rows
+
+
+def _check_predictions(path: pathlib.Path) -> None:
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as ex:
+        raise PredictionsInvalid(f"predictions.parquet is not a readable Parquet file: {ex}") from None
+    missing = [name for name in ("row_id", "prediction") if name not in names]
+    if missing:
+        raise PredictionsInvalid(f"predictions.parquet has no column {', '.join(missing)}")
+
+
+def _mkdir(path: pathlib.Path) -> pathlib.Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)  # the sandbox user (65534) must read it
+    return path
+
+
+def evaluate_bundle(
+    bundle_path: pathlib.Path,
+    features_path: pathlib.Path,
+    labels_path: pathlib.Path,
+    *,
+    task: str,
+    sandbox: Sandbox,
+    config: Config,
+    work_dir: pathlib.Path,
+    run_id: str,
+    row_id_column: str = "row_id",
+    target_column: str = "target",
+    metrics: list[str] | None = None,
+    primary_metric: str | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    bundle_limits: BundleLimits | None = None,
+) -> Evaluation:
+    """Evaluate one bundle on one dataset; participant failures end as a failed Evaluation.
+
+    `work_dir` must be empty or missing; its model/ and data/ folders (made 0755 here)
+    are bind-mounted into the container, and nothing else under it is.
+
+    Raises:
+        InfrastructureError: Docker is unavailable; the caller retries the whole run.
+    """
+    stage = on_stage or (lambda name: None)
+    limits = Limits.from_config(config)
+    durations: dict[str, float] = {}
+    provenance: dict = {"run_id": run_id, "worker_host": socket.gethostname(), "limits": limits.to_dict(),
+                        "durations_s": durations}
+    log = b""
+    predictions: bytes | None = None
+    clock = time.monotonic()
+    current = "preparing"
+    try:
+        stage("preparing")
+        provenance["bundle_sha256"] = sha256_file(bundle_path)
+        provenance["features_sha256"] = sha256_file(features_path)
+        provenance["labels_sha256"] = sha256_file(labels_path)
+        _mkdir(work_dir)
+        manifest = extract_bundle(bundle_path, _mkdir(work_dir / "model"), bundle_limits)
+        image = image_name(manifest.framework, config)
+        provenance.update(bundle=manifest.to_dict(), framework=manifest.framework, image=image)
+        data_dir = _mkdir(work_dir / "data")
+        provenance["rows"] = stage_features(features_path, data_dir / "features.parquet", drop_columns=(target_column,))
+        durations["preparing"] = round(time.monotonic() - clock, 3)
+
+        current, clock = "running", time.monotonic()
+        stage("running")
+        spec = SandboxSpec(image=image, model_dir=manifest.root, data_dir=data_dir, limits=limits, run_id=run_id,
+                           env={"EVALUATOR_ROW_ID_COLUMN": row_id_column})
+        result = sandbox.run(spec, should_cancel=should_cancel)
+        log, predictions = result.log, result.predictions
+        provenance["image_id"] = result.image_id
+        durations["running"] = round(time.monotonic() - clock, 3)
+        if result.exit_code != 0:
+            what = "rejected its manifest or input" if result.exit_code == 2 else "failed"
+            raise SandboxError(f"the model's program {what} (exit status {result.exit_code}); see the log")
+        if predictions is None:
+            raise PredictionsInvalid("the model wrote no /output/predictions.parquet")
+
+        current, clock = "scoring", time.monotonic()
+        stage("scoring")
+        predictions_path = work_dir / "predictions.parquet"
+        predictions_path.write_bytes(predictions)
+        _check_predictions(predictions_path)
+        document = score_files(task, labels_path, predictions_path, row_id_column=row_id_column,
+                               target_column=target_column, metrics=metrics, primary_metric=primary_metric)
+        durations["scoring"] = round(time.monotonic() - clock, 3)
+    except RunFailure as ex:
+        durations[current] = round(time.monotonic() - clock, 3)
+        log = getattr(ex, "log", log)
+        if getattr(ex, "image_id", None):
+            provenance["image_id"] = ex.image_id  # type: ignore[attr-defined]
+        logger.info("Run %s ended %s at %s: %s: %s", run_id, ex.status, current, ex.code, ex.message)
+        return Evaluation(ex.status, None, {"code": ex.code, "message": ex.message}, provenance, predictions, log)
+    durations["total"] = round(sum(durations.values()), 3)
+    return Evaluation(SUCCEEDED, document, None, provenance, predictions, log)
+
+
+def new_work_dir(config: Config, run_id: str) -> pathlib.Path:
+    """Return a fresh run folder under config.work_dir, traversable by the sandbox user."""
+    root = _mkdir(pathlib.Path(config.work_dir))
+    path = root / run_id
+    shutil.rmtree(path, ignore_errors=True)
+    return _mkdir(path)

@@ -1,0 +1,315 @@
+"""DockerSandbox: one fresh, locked-down container per run; removed whatever happens.
+
+How output leaves the container without trusting the host disk or needing any
+privilege: /output is a tmpfs sized by the limits (the kernel caps it, and its
+pages count against the memory limit). The image's entrypoint runs the predictor
+with both of its streams on the container's stderr, then writes on stdout the
+predictor's exit status and the bytes of /output/predictions.parquet, and exits.
+We attach to the container before starting it and demultiplex the two streams:
+stderr into a capped head+tail log, stdout into a buffer we stop reading past the
+output cap. Nothing the container says is parsed beyond that status line.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable
+
+import docker
+import docker.errors
+import requests
+from docker.types import LogConfig
+from docker.utils.socket import frames_iter
+
+from evaluator.errors import (InfrastructureError, OutOfMemory, RunCancelled, RunFailure, SandboxError,
+                              SandboxTimeout)
+from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
+
+logger = logging.getLogger(__name__)
+
+RUN_LABEL = "evaluator.run_id"
+SANDBOX_USER = "65534:65534"
+CANCEL_POLL_S = 0.5
+_STDOUT = 1
+_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError)
+
+
+class LogCapture:
+    """Keep the first and last `limit // 2` bytes of a stream, and count the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self._half = max(limit // 2, 1)
+        self._head = bytearray()
+        self._tail: collections.deque[bytes] = collections.deque()
+        self._tail_bytes = 0
+        self.total = 0
+
+    def write(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self._half - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            data = data[room:]
+        if not data:
+            return
+        self._tail.append(data)
+        self._tail_bytes += len(data)
+        while self._tail_bytes - len(self._tail[0]) >= self._half:
+            self._tail_bytes -= len(self._tail.popleft())
+
+    def getvalue(self) -> bytes:
+        tail = b"".join(self._tail)[-self._half:]
+        omitted = self.total - len(self._head) - len(tail)
+        if omitted <= 0:
+            return bytes(self._head) + tail
+        return bytes(self._head) + f"\n[... {omitted} bytes of log omitted ...]\n".encode() + tail
+
+
+class _Streams(threading.Thread):
+    """Read the attached container streams until the container closes them."""
+
+    def __init__(self, sock, limits: Limits) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(name="sandbox-streams", daemon=True)
+        self._sock = sock
+        self._cap = limits.output_bytes + 32  # the status line, then at most the tmpfs size
+        self.log = LogCapture(limits.log_bytes)
+        self.stdout = bytearray()
+        self.overflow = False
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for stream, data in frames_iter(self._sock, tty=False):
+                if stream == _STDOUT:
+                    if len(self.stdout) + len(data) > self._cap:
+                        self.overflow = True
+                    else:
+                        self.stdout += data
+                else:
+                    self.log.write(data)
+        except (OSError, ValueError) as ex:  # the socket closes under us when the container is killed
+            self.error = ex
+
+
+def _split_status(stdout: bytes) -> tuple[int | None, bytes | None]:
+    line, newline, rest = bytes(stdout[:16]).partition(b"\n")
+    if not newline:
+        return None, None
+    try:
+        status = int(line.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None, None
+    predictions = bytes(stdout[len(line) + 1:])
+    return status, predictions or None
+
+
+def _failure(error: RunFailure, log: bytes, image_id: str) -> RunFailure:
+    """Attach the log and image id to a participant failure, so the run keeps them."""
+    error.log = log  # type: ignore[attr-defined]
+    error.image_id = image_id  # type: ignore[attr-defined]
+    return error
+
+
+class DockerSandbox:
+    """Run a SandboxSpec in a fresh container; never pulls or builds an image."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self._client = client
+
+    def run(self, spec: SandboxSpec, *, should_cancel: Callable[[], bool] | None = None) -> SandboxResult:
+        """Run the image's program over /model and /data and collect its predictions.
+
+        Raises:
+            SandboxTimeout, OutOfMemory, RunCancelled, SandboxError: the participant's run
+                failed; the exception carries `.log` (bytes) and `.image_id`.
+            InfrastructureError: the Docker daemon could not be reached (retry later).
+        """
+        started = time.monotonic()
+        self.remove_leftovers(spec.run_id)  # a previous attempt whose worker died mid-run
+        container = self._create(spec)
+        image_id = container.attrs.get("Image", "")
+        streams = None
+        sock = None
+        try:
+            try:
+                sock = self._client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
+                getattr(sock, "_sock", sock).settimeout(None)  # a quiet model may think for hours
+                streams = _Streams(sock, spec.limits)
+                streams.start()
+                container.start()
+            except docker.errors.APIError as ex:
+                raise SandboxError(f"the sandbox container could not start: {ex.explanation or ex}") from ex
+            except _DOCKER_ERRORS as ex:
+                raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+            self._watch(container, streams, spec, started, should_cancel, image_id)
+            return self._result(container, streams, spec, started, image_id, should_cancel)
+        finally:
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+            self._remove(container)
+
+    def kill_run(self, run_id: str) -> int:
+        """Kill every container of a run (e.g. on cancel from another process); return how many."""
+        killed = 0
+        try:
+            containers = self._client.containers.list(filters={"label": f"{RUN_LABEL}={run_id}"})
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+        for container in containers:
+            try:
+                container.kill()
+                killed += 1
+            except docker.errors.APIError as ex:
+                logger.info("Container %s of run %s was not killed: %s", container.short_id, run_id, ex)
+        return killed
+
+    def remove_leftovers(self, run_id: str | None = None) -> int:
+        """Remove containers of one run (any state), or every exited sandbox container; return how many.
+
+        A worker killed mid-run never reaches its `finally`; the redelivered attempt calls
+        this for its run, and a periodic sweep can call it with no run id.
+        """
+        label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
+        filters: dict = {"label": label} if run_id else {"label": label, "status": "exited"}
+        try:
+            containers = self._client.containers.list(all=True, filters=filters)
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+        for container in containers:
+            self._remove(container)
+        return len(containers)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _create(self, spec: SandboxSpec):  # type: ignore[no-untyped-def]
+        limits = spec.limits
+        threads = str(limits.threads)
+        env = {
+            "EVALUATOR_ROW_ID_COLUMN": "row_id",
+            "OMP_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "TF_NUM_INTRAOP_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": "1",
+            **spec.env,
+        }
+        try:
+            return self._client.containers.create(
+                spec.image,
+                environment=env,
+                labels={RUN_LABEL: spec.run_id},
+                network_mode="none",
+                network_disabled=True,
+                read_only=True,
+                user=SANDBOX_USER,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                ipc_mode="private",
+                mem_limit=limits.memory,
+                memswap_limit=limits.memory,
+                nano_cpus=limits.nano_cpus,
+                pids_limit=limits.pids,
+                ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)],
+                tmpfs={
+                    "/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
+                    "/output": f"rw,nosuid,nodev,size={limits.output_bytes},mode=1777",
+                },
+                volumes={
+                    str(spec.model_dir): {"bind": "/model", "mode": "ro"},
+                    str(spec.data_dir): {"bind": "/data", "mode": "ro"},
+                },
+                # Everything is read through the attached streams; this file only bounds the daemon's copy.
+                log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+                hostname="sandbox",
+                working_dir="/tmp",
+            )
+        except docker.errors.ImageNotFound:
+            framework = spec.image.rsplit("-", 1)[-1].split(":")[0]
+            raise SandboxError(
+                f"image {spec.image} is not built on this worker; run `evaluator images build {framework}`"
+            ) from None
+        except docker.errors.APIError as ex:
+            if ex.status_code is not None and ex.status_code < 500:
+                raise SandboxError(f"the sandbox container could not be created: {ex.explanation or ex}") from ex
+            raise InfrastructureError(f"Docker daemon error: {ex.explanation or ex}") from ex
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+
+    def _watch(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
+               should_cancel: Callable[[], bool] | None, image_id: str) -> None:
+        deadline = started + spec.limits.timeout_s
+        next_cancel_check = 0.0
+        while streams.is_alive():
+            streams.join(timeout=0.05)
+            now = time.monotonic()
+            if streams.overflow:
+                self._kill(container, streams)
+                raise _failure(SandboxError(
+                    f"the sandbox wrote more than {spec.limits.output_bytes} bytes of predictions"),
+                    streams.log.getvalue(), image_id)
+            if now >= deadline:
+                self._kill(container, streams)
+                raise _failure(SandboxTimeout(
+                    f"the model ran past its {spec.limits.timeout_s:g}s limit; the container was killed"),
+                    streams.log.getvalue(), image_id)
+            if should_cancel is not None and now >= next_cancel_check:
+                next_cancel_check = now + CANCEL_POLL_S
+                if should_cancel():
+                    self._kill(container, streams)
+                    raise _failure(RunCancelled("the run was cancelled; the container was killed"),
+                                   streams.log.getvalue(), image_id)
+
+    def _result(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
+                image_id: str, should_cancel: Callable[[], bool] | None) -> SandboxResult:
+        try:
+            container.wait(timeout=30)
+            container.reload()
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+        state = container.attrs.get("State", {})
+        log = streams.log.getvalue()
+        status, predictions = _split_status(streams.stdout)
+        if state.get("OOMKilled") and status != 0:
+            raise _failure(OutOfMemory(f"the model used more than {spec.limits.memory} of memory and was killed"),
+                           log, image_id)
+        if status is None and should_cancel is not None and should_cancel():  # killed by kill_run()
+            raise _failure(RunCancelled("the run was cancelled; the container was killed"), log, image_id)
+        if status is None:
+            raise _failure(SandboxError(
+                f"the sandbox exited with code {state.get('ExitCode')} before its program reported a status"),
+                log, image_id)
+        return SandboxResult(exit_code=status, predictions=predictions, log=log, image_id=image_id,
+                             duration_s=round(time.monotonic() - started, 3))
+
+    def _kill(self, container, streams: _Streams) -> None:  # type: ignore[no-untyped-def]
+        try:
+            container.kill()
+        except docker.errors.APIError as ex:  # it may have exited meanwhile
+            logger.debug("kill of %s: %s", container.short_id, ex)
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+        streams.join(timeout=5)
+
+    def _remove(self, container) -> None:  # type: ignore[no-untyped-def]
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except _DOCKER_ERRORS as ex:
+            logger.warning("Sandbox container %s was not removed: %s", container.short_id, ex)
+
+
+def connect(timeout: int = 120) -> docker.DockerClient:
+    """Return a client of the local Docker Engine (DOCKER_HOST honoured), or raise InfrastructureError."""
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except _DOCKER_ERRORS as ex:
+        raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+    return client

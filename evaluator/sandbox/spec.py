@@ -1,0 +1,69 @@
+"""What one sandbox run is: the image, the two read-only mounts, the limits and the run id."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+
+from evaluator.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource caps of one container; the kernel enforces all but the wall clock."""
+
+    timeout_s: float = 600.0
+    memory: str = "2g"  # memory and memory+swap both: no swap at all
+    cpus: float = 1.0
+    pids: int = 256
+    output_bytes: int = 256 * 1024 * 1024  # size of the /output tmpfs
+    log_bytes: int = 64 * 1024  # head + tail of the log we keep
+    tmp_bytes: int = 256 * 1024 * 1024  # size of the /tmp tmpfs (it also counts against memory)
+
+    @property
+    def nano_cpus(self) -> int:
+        return int(self.cpus * 1_000_000_000)
+
+    @property
+    def threads(self) -> int:
+        """Return the thread count a framework should use under the CPU cap."""
+        return max(1, math.ceil(self.cpus))
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        return cls(
+            timeout_s=float(config.sandbox_timeout_s),
+            memory=str(config.sandbox_memory),
+            cpus=float(config.sandbox_cpus),
+            pids=int(config.sandbox_pids),
+            output_bytes=int(config.sandbox_output_bytes),
+            log_bytes=int(config.sandbox_log_bytes),
+            tmp_bytes=int(config.sandbox_output_bytes),
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxSpec:
+    """One run: `model_dir` is mounted at /model and `data_dir` at /data, both read-only."""
+
+    image: str
+    model_dir: pathlib.Path
+    data_dir: pathlib.Path
+    limits: Limits
+    run_id: str
+    env: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxResult:
+    """What a finished container handed back; `exit_code` is the in-image program's status."""
+
+    exit_code: int
+    predictions: bytes | None
+    log: bytes
+    image_id: str
+    duration_s: float
