@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -92,8 +93,9 @@ def register_dataset(dataset_id: str, *, blobs: BlobStore, config: Config, work_
     bucket = config.datasets_bucket
     if blobs.head(bucket, dataset.features_key) is None or blobs.head(bucket, dataset.labels_key) is None:
         return dataset
-    folder = work_dir / f"register-{dataset.id}"
-    folder.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # NOTE: each call its own folder: both files' events may register the same dataset at once.
+    folder = Path(tempfile.mkdtemp(prefix=f"register-{dataset.id}-", dir=work_dir))
     try:
         features = folder / f"features.{dataset.file_format}"
         labels = folder / f"labels.{dataset.file_format}"
@@ -152,6 +154,9 @@ def check_files(features: Path, labels: Path, row_id: str, target: str) -> tuple
 
 def _schema_names(path: Path) -> list[str]:
     with open(path, "rb") as handle:
-        if handle.read(4) == b"PAR1":
-            return pq.read_schema(path).names
-    return read_table(path).column_names
+        if handle.read(4) != b"PAR1":
+            return read_table(path).column_names
+    try:
+        return pq.read_schema(path).names
+    except (pa.ArrowInvalid, OSError) as ex:
+        raise ValueError(f"{path.name} is not a valid Parquet file: {ex}") from None

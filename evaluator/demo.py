@@ -100,7 +100,7 @@ def run_demo(api_url: str, admin_token: str, *, say: Callable[[str], None] = pri
             raise ClientError(f"the sample dataset is {dataset['status']}: {dataset['reason']}")
         say(f"data owner: dataset ready ({dataset['row_count']} rows, sha256 {dataset['labels_sha256'][:12]}...)")
         _create_or_get(admin, "/v1/benchmarks", {"id": BENCHMARK, "dataset": f"{name}:{version}",
-                                                 "task": "classification", "primary_metric": "roc_auc",
+                                                 "task": "classification", "primary_metric": "accuracy",
                                                  "limits": {"timeout_s": 300, "memory": "1g"}},
                        f"/v1/benchmarks/{BENCHMARK}")
         stamp = time.strftime("%Y%m%d-%H%M%S")

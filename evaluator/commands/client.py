@@ -106,9 +106,10 @@ def format_run(run: dict) -> str:
     for name, value in sorted((document.get("metrics") or {}).items()):
         lines.append(f"  {name:<22} {value:.6f}" if isinstance(value, float) else f"  {name:<22} {value}")
     primary = document.get("primary_metric") or {}
-    if primary.get("ci"):
-        ci = primary["ci"]
-        lines.append(f"  {primary['name']} 95% CI [{ci.get('low')}, {ci.get('high')}]")
+    ci = primary.get("ci") or {}
+    if ci.get("low") is not None:
+        lines.append(f"  {primary['name']} {ci.get('level', 0.95):.0%} CI [{ci['low']:.6f}, {ci['high']:.6f}] "
+                     f"({ci.get('method')}, {ci.get('rounds')} rounds, seed {ci.get('seed')})")
     return "\n".join(lines)
 
 

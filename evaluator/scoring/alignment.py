@@ -214,7 +214,8 @@ class _PartitionWriter:
         if self._schema is None:
             self._schema = batch.schema
         n = len(self.paths)
-        partition = (hash_row_ids(batch.column("row_id")) % np.uint64(n)).astype(np.int64)
+        # NOTE: uint16 (n <= MAX_PARTITIONS) lets numpy radix-sort, ~6x faster than on int64.
+        partition = (hash_row_ids(batch.column("row_id")) % np.uint64(n)).astype(np.uint16)
         order = np.argsort(partition, kind="stable")
         bounds = np.searchsorted(partition[order], np.arange(n + 1))
         ordered = batch.take(pa.array(order))
@@ -247,6 +248,15 @@ class _PartitionWriter:
             table = pa.ipc.open_file(source).read_all()
         self.paths[i].unlink()
         return table
+
+
+def _sorted_by_id(table: pa.Table) -> pa.Table:
+    ids = table.column("row_id")
+    if pa.types.is_integer(ids.type) and len(ids):
+        # NOTE: numpy sorts integers ~5x faster than Arrow's sort_indices; ties (duplicates) are refused anyway.
+        order = np.argsort(ids.combine_chunks().to_numpy())
+        return table.take(pa.array(order))
+    return table.take(pc.sort_indices(table, [("row_id", "ascending")]))
 
 
 def _duplicated(sorted_ids: pa.Array) -> np.ndarray:
@@ -287,8 +297,7 @@ def partitioned_chunks(labels: LabelsSource, predictions: PredictionsSource, dir
     for i in range(n):
         pa.default_memory_pool().release_unused()
         label_table, pred_table = label_parts.read(i), pred_parts.read(i)
-        label_table = label_table.take(pc.sort_indices(label_table, [("row_id", "ascending")]))
-        pred_table = pred_table.take(pc.sort_indices(pred_table, [("row_id", "ascending")]))
+        label_table, pred_table = _sorted_by_id(label_table), _sorted_by_id(pred_table)
         label_ids = label_table.column("row_id").combine_chunks()
         pred_ids = pred_table.column("row_id").combine_chunks()
         report.n_label_rows += len(label_ids)
@@ -299,8 +308,9 @@ def partitioned_chunks(labels: LabelsSource, predictions: PredictionsSource, dir
             report.add("duplicated", pred_ids.filter(pa.array(duplicated)))
             pred_table = pred_table.filter(pa.array(~duplicated))
             pred_ids = pred_table.column("row_id").combine_chunks()
-        report.add("missing", label_ids.filter(pc.invert(pc.is_in(label_ids, value_set=pred_ids))))
-        report.add("extra", pred_ids.filter(pc.invert(pc.is_in(pred_ids, value_set=label_ids))))
+        if not label_ids.equals(pred_ids):  # NOTE: equal sorted ids (the usual case) need no set lookups
+            report.add("missing", label_ids.filter(pc.invert(pc.is_in(label_ids, value_set=pred_ids))))
+            report.add("extra", pred_ids.filter(pc.invert(pc.is_in(pred_ids, value_set=label_ids))))
         if not report.ok:
             continue  # NOTE: keep counting problems in later partitions, but stop scoring
         target = label_table.column("target").combine_chunks()

@@ -47,8 +47,10 @@ class ProbabilityAccumulator:
         self._rows_not_summing_to_one = 0  # log_loss's warning tolerance
         self._rows_not_allclose_to_one = 0  # multiclass roc_auc's hard requirement
         self._rows_without_column = 0
-        share = max(1, budget_bytes // 8 // len(self.names))  # NOTE: 8 bytes a score; columns share the budget
-        self._scores = [SortedValueCounts(2, directory, max_in_memory=share) for _ in self.names]
+        self._budget_values = max(1, budget_bytes // 8)  # NOTE: 8 bytes a score; the columns share the budget
+        share = max(1, self._budget_values // len(self.names))
+        self._scores: list[SortedValueCounts | None] = [SortedValueCounts(2, directory, max_in_memory=share)
+                                                        for _ in self.names]
         self.warnings: list[str] = []
 
     def add(self, proba: dict[str, np.ndarray], true_codes: np.ndarray) -> np.ndarray:
@@ -67,8 +69,14 @@ class ProbabilityAccumulator:
         losses = np.zeros(len(matrix))
         losses[rows] = -np.log(np.clip(matrix[rows, column[rows]], _EPS, 1 - _EPS))
         self._loss_sums.append(float(losses.sum()))
+        if len(self._scores) == 2 and self._scores[0] is not None and np.any(column == 1):
+            # The greater column's class is a true class, so roc_auc is binary with that class positive, or
+            # undefined: the lesser column can no longer matter. Free it and give its budget to the other.
+            self._scores[0] = None
+            self._scores[1].max_in_memory = self._budget_values
         for j, scores in enumerate(self._scores):
-            scores.add(matrix[:, j], (column == j).astype(np.int32))
+            if scores is not None:
+                scores.add(matrix[:, j], (column == j).astype(np.int32))
         return losses
 
     def results(self, true_classes: list, n: int) -> dict[str, float | str]:

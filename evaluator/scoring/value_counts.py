@@ -36,8 +36,10 @@ class SortedValueCounts:
         self.max_in_memory = max(1, max_in_memory)
         self.n_records = 0
         self._directory = directory
-        self._pending: list[list[np.ndarray]] = [[] for _ in range(n_codes)]
-        self._pending_values = [0] * n_codes
+        # NOTE: values are copied into one fixed-size buffer per code and sorted there, in place: no
+        # small pieces to concatenate, which left the allocator's heap fragmented (RSS well above the data).
+        self._buffers: list[np.ndarray | None] = [None] * n_codes
+        self._filled = [0] * n_codes
         self._runs: list[MemoryRun] = []
         self._held_bytes = 0
         self._spill: SpillFile | None = None
@@ -50,20 +52,21 @@ class SortedValueCounts:
     def add(self, values: np.ndarray, codes: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64)
         self.n_records += len(values)
-        if self.n_codes == 1:
-            parts = [values]
-        else:
-            codes = np.asarray(codes)
-            parts = [values[codes == code] for code in range(self.n_codes)]
-        run_values = min(RUN_VALUES, self.max_in_memory)
-        for code, part in enumerate(parts):
-            if len(part):
-                # NOTE: a copy, so a view does not keep the caller's whole chunk alive.
-                self._pending[code].append(np.array(part, dtype=np.float64))
-                self._pending_values[code] += len(part)
-                self._held_bytes += part.nbytes
-                if self._pending_values[code] >= run_values:
-                    self._sort_pending(code)
+        codes = np.asarray(codes)
+        for code in range(self.n_codes):
+            part = values if self.n_codes == 1 else values[codes == code]
+            start = 0
+            while start < len(part):
+                if self._buffers[code] is None:
+                    self._buffers[code] = np.empty(min(RUN_VALUES, self.max_in_memory), dtype=np.float64)
+                buffer, filled = self._buffers[code], self._filled[code]
+                count = min(len(part) - start, len(buffer) - filled)
+                buffer[filled : filled + count] = part[start : start + count]
+                self._filled[code] += count
+                self._held_bytes += count * _ITEM
+                start += count
+                if self._filled[code] == len(buffer):
+                    self._sort_buffer(code)
         if self._held_bytes > self.max_in_memory * _ITEM or len(self._runs) > MAX_MEMORY_RUNS:
             self._spill_runs()
 
@@ -73,7 +76,7 @@ class SortedValueCounts:
         Iterate once when `spilled`: the spill file is deleted as the iteration ends.
         """
         for code in range(self.n_codes):
-            self._sort_pending(code)
+            self._sort_buffer(code)
         runs = [MemoryRun(run.values, run.counts, run.code) for run in self._runs]
         spill, self._spill = self._spill, None
         if spill is not None:
@@ -85,12 +88,11 @@ class SortedValueCounts:
             if spill is not None:
                 spill.close()
 
-    def _sort_pending(self, code: int) -> None:
-        pending = self._pending[code]
-        if not pending:
+    def _sort_buffer(self, code: int) -> None:
+        if not self._filled[code]:
             return
-        values = np.concatenate(pending) if len(pending) > 1 else pending[0]
-        self._pending[code], self._pending_values[code] = [], 0
+        values = self._buffers[code][: self._filled[code]]
+        self._buffers[code], self._filled[code] = None, 0
         values.sort()
         self._held_bytes -= values.nbytes
         n_distinct = 1 + int(np.count_nonzero(values[1:] != values[:-1]))
@@ -104,7 +106,7 @@ class SortedValueCounts:
     def _spill_runs(self) -> None:
         """Merge the runs held in memory into one weighted run per code in the spill file."""
         for code in range(self.n_codes):
-            self._sort_pending(code)
+            self._sort_buffer(code)
         if self._spill is None:
             self._spill = SpillFile(self._directory)
             logger.debug("Spilling sorted values to %s", self._spill.paths[0])
