@@ -31,6 +31,7 @@ def services(**overrides) -> Iterator[Config]:
     from evaluator.storage.blobs import BlobStore
     from evaluator.storage.db import init_database
 
+    api_port = overrides.pop("api_port", None) or free_port()
     name = f"evaluator_bench_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(PG_ADMIN)
     admin.autocommit = True
@@ -40,7 +41,7 @@ def services(**overrides) -> Iterator[Config]:
                        s3_port=overrides.pop("s3_port", 0)).start()
     config = Config(database_url=PG_ADMIN.rsplit("/", 1)[0] + "/" + name, s3_endpoint_url=s3.endpoint_url,
                     s3_access_key=KEY, s3_secret_key=SECRET, broker_namespace=f"bench-{uuid.uuid4().hex[:6]}",
-                    redis_url="redis://127.0.0.1:6379/14", api_port=free_port(), work_dir=str(folder / "work"),
+                    redis_url="redis://127.0.0.1:6379/14", api_port=api_port, work_dir=str(folder / "work"),
                     log_level="WARNING", **overrides)
     migrations.migrate(init_database(config.database_url))
     blobs = BlobStore.from_config(config)
