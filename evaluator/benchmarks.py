@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from evaluator import fields, quotas, scoring
+from evaluator import competition, fields, quotas, scoring
 from evaluator.config import Config
 from evaluator.datasets import get_dataset
-from evaluator.errors import Conflict, NotFound, ValidationFailed
+from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from evaluator.sandbox.frameworks import FRAMEWORKS
 from evaluator.storage.models import Benchmark, isoformat
 from evaluator.tokens import Principal
@@ -66,8 +66,44 @@ def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Ben
         allowed_frameworks=fields.string_list(body, "allowed_frameworks", list(FRAMEWORKS), allowed=FRAMEWORKS),
         quota=quotas.parse_quota(body),
         visibility=fields.choice(body, "visibility", VISIBILITIES, "public"),
+        settings=competition.parse_settings(body, metric_names, primary),
         owner=principal.owner,
     )
+
+
+def update_benchmark(benchmark_id: str, body: dict, principal: Principal) -> Benchmark:
+    """Change the scoring of a benchmark (metrics, primary metric, dataset, settings); managers only."""
+    benchmark = get_benchmark(benchmark_id, principal)
+    if not competition.manages(benchmark, principal):
+        raise Forbidden(f"only an admin or the owner of {benchmark_id} may change it")
+    names = METRICS_BY_TASK[benchmark.task]
+    primary = fields.choice(body, "primary_metric", names, benchmark.primary_metric)
+    changes = {
+        Benchmark.primary_metric: primary,
+        Benchmark.direction: scoring.direction(primary),
+        Benchmark.metrics: fields.string_list(body, "metrics", benchmark.metrics, allowed=names),
+    }
+    if "dataset" in body:
+        changes[Benchmark.dataset] = get_dataset(fields.text(body, "dataset"))
+    if "settings" in body:
+        changes[Benchmark.settings] = competition.parse_settings(body, names, primary)
+    if "title" in body:
+        changes[Benchmark.title] = fields.text(body, "title")
+    Benchmark.update(changes).where(Benchmark.id == benchmark.id).execute()
+    return Benchmark.get_by_id(benchmark.id)
+
+
+def rescore_benchmark(benchmark_id: str, principal: Principal, enqueue) -> list[str]:
+    """Queue a re-score of every succeeded run from its stored predictions; managers only."""
+    from evaluator.rescoring import runs_to_rescore
+
+    benchmark = get_benchmark(benchmark_id, principal)
+    if not competition.manages(benchmark, principal):
+        raise Forbidden(f"only an admin or the owner of {benchmark_id} may re-score it")
+    run_ids = runs_to_rescore(benchmark)
+    for run_id in run_ids:
+        enqueue(run_id)
+    return run_ids
 
 
 def visible_to(principal: Principal):
@@ -100,6 +136,8 @@ def serialize(benchmark: Benchmark) -> dict:
         "allowed_frameworks": benchmark.allowed_frameworks,
         "quota": benchmark.quota,
         "visibility": benchmark.visibility,
+        "settings": competition.settings_of(benchmark),
+        "closed": competition.is_closed(benchmark),
         "owner": benchmark.owner,
         "created_at": isoformat(benchmark.created_at),
     }

@@ -8,6 +8,7 @@ the run folder that is mounted into the container ever holds them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import pathlib
@@ -22,10 +23,11 @@ import pyarrow.parquet as pq
 
 from evaluator.bundles import BundleLimits, extract_bundle
 from evaluator.config import Config
-from evaluator.errors import PredictionsInvalid, RunFailure, SandboxError
+from evaluator.errors import FrameworkUnsupported, PredictionsInvalid, RunFailure, SandboxError
 from evaluator.sandbox.images import image_name
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
 from evaluator.scoring import score_files
+from evaluator.splits import split_for_scoring
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class Evaluation:
     provenance: dict
     predictions: bytes | None = None
     log: bytes = b""
+    private_metrics: dict | None = None  # the private part's document when the labels are split
 
     @property
     def succeeded(self) -> bool:
@@ -56,8 +59,8 @@ class Evaluation:
 
     def to_record(self) -> dict:
         """Return the JSON run record the API serves: status, metrics, failure, provenance."""
-        return {"status": self.status, "metrics": self.metrics, "failure": self.failure,
-                "provenance": self.provenance}
+        return {"status": self.status, "metrics": self.metrics, "private_metrics": self.private_metrics,
+                "failure": self.failure, "provenance": self.provenance}
 
 
 def sha256_file(path: pathlib.Path) -> str:
@@ -129,6 +132,8 @@ def evaluate_bundle(
     should_cancel: Callable[[], bool] | None = None,
     on_stage: Callable[[str], None] | None = None,
     bundle_limits: BundleLimits | None = None,
+    allowed_frameworks: list[str] | None = None,
+    private_split: tuple[str, float] | None = None,
 ) -> Evaluation:
     """Evaluate one bundle on one dataset; participant failures end as a failed Evaluation.
 
@@ -154,6 +159,9 @@ def evaluate_bundle(
         provenance["labels_sha256"] = sha256_file(labels_path)
         _mkdir(work_dir)
         manifest = extract_bundle(bundle_path, _mkdir(work_dir / "model"), bundle_limits)
+        if allowed_frameworks and manifest.framework not in allowed_frameworks:
+            raise FrameworkUnsupported(f"this benchmark accepts {', '.join(allowed_frameworks)}; "
+                                       f"the bundle is {manifest.framework}")
         image = image_name(manifest.framework, config)
         provenance.update(bundle=manifest.to_dict(), framework=manifest.framework, image=image)
         data_dir = _mkdir(work_dir / "data")
@@ -179,8 +187,16 @@ def evaluate_bundle(
         predictions_path = work_dir / "predictions.parquet"
         predictions_path.write_bytes(predictions)
         _check_predictions(predictions_path)
-        document = score_files(task, labels_path, predictions_path, row_id_column=row_id_column,
-                               target_column=target_column, metrics=metrics, primary_metric=primary_metric)
+        score = functools.partial(score_files, task, row_id_column=row_id_column, target_column=target_column,
+                                  metrics=metrics, primary_metric=primary_metric)
+        private_document = None
+        if private_split is None:
+            document = score(labels_path, predictions_path)
+        else:
+            parts = split_for_scoring(labels_path, predictions_path, row_id_column=row_id_column,
+                                      benchmark_id=private_split[0], fraction=private_split[1],
+                                      out_dir=work_dir / "split")
+            document, private_document = score(*parts["public"]), score(*parts["private"])
         durations["scoring"] = round(time.monotonic() - clock, 3)
     except RunFailure as ex:
         durations[current] = round(time.monotonic() - clock, 3)
@@ -190,7 +206,7 @@ def evaluate_bundle(
         logger.info("Run %s ended %s at %s: %s: %s", run_id, ex.status, current, ex.code, ex.message)
         return Evaluation(ex.status, None, {"code": ex.code, "message": ex.message}, provenance, predictions, log)
     durations["total"] = round(sum(durations.values()), 3)
-    return Evaluation(SUCCEEDED, document, None, provenance, predictions, log)
+    return Evaluation(SUCCEEDED, document, None, provenance, predictions, log, private_document)
 
 
 def new_work_dir(config: Config, run_id: str) -> pathlib.Path:

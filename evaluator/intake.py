@@ -48,6 +48,7 @@ class Queues:
 
     evaluate_run: Callable[[str], None]
     register_dataset: Callable[[str], None]
+    rescore_run: Callable[[str], None]
 
 
 def ingest(events: list[ObjectCreated], *, database: peewee.Database, config: Config, queues: Queues) -> list[Outcome]:

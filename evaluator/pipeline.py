@@ -86,7 +86,8 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: Any, config: Confi
             config=_with_limits(config, benchmark.limits), work_dir=run_dir / "work", run_id=run_id,
             row_id_column=dataset.row_id_column, target_column=dataset.target_column,
             metrics=benchmark.metrics or None, primary_metric=benchmark.primary_metric,
-            should_cancel=watcher.should_cancel,
+            should_cancel=watcher.should_cancel, allowed_frameworks=benchmark.allowed_frameworks or None,
+            private_split=_split_of(benchmark),
             on_stage=lambda stage: runs.advance(run_id, worker, stage),
         )
         prefix = layout.results_prefix(benchmark.id, run_id)
@@ -98,12 +99,18 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: Any, config: Confi
         publish(blobs, config.results_bucket, prefix, record=record, provenance=provenance,
                 predictions=evaluation.predictions, log=evaluation.log)
         finished = runs.finish(run_id, status=evaluation.status, metrics=evaluation.metrics,
+                               private_metrics=evaluation.private_metrics,
                                failure=evaluation.failure, provenance=provenance, results_prefix=prefix)
         final = Run.get_by_id(run_id).status
         logger.info("Run %s ended %s%s.", run_id, final, "" if finished else " (set elsewhere first)")
         return final
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _split_of(benchmark: Benchmark) -> tuple[str, float] | None:
+    fraction = (benchmark.settings or {}).get("private_fraction")
+    return (benchmark.id, float(fraction)) if fraction else None
 
 
 def _finish_failed(run_id: str, code: str, message: str) -> str:

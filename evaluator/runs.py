@@ -79,7 +79,8 @@ def release(run_id: str, worker: str) -> None:
      .where((Run.id == run_id) & (Run.lease_owner == worker) & Run.status.in_(_ACTIVE)).execute())
 
 
-def finish(run_id: str, *, status: str, metrics: dict | None = None, failure: dict | None = None,
+def finish(run_id: str, *, status: str, metrics: dict | None = None, private_metrics: dict | None = None,
+           failure: dict | None = None,
            provenance: dict | None = None, results_prefix: str | None = None) -> bool:
     """Record a final state unless the run already has one (a cancel stays a cancel)."""
     now = utcnow()
@@ -88,6 +89,8 @@ def finish(run_id: str, *, status: str, metrics: dict | None = None, failure: di
                Run.failure_message: (failure or {}).get("message")}
     if metrics is not None:
         changes[Run.metrics] = metrics
+    if private_metrics is not None:
+        changes[Run.private_metrics] = private_metrics
     if provenance is not None:
         changes[Run.provenance] = provenance
     if results_prefix is not None:
@@ -139,7 +142,8 @@ def list_runs(principal: Principal, *, benchmark: str | None = None, status: str
     return rows, total
 
 
-def serialize(run: Run) -> dict:
+def serialize(run: Run, *, show_private: bool = False) -> dict:
+    """Shape a run; its private score only for those allowed (managers, or anyone after close)."""
     return {
         "id": str(run.id),
         "submission": str(run.submission_id),
@@ -147,6 +151,8 @@ def serialize(run: Run) -> dict:
         "owner": run.owner,
         "status": run.status,
         "metrics": run.metrics,
+        "private_metrics": run.private_metrics if show_private else None,
+        "final": run.final,
         "failure": {"code": run.failure_code, "message": run.failure_message} if run.failure_code else None,
         "provenance": run.provenance,
         "attempts": run.attempts,

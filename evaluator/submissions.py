@@ -6,7 +6,7 @@ import datetime
 import math
 import uuid
 
-from evaluator import fields, quotas
+from evaluator import competition, fields, quotas
 from evaluator.benchmarks import get_benchmark
 from evaluator.config import Config
 from evaluator.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
@@ -33,6 +33,7 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     max_bytes = int(benchmark.limits.get("max_bundle_bytes", config.max_bundle_bytes))
     if size is not None and size > max_bytes:
         raise PayloadTooLarge(f"bundle of {size} bytes is over this benchmark's limit of {max_bytes} bytes")
+    competition.check_open(benchmark)
     quotas.check(benchmark, principal.owner)  # NOTE: before any URL is issued
     default_method = "multipart" if size and size > config.multipart_threshold_bytes else "post"
     method = fields.choice(body, "method", UPLOAD_METHODS, default_method)

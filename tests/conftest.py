@@ -173,11 +173,13 @@ class RecordingQueues:
     def __init__(self) -> None:
         self.runs: list[str] = []
         self.datasets: list[str] = []
+        self.rescores: list[str] = []
 
     def as_queues(self):
         from evaluator.intake import Queues
 
-        return Queues(evaluate_run=self.runs.append, register_dataset=self.datasets.append)
+        return Queues(evaluate_run=self.runs.append, register_dataset=self.datasets.append,
+                      rescore_run=self.rescores.append)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from evaluator import datasets
-from evaluator.api.hooks import admin_only, json_body
+from evaluator.api.hooks import admin_only, json_body, publisher
 from evaluator.config import Config
 from evaluator.storage.blobs import BlobStore
 
@@ -19,7 +19,7 @@ class DatasetCollection:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"items": [datasets.serialize(d) for d in datasets.list_datasets()]}
 
-    @falcon.before(admin_only)
+    @falcon.before(publisher)
     @falcon.before(json_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         dataset, grants = datasets.create_dataset(req.context.body, blobs=self._blobs, config=self._config)

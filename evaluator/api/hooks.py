@@ -41,3 +41,4 @@ def role(*roles: str):
 
 
 admin_only = role("admin")
+publisher = role("admin", "owner")

@@ -36,7 +36,13 @@ PATHS = {
         "get": _op("Benchmarks visible to the caller", errors=(401,)),
         "post": _op("Create a benchmark (admin)", body="BenchmarkIn", ok="201", errors=(400, 401, 403, 404, 409, 422)),
     },
-    "/v1/benchmarks/{benchmark_id}": {"get": _op("One benchmark")},
+    "/v1/benchmarks/{benchmark_id}": {
+        "get": _op("One benchmark"),
+        "patch": _op("Change metrics, primary metric, dataset or settings (admin or owner)", body="BenchmarkIn",
+                     errors=(400, 401, 403, 404, 422))},
+    "/v1/benchmarks/{benchmark_id}/rescore": {
+        "post": _op("Re-score every succeeded run from its stored predictions (admin or owner)", ok="202",
+                    errors=(401, 403, 404))},
     "/v1/benchmarks/{benchmark_id}/submissions": {
         "get": _op("The caller's submissions to a benchmark"),
         "post": _op("Create a submission and get its upload grant (presigned PUT, POST policy or multipart)",
@@ -50,6 +56,9 @@ PATHS = {
     "/v1/runs": {"get": _op("The caller's runs (filters: benchmark, status, owner; limit/offset)")},
     "/v1/runs/{run_id}": {"get": _op("One run: status, metrics, failure, provenance")},
     "/v1/runs/{run_id}/logs": {"get": _op("The run's capped sandbox log")},
+    "/v1/runs/{run_id}/predictions": {"get": _op("A short-lived presigned GET of the run's predictions")},
+    "/v1/runs/{run_id}/final": {"post": _op("Select (or unselect) the run for the final leaderboard",
+                                            errors=(401, 404, 409, 422))},
     "/v1/runs/{run_id}/cancel": {"post": _op("Cancel a run (stops its container)", errors=(401, 404, 409))},
     "/v1/tokens": {"post": _op("Issue an API token, shown once (admin)", ok="201", errors=(401, 403, 422))},
     "/v1/tokens/{token_id}": {"delete": _op("Revoke an API token (admin)", ok="204", errors=(401, 403, 404))},

@@ -49,6 +49,7 @@ ACTIVE_RUN_STATUSES = frozenset({RunStatus.PREPARING, RunStatus.RUNNING, RunStat
 
 class Role(str, enum.Enum):
     ADMIN = "admin"
+    OWNER = "owner"  # a benchmark owner: publishes datasets and benchmarks, manages their own
     PARTICIPANT = "participant"
 
 
@@ -131,7 +132,10 @@ class Run(BaseModel):
     status = peewee.TextField(default=RunStatus.QUEUED.value, index=True)
     failure_code = peewee.TextField(null=True)
     failure_message = peewee.TextField(null=True)
-    metrics = peewee.JSONField(null=True)
+    metrics = peewee.JSONField(null=True)  # the metrics.json document (public part when the labels are split)
+    private_metrics = peewee.JSONField(null=True)  # the private part: never shown before the benchmark closes
+    metrics_history = peewee.JSONField(default=list)  # earlier documents, kept when a run is re-scored
+    final = peewee.BooleanField(default=False)  # chosen by its owner for the final leaderboard
     provenance = peewee.JSONField(default=dict)
     attempts = peewee.IntegerField(default=0)
     worker_host = peewee.TextField(null=True)

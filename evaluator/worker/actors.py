@@ -70,6 +70,14 @@ def register_dataset(dataset_id: str) -> None:
     datasets.register_dataset(dataset_id, blobs=services.blobs(), config=config, work_dir=Path(config.work_dir))
 
 
+@dramatiq.actor(queue_name=MAINTENANCE, max_retries=5, min_backoff=2_000, retry_when=_retry_infrastructure_only,
+                time_limit=3600 * 1000)
+def rescore_run(run_id: str) -> None:
+    from evaluator import rescoring
+
+    rescoring.rescore_run(run_id, blobs=services.blobs(), config=services.current_config())
+
+
 @dramatiq.actor(queue_name=MAINTENANCE, max_retries=0, time_limit=10 * 60 * 1000)
 def reconcile() -> None:
     from evaluator import reconcile as reconciling
@@ -83,4 +91,5 @@ def queues():
     from evaluator.intake import Queues
 
     return Queues(evaluate_run=lambda run_id: evaluate_run.send(run_id),
-                  register_dataset=lambda dataset_id: register_dataset.send(dataset_id))
+                  register_dataset=lambda dataset_id: register_dataset.send(dataset_id),
+                  rescore_run=lambda run_id: rescore_run.send(run_id))

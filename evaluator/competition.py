@@ -1,0 +1,122 @@
+"""Competition rules of a benchmark: schedule, tie-breaks, final selections, log policy, label split.
+
+Settings live in Benchmark.settings; this module validates them and answers
+the questions the API asks (is it open? may this caller see private scores?).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+from evaluator import fields
+from evaluator.errors import Conflict, Forbidden, ValidationFailed
+from evaluator.storage.models import Benchmark, Run, RunStatus, utcnow
+from evaluator.tokens import Principal
+
+LOG_POLICIES = ("own", "tail", "none")
+TAIL_BYTES = 4096
+
+
+def parse_settings(body: dict, metric_names: tuple[str, ...], primary: str) -> dict:
+    raw = fields.mapping(body, "settings", {})
+    settings = {
+        "tie_breakers": fields.string_list(raw, "tie_breakers", [], allowed=[m for m in metric_names if m != primary]),
+        "opens_at": _timestamp(raw, "opens_at"),
+        "closes_at": _timestamp(raw, "closes_at"),
+        "log_policy": fields.choice(raw, "log_policy", LOG_POLICIES, "own"),
+        "final_selections": fields.integer(raw, "final_selections", 0, minimum=0, maximum=100),
+        "private_fraction": _fraction(raw, "private_fraction"),
+    }
+    if settings["opens_at"] and settings["closes_at"] and settings["closes_at"] <= settings["opens_at"]:
+        raise ValidationFailed("'settings.closes_at' must be after 'settings.opens_at'", field="settings.closes_at")
+    return settings
+
+
+def _timestamp(raw: dict, field: str) -> str | None:
+    value = raw.get(field)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(f"'settings.{field}' must be an ISO 8601 time", field=f"settings.{field}") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return parsed.isoformat()
+
+
+def _fraction(raw: dict, field: str) -> float | None:
+    value = raw.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValidationFailed(f"'settings.{field}' must be a number between 0 and 1", field=f"settings.{field}")
+    return float(value)
+
+
+def settings_of(benchmark: Benchmark) -> dict:
+    return {"tie_breakers": [], "opens_at": None, "closes_at": None, "log_policy": "own", "final_selections": 0,
+            "private_fraction": None, **(benchmark.settings or {})}
+
+
+def _at(value: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(value) if value else None
+
+
+def is_closed(benchmark: Benchmark, now: datetime.datetime | None = None) -> bool:
+    closes = _at(settings_of(benchmark)["closes_at"])
+    return closes is not None and (now or utcnow()) >= closes
+
+
+def check_open(benchmark: Benchmark, now: datetime.datetime | None = None) -> None:
+    """Refuse a submission outside the benchmark's open window."""
+    settings, now = settings_of(benchmark), now or utcnow()
+    opens = _at(settings["opens_at"])
+    if opens is not None and now < opens:
+        raise Conflict(f"benchmark {benchmark.id} opens at {settings['opens_at']}Z")
+    if is_closed(benchmark, now):
+        raise Conflict(f"benchmark {benchmark.id} closed at {settings['closes_at']}Z")
+
+
+def manages(benchmark: Benchmark, principal: Principal) -> bool:
+    """Admins and the benchmark's owner see everything of it, private scores included."""
+    return principal.is_admin or benchmark.owner == principal.owner
+
+
+def shows_private(benchmark: Benchmark, principal: Principal) -> bool:
+    return manages(benchmark, principal) or is_closed(benchmark)
+
+
+def select_final(run: Run, principal: Principal, selected: bool) -> Run:
+    """Mark (or unmark) one of the caller's succeeded runs as a final selection, before close."""
+    benchmark = Benchmark.get_by_id(run.benchmark_id)
+    limit = settings_of(benchmark)["final_selections"]
+    if not limit:
+        raise Conflict(f"benchmark {benchmark.id} does not use final selections")
+    if is_closed(benchmark):
+        raise Conflict(f"benchmark {benchmark.id} is closed; selections are frozen")
+    if run.status != RunStatus.SUCCEEDED.value:
+        raise Conflict(f"only a succeeded run can be selected; this one is {run.status}")
+    if selected and not run.final:
+        chosen = Run.select().where((Run.benchmark == benchmark.id) & (Run.owner == run.owner) & Run.final).count()
+        if chosen >= limit:
+            raise Conflict(f"you already selected {chosen} of {limit} final runs; unselect one first")
+    Run.update(final=selected).where(Run.id == run.id).execute()
+    return Run.get_by_id(run.id)
+
+
+def is_private_row(row_id: object, benchmark_id: str, fraction: float) -> bool:
+    """Assign a row to the private part, stably: the same row, benchmark and fraction, the same answer."""
+    digest = hashlib.sha256(f"{benchmark_id}\x00{row_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def log_view(benchmark: Benchmark, principal: Principal, log: bytes) -> bytes:
+    """Apply the benchmark's log policy for a participant (managers see the whole log)."""
+    if manages(benchmark, principal):
+        return log
+    policy = settings_of(benchmark)["log_policy"]
+    if policy == "none":
+        raise Forbidden(f"benchmark {benchmark.id} does not show sandbox logs to participants")
+    return log[-TAIL_BYTES:] if policy == "tail" else log

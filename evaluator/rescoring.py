@@ -1,0 +1,68 @@
+"""Re-score stored predictions after a benchmark's metrics or labels change: no model runs again.
+
+The run's previous documents are kept (Run.metrics_history and metrics.<n>.json
+beside the new metrics.json), so old and new results can be compared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from evaluator.config import Config
+from evaluator.pipeline import stage_dataset
+from evaluator.scoring import score_files
+from evaluator.splits import split_for_scoring
+from evaluator.storage.blobs import BlobStore
+from evaluator.storage.models import Benchmark, Dataset, Run, RunStatus, isoformat, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def runs_to_rescore(benchmark: Benchmark) -> list[str]:
+    query = Run.select(Run.id).where((Run.benchmark == benchmark.id) & (Run.status == RunStatus.SUCCEEDED.value)
+                                     & Run.results_prefix.is_null(False))
+    return [str(run.id) for run in query]
+
+
+def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
+    """Score a run's stored predictions with its benchmark's current metrics and labels."""
+    run = Run.get_by_id(run_id)
+    benchmark = Benchmark.get_by_id(run.benchmark_id)
+    dataset = Dataset.get_by_id(benchmark.dataset_id)
+    _, labels = stage_dataset(dataset, blobs=blobs, config=config)
+    bucket, prefix = config.results_bucket, run.results_prefix
+    with tempfile.TemporaryDirectory(prefix=f"rescore-{run_id}-", dir=_work_dir(config)) as tmp:
+        predictions = Path(tmp) / "predictions.parquet"
+        blobs.download(bucket, prefix + "predictions.parquet", predictions)
+        score = lambda lab, pred: score_files(benchmark.task, lab, pred, row_id_column=dataset.row_id_column,  # noqa: E731
+                                              target_column=dataset.target_column, metrics=benchmark.metrics or None,
+                                              primary_metric=benchmark.primary_metric)
+        fraction = (benchmark.settings or {}).get("private_fraction")
+        if fraction:
+            parts = split_for_scoring(labels, predictions, row_id_column=dataset.row_id_column,
+                                      benchmark_id=benchmark.id, fraction=float(fraction), out_dir=Path(tmp) / "split")
+            document, private = score(*parts["public"]), score(*parts["private"])
+        else:
+            document, private = score(labels, predictions), None
+    history = [*run.metrics_history, {"metrics": run.metrics, "private_metrics": run.private_metrics,
+                                      "replaced_at": isoformat(utcnow()), "dataset": dataset.ref}]
+    previous = blobs.head(bucket, prefix + "metrics.json")
+    if previous is not None:  # keep the old file beside the new one
+        blobs.put_bytes(bucket, f"{prefix}metrics.{len(history)}.json", blobs.get_bytes(bucket, prefix + "metrics.json"),
+                        "application/json")
+    record = {**blobs.get_json(bucket, prefix + "metrics.json"), "metrics": document, "private_metrics": private,
+              "rescored_at": isoformat(utcnow())} if previous else {"metrics": document}
+    blobs.put_bytes(bucket, prefix + "metrics.json", json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
+                    "application/json")
+    Run.update(metrics=document, private_metrics=private, metrics_history=history).where(Run.id == run.id).execute()
+    logger.info("Re-scored run %s on %s (%d earlier results kept)", run_id, dataset.ref, len(history))
+    return document
+
+
+def _work_dir(config: Config) -> str:
+    path = Path(config.work_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
