@@ -13,7 +13,6 @@ import requests
 
 from evaluator.storage.seaweed import free_port, wait_for_port
 from tests.e2e.conftest import BIN, ROOT
-from tests.e2e.test_pipeline import docker_client  # noqa: F401 - the fixture: Docker and images present
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,13 @@ def check_demo_output(stdout: str) -> dict:
     return result
 
 
-def test_demo_starts_the_embedded_platform_and_prints_a_leaderboard(tmp_path, redis_url, docker_client):  # noqa: F811
+@pytest.fixture
+def demo_images(images_built):
+    images_built("sklearn")
+    images_built("onnx")
+
+
+def test_demo_starts_the_embedded_platform_and_prints_a_leaderboard(tmp_path, redis_url, demo_images):
     result = subprocess.run([str(BIN / "evaluator"), "demo", "--json"], cwd=ROOT, env=dev_env(tmp_path, redis_url),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -44,7 +49,7 @@ def test_demo_starts_the_embedded_platform_and_prints_a_leaderboard(tmp_path, re
     assert (tmp_path / "data" / "evaluator.db").exists()  # SQLite in the data folder, which persists
 
 
-def test_demo_reuses_a_running_dev_and_ctrl_c_stops_everything(tmp_path, docker_client):  # noqa: F811
+def test_demo_reuses_a_running_dev_and_ctrl_c_stops_everything(tmp_path, demo_images):
     env = dev_env(tmp_path, "redis://127.0.0.1:1/0")  # no Redis: the in-process broker, clearly logged
     dev = subprocess.Popen([str(BIN / "evaluator"), "dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -6,7 +6,6 @@ import io
 import signal
 import time
 
-import docker
 import pyarrow.parquet as pq
 import pytest
 import requests
@@ -15,7 +14,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import ObjectEvent, Run
 from evaluator.tokens import create_token
-from tests.conftest import EVENTS_TOKEN, require
+from tests.conftest import EVENTS_TOKEN
 from tests.e2e.bundles import sklearn_bundle, sleepy_bundle
 from tests.integration.helpers import iris_like, minio_event, parquet_bytes
 
@@ -23,23 +22,10 @@ pytestmark = pytest.mark.integration
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
 
-@pytest.fixture(scope="module")
-def docker_client():
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except docker.errors.DockerException:
-        require(False, "a Docker Engine")
-    try:
-        client.images.get("evaluator-sklearn")
-    except docker.errors.ImageNotFound:
-        require(False, "the evaluator-sklearn image (evaluator images build sklearn)")
-    return client
-
-
 @pytest.fixture
-def competition(stack, docker_client):
+def competition(stack, images_built):
     """A ready dataset and benchmark on the live stack; yields (admin token, alice token)."""
+    images_built("sklearn")
     admin, _ = create_token("admin", "admin")
     alice, _ = create_token("alice", "participant")
     declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"}).json()

@@ -13,13 +13,14 @@ from evaluator.competition import is_private_row
 from evaluator.storage.blobs import BlobStore
 from evaluator.tokens import create_token
 from tests.e2e.bundles import sklearn_bundle
-from tests.e2e.test_pipeline import FINAL, docker_client, run_of, submit  # noqa: F401 - docker_client is a fixture
+from tests.e2e.test_pipeline import FINAL, run_of, submit
 from tests.integration.helpers import iris_like, parquet_bytes
 
 pytestmark = pytest.mark.integration
 
 
-def test_split_scores_both_parts_hides_private_and_rescore_needs_no_container(stack, docker_client):  # noqa: F811
+def test_split_scores_both_parts_hides_private_and_rescore_needs_no_container(stack, docker_client, images_built):
+    images_built("sklearn")
     admin, _ = create_token("admin", "admin")
     alice, _ = create_token("alice", "participant")
     declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"}).json()
@@ -69,5 +70,6 @@ def test_split_scores_both_parts_hides_private_and_rescore_needs_no_container(st
     until = datetime.datetime.now(datetime.timezone.utc)
     time.sleep(0.5)
     started = [e for e in docker_client.events(since=since, until=until, decode=True,
-                                               filters={"type": "container", "event": "start"})]
+                                               filters={"type": "container", "event": "start",
+                                                        "label": f"evaluator.run_id={run_id}"})]
     assert started == [], "re-scoring must not start any container"

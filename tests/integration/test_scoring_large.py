@@ -115,5 +115,7 @@ def test_ten_million_rows_score_exactly_with_memory_well_below_the_data(tmp_path
     assert doc["confusion_matrix"]["matrix"] == counts[0].tolist() + [[0] * (N_CLASSES + 1)]
     assert doc["classes"] == [0, 1, 2, 3]
     print(f"peak RSS {peak / 2**20:.0f} MiB, data {DATA_BYTES / 2**20:.0f} MiB")
-    # NOTE: measured 310-346 MiB (58-65% of the data); the bound leaves room for allocator noise.
-    assert peak < 0.75 * DATA_BYTES, f"peak RSS {peak / 2**20:.0f} MiB vs data {DATA_BYTES / 2**20:.0f} MiB"
+    # NOTE: measured 300-330 MiB (56-62% of the data) with the default 64 MiB budget: ~75 MiB is the
+    # interpreter and libraries, ~35 MiB pandas (pyarrow imports it when installed); the bound leaves
+    # room for allocator noise.
+    assert peak < 0.7 * DATA_BYTES, f"peak RSS {peak / 2**20:.0f} MiB vs data {DATA_BYTES / 2**20:.0f} MiB"

@@ -7,26 +7,31 @@ import json
 import numpy as np
 import pytest
 
-from evaluator.scoring import default_primary_metric, direction, score_files, validate_metrics_document
+from evaluator.scoring import (classification, default_primary_metric, direction, metric_names, regression,
+                               score_files, validate_metrics_document)
 from evaluator.scoring.document import metrics_schema
 from evaluator.scoring.probabilities import roc_auc_from_counts
+from evaluator.scoring.sorted_runs import MemoryRun, distinct_steps, run_lengths
 from evaluator.scoring.value_counts import SortedValueCounts
 from tests.unit.test_scoring_helpers import write_labels, write_predictions
 
 
-@pytest.mark.parametrize("distinct, sorted_input", [(5, False), (3_000, False), (40_000, True), (40_000, False)])
-def test_sorted_value_counts_spill_to_disk_and_stay_exact(tmp_path, distinct, sorted_input):
-    # Given far more distinct values than the in-memory limit (and heavy ties)
+@pytest.mark.parametrize("distinct, sorted_input, max_in_memory, spills", [
+    (5, False, 500, True), (5, False, 20_000, False), (3_000, False, 500, True), (3_000, False, 10**5, False),
+    (40_000, True, 500, True), (40_000, False, 500, True), (40_000, False, 20_000, True), (40_000, False, 10**6, False),
+])
+def test_sorted_value_counts_spill_to_disk_and_stay_exact(tmp_path, distinct, sorted_input, max_in_memory, spills):
+    # Given values beyond the in-memory budget or within it (heavily tied data is held as counts)
     rng = np.random.default_rng(distinct)
     values = rng.integers(0, distinct, 60_000) / 7.0
     values[:5000] = 0.5
     if sorted_input:
         values.sort()
     codes = rng.integers(0, 2, len(values))
-    counts = SortedValueCounts(2, tmp_path, max_in_memory=500)
+    counts = SortedValueCounts(2, tmp_path, max_in_memory=max_in_memory)
     for start in range(0, len(values), 4096):
         counts.add(values[start:start + 4096], codes[start:start + 4096])
-    assert counts.spilled == (distinct > 500)
+    assert counts.spilled == spills
     # When read back, Then the histogram equals np.unique's, in order, and the temp files are gone
     pieces = list(counts)
     got_values = np.concatenate([v for v, _ in pieces])
@@ -47,6 +52,33 @@ def test_roc_auc_from_spilled_counts_equals_sklearn(tmp_path):
     counts = SortedValueCounts(2, tmp_path, max_in_memory=300)
     counts.add(scores, y)
     assert roc_auc_from_counts(counts) == pytest.approx(roc_auc_score(y, scores), rel=1e-12)
+
+
+def test_merging_sorted_runs_counts_ties_that_straddle_blocks():
+    # Given plain and weighted runs with long ties, merged in blocks far shorter than the ties
+    rng = np.random.default_rng(5)
+    runs, expected = [], np.zeros((0, 2))
+    all_values, all_codes, all_counts = [], [], []
+    for i in range(6):
+        values = np.sort(np.concatenate([rng.integers(0, 300, 700) / 3.0, np.full(300, 50.0)]))
+        code = i % 2
+        if i < 3:
+            runs.append(MemoryRun(values, None, code))
+            counts = np.ones(len(values), dtype=np.int64)
+        else:
+            values, counts = run_lengths(values)
+            runs.append(MemoryRun(values, counts, code))
+        all_values.append(values), all_codes.append(np.full(len(values), code)), all_counts.append(counts)
+    # When they are merged into histograms
+    pieces = list(distinct_steps(runs, 2, memory_values=100))
+    # Then the pieces ascend without sharing a value and equal a direct count
+    got_values = np.concatenate([v for v, _ in pieces])
+    got_counts = np.concatenate([c for _, c in pieces])
+    assert len(pieces) > 10 and np.all(np.diff(got_values) > 0)
+    distinct, inverse = np.unique(np.concatenate(all_values), return_inverse=True)
+    expected = np.zeros((len(distinct), 2), dtype=np.int64)
+    np.add.at(expected, (inverse, np.concatenate(all_codes)), np.concatenate(all_counts))
+    assert np.array_equal(got_values, distinct) and np.array_equal(got_counts, expected)
 
 
 def _files(tmp_path, n=300):
@@ -123,6 +155,17 @@ def test_directions_and_defaults():
     assert default_primary_metric("regression") == "rmse"
     with pytest.raises(ValueError):
         direction("bogus")
+
+
+def test_metric_names_list_every_metric_a_benchmark_may_choose_in_document_order():
+    assert metric_names("classification") == (
+        "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+        "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "log_loss") == classification.METRICS
+    assert metric_names("regression") == (
+        "mae", "mse", "rmse", "r2", "median_absolute_error", "max_error", "explained_variance") == regression.METRICS
+    assert all(direction(name) for task in ("classification", "regression") for name in metric_names(task))
+    with pytest.raises(ValueError, match="unknown task"):
+        metric_names("ranking")
 
 
 def test_unknown_metrics_and_tasks_are_configuration_errors(tmp_path):

@@ -160,6 +160,17 @@ def test_binary_roc_auc_uses_the_greater_labels_probability_with_ties(tmp_path):
     assert_matches(doc, classification_reference(y, [0, 1, 1, 1, 1, 0], [0, 1], np.column_stack([proba["0"], p1])))
 
 
+def test_binary_roc_auc_can_need_the_lesser_probability_column(tmp_path):
+    # Given true classes -1 and 0 but columns for 0 and 1: the positive class (0) has the lesser column
+    y = [-1, 0, 0, -1, 0, -1]
+    p0 = [0.2, 0.7, 0.6, 0.4, 0.9, 0.1]
+    proba = {"0": p0, "1": [1 - v for v in p0]}
+    doc = score_files("classification", write_labels(tmp_path / "l", range(6), y),
+                      write_predictions(tmp_path / "p.parquet", range(6), y, proba))
+    assert_matches(doc, classification_reference(y, y, [0, 1], np.column_stack([p0, proba["1"]])))
+    assert doc["metrics"]["roc_auc"] == 1.0
+
+
 def test_constant_targets_give_sklearn_force_finite_r2(tmp_path):
     y = [2.0, 2.0, 2.0]
     for pred, expected in (([2.0, 2.0, 2.0], 1.0), ([1.0, 2.0, 3.0], 0.0)):

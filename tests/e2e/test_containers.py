@@ -1,0 +1,215 @@
+"""The platform image as docker-compose runs it: migrate, API and worker containers (host network) complete
+one evaluation against the test PostgreSQL, Redis and SeaweedFS; and docker-compose.yml validates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from evaluator.config import Config
+from tests.conftest import EVENTS_TOKEN, S3_KEY, S3_SECRET, require, wait_until_ready
+from tests.e2e.bundles import sklearn_bundle
+from tests.e2e.conftest import ROOT, Stack
+from tests.integration.helpers import iris_like, parquet_bytes
+
+pytestmark = pytest.mark.integration
+FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
+# The base the platform image is built from here: made by `evaluator images build --base debootstrap`.
+PLATFORM_BASE_IMAGE = os.environ.get("EVALUATOR_TEST_PLATFORM_BASE_IMAGE", "evaluator-rootfs:bookworm")
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+@pytest.fixture(scope="module")
+def platform_image(docker_client) -> str:
+    """The platform image built by scripts/build-platform-image.sh (seconds when nothing changed)."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(PLATFORM_BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        require(False, f"base image {PLATFORM_BASE_IMAGE} (evaluator images build --base debootstrap)")
+    env = {**os.environ, "BASE_IMAGE": PLATFORM_BASE_IMAGE, "PIP": f"{sys.executable} -m pip"}
+    result = subprocess.run([str(ROOT / "scripts" / "build-platform-image.sh")], env=env, capture_output=True,
+                            text=True, timeout=1800)
+    if result.returncode != 0:
+        pytest.fail(f"scripts/build-platform-image.sh failed:\n{result.stderr[-5000:]}", pytrace=False)
+    return result.stdout.strip().splitlines()[-1]
+
+
+class ContainerStack(Stack):
+    """The Stack's HTTP helpers over an API and workers that run as containers of the platform image."""
+
+    def __init__(self, config: Config, logs: Path, client, image: str) -> None:
+        super().__init__(config, logs)
+        self.client, self.image = client, image
+        self.containers: list = []
+        self.prefix = f"evaluator-test-{uuid.uuid4().hex[:8]}"
+
+    def container_env(self) -> dict[str, str]:
+        return self.config.to_env()
+
+    def run(self, name: str, command: list[str], **kwargs):
+        container = self.client.containers.run(
+            self.image, command, name=f"{self.prefix}-{name}", detach=True, network_mode="host",
+            environment=self.container_env(), labels={"evaluator.test": self.prefix}, **kwargs)
+        self.containers.append(container)
+        return container
+
+    def migrate(self) -> None:
+        container = self.run("migrate", ["evaluator", "db", "migrate"])
+        status = container.wait(timeout=120)
+        assert status["StatusCode"] == 0, f"evaluator db migrate failed\n{self.log_tail()}"
+
+    def start_api(self) -> None:
+        api = self.run("api", ["evaluator", "api"])
+
+        def healthy():
+            api.reload()
+            assert api.status == "running", f"the API container stopped\n{self.log_tail()}"
+            assert self.call("GET", "/health").status_code == 200
+
+        wait_until_ready(healthy, 60)
+
+    def start_worker(self, processes: int = 1, threads: int = 1, **overrides):
+        # Sandboxes are siblings started by the host's engine, which mounts run folders by host path:
+        # the work dir is bind-mounted at the same path inside.
+        work_dir = self.config.work_dir
+        return self.run(f"worker-{len(self.containers)}",
+                        ["evaluator", "worker", "--processes", str(processes), "--threads", str(threads)],
+                        volumes={DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"},
+                                 work_dir: {"bind": work_dir, "mode": "rw"}})
+
+    def stop(self) -> None:
+        for container in reversed(self.containers):
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001 - gone already; the others must still be removed
+                pass
+
+    def log_tail(self) -> str:
+        tails = []
+        for container in self.containers:
+            try:
+                tails.append(f"--- {container.name}\n{container.logs(tail=60).decode(errors='replace')}")
+            except Exception as ex:  # noqa: BLE001 - a removed container has no logs
+                tails.append(f"--- {container.name}: {ex}")
+        return "\n".join(tails)
+
+
+@pytest.fixture
+def container_stack(platform_image, webhook_s3, database_url, redis_url, db, docker_client, images_built, tmp_path):
+    from evaluator.storage.blobs import BlobStore
+    from evaluator.storage.models import Run
+
+    images_built("sklearn")
+    require(os.path.exists(DOCKER_SOCKET), f"the Docker socket at {DOCKER_SOCKET}")
+    server, api_port = webhook_s3           # SeaweedFS's filer posts its events to this port: the API's
+    bucket = f"ctr-{uuid.uuid4().hex[:10]}"
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    config = Config(
+        database_url=database_url, redis_url=redis_url, broker_namespace=f"ctr-{uuid.uuid4().hex[:8]}",
+        s3_endpoint_url=server.endpoint_url, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET,
+        datasets_bucket=bucket, bundles_bucket=bucket, results_bucket=bucket, events_token=EVENTS_TOKEN,
+        api_host="127.0.0.1", api_port=api_port, api_workers=1, work_dir=str(work_dir), sandbox_timeout_s=60,
+        sandbox_memory="512m", log_level="INFO",
+    )
+    wait_until_ready(lambda: BlobStore.from_config(config).ensure_buckets(bucket))
+    (tmp_path / "logs").mkdir()
+    stack = ContainerStack(config, tmp_path / "logs", docker_client, platform_image)
+    try:
+        stack.migrate()
+        stack.start_api()
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+        for run_id in [r.id for r in Run.select(Run.id)]:  # a sandbox left by a worker removed mid-run
+            for container in docker_client.containers.list(all=True, filters={"label": f"evaluator.run_id={run_id}"}):
+                container.remove(force=True)
+
+
+def test_api_and_worker_containers_complete_an_evaluation(container_stack):
+    from evaluator.tokens import create_token
+
+    stack = container_stack
+    admin, _ = create_token("admin", "admin")
+    alice, _ = create_token("alice", "participant")
+
+    declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"})
+    assert declared.status_code == 201, declared.text
+    features, labels = iris_like(200, seed=5)
+    for part, table in (("features", features), ("labels", labels)):
+        assert requests.put(declared.json()["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).ok
+    stack.wait_for(f"/v1/datasets/{declared.json()['id']}", admin, lambda d: d["status"] == "ready", 60)
+    response = stack.call("POST", "/v1/benchmarks", admin, json={
+        "id": "iris", "dataset": "iris:1", "task": "classification", "limits": {"timeout_s": 60, "memory": "512m"}})
+    assert response.status_code == 201, response.text
+
+    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice, json={"name": "logreg", "method": "put"})
+    assert grant.status_code == 201, grant.text
+    assert requests.put(grant.json()["upload"]["url"], data=sklearn_bundle(), timeout=30).ok
+    submission = stack.wait_for(f"/v1/submissions/{grant.json()['submission']['id']}", alice,
+                                lambda s: s["runs"], 60)
+    run_id = submission["runs"][0]["id"]
+    run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] in FINAL, 180)
+    assert run["status"] == "succeeded", f"{run}\n{stack.log_tail()}"
+    assert run["metrics"]["metrics"]["accuracy"] > 0.8
+    assert run["provenance"]["image_id"].startswith("sha256:")
+    board = stack.call("GET", "/v1/benchmarks/iris/leaderboard", alice)
+    assert board.status_code == 200, board.text
+
+
+def test_compose_file_validates_and_wires_the_stack(tmp_path):
+    """`docker-compose config` (v1 here; `docker compose` v2 reads the same file) with .env from .env.example."""
+    compose = shutil.which("docker-compose")
+    command = [compose] if compose else ["docker", "compose"]
+    if not compose:
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        require(probe.returncode == 0, "docker-compose (or the docker compose plugin)")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")   # env_file: .env must exist
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVALUATOR_", "MINIO_", "POSTGRES_"))}
+    checked = subprocess.run([*command, "config", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    rendered = subprocess.run([*command, "config"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    services = yaml.safe_load(rendered.stdout)["services"]
+
+    minio = services["minio"]
+    assert ":RELEASE." in minio["image"]                                  # a pinned release
+    assert "--console-address" in minio["command"] and ":9001" in minio["command"]
+    assert any(str(p.get("published") if isinstance(p, dict) else p).startswith("9001") for p in minio["ports"])
+    hook = {k.removeprefix("MINIO_NOTIFY_WEBHOOK_").removesuffix("_EVALUATOR"): v
+            for k, v in minio["environment"].items() if k.startswith("MINIO_NOTIFY_WEBHOOK_")}
+    assert hook["ENABLE"] == "on" and hook["ENDPOINT"].endswith("/v1/events/s3")
+    assert hook["AUTH_TOKEN"] == "change-me-events-token" and hook["QUEUE_DIR"]
+    init = services["minio-init"]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    script = (ROOT / "storage" / "minio" / "minio-init.sh").read_text()
+    assert "--prefix bundles/" in script and "--prefix datasets/" in script
+
+    assert services["migrate"]["command"] == ["evaluator", "db", "migrate"]
+    for name in ("api", "worker"):
+        conditions = {k: v["condition"] for k, v in services[name]["depends_on"].items()}
+        assert conditions["migrate"] == "service_completed_successfully"
+        assert conditions["redis"] == "service_healthy"
+        assert services[name]["environment"]["EVALUATOR_EVENTS_TOKEN"] == "change-me-events-token"  # from .env
+        assert services[name]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
+    assert services["api"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    for name in ("postgres", "redis", "minio", "api"):
+        assert services[name]["healthcheck"]["test"], name
+    worker = services["worker"]
+    work_dir = worker["environment"]["EVALUATOR_WORK_DIR"]
+    mounts = {(v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+              for v in worker["volumes"]}
+    assert (DOCKER_SOCKET, DOCKER_SOCKET) in mounts and (work_dir, work_dir) in mounts
+    for name in ("postgres", "redis", "minio"):
+        assert services[name]["volumes"], name
