@@ -82,6 +82,25 @@ class Stack:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
 
+    def competition(self, benchmark: dict, *, rows: int = 200, seed: int = 5) -> tuple[str, str, object]:
+        """Tokens of an admin and alice, a registered dataset `iris:1` and this benchmark over it.
+
+        Returns (admin token, alice token, labels table).
+        """
+        from evaluator.tokens import create_token
+        from tests.integration.helpers import iris_like, parquet_bytes
+
+        admin, _ = create_token("admin", "admin")
+        alice, _ = create_token("alice", "participant")
+        declared = self.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"}).json()
+        features, labels = iris_like(rows, seed=seed)
+        for part, table in (("features", features), ("labels", labels)):
+            assert requests.put(declared["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).ok
+        self.wait_for(f"/v1/datasets/{declared['id']}", admin, lambda d: d["status"] == "ready", 60)
+        response = self.call("POST", "/v1/benchmarks", admin, json={"dataset": "iris:1", **benchmark})
+        assert response.status_code == 201, response.text
+        return admin, alice, labels
+
     def wait_for(self, path: str, token: str, done, timeout_s: float = 120) -> dict:
         deadline = time.monotonic() + timeout_s
         body = None

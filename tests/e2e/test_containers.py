@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -70,13 +71,19 @@ class ContainerStack(Stack):
 
     def start_api(self) -> None:
         api = self.run("api", ["evaluator", "api"])
-
-        def healthy():
+        deadline = time.monotonic() + 60
+        while True:
             api.reload()
-            assert api.status == "running", f"the API container stopped\n{self.log_tail()}"
-            assert self.call("GET", "/health").status_code == 200
-
-        wait_until_ready(healthy, 60)
+            if api.status != "running":
+                raise RuntimeError(f"the API container stopped\n{self.log_tail()}")
+            try:
+                if self.call("GET", "/health").status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API container did not become healthy\n{self.log_tail()}")
+            time.sleep(0.3)
 
     def start_worker(self, processes: int = 1, threads: int = 1, **overrides):
         # Sandboxes are siblings started by the host's engine, which mounts run folders by host path:

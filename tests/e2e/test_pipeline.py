@@ -13,10 +13,9 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import ObjectEvent, Run
-from evaluator.tokens import create_token
 from tests.conftest import EVENTS_TOKEN
 from tests.e2e.bundles import sklearn_bundle, sleepy_bundle
-from tests.integration.helpers import iris_like, minio_event, parquet_bytes
+from tests.integration.helpers import minio_event
 
 pytestmark = pytest.mark.integration
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
@@ -26,17 +25,7 @@ FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 def competition(stack, images_built):
     """A ready dataset and benchmark on the live stack; yields (admin token, alice token)."""
     images_built("sklearn")
-    admin, _ = create_token("admin", "admin")
-    alice, _ = create_token("alice", "participant")
-    declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"}).json()
-    features, labels = iris_like(200, seed=5)
-    for part, table in (("features", features), ("labels", labels)):
-        assert requests.put(declared["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).ok
-    stack.wait_for(f"/v1/datasets/{declared['id']}", admin, lambda d: d["status"] == "ready", 60)
-    response = stack.call("POST", "/v1/benchmarks", admin, json={
-        "id": "iris", "dataset": "iris:1", "task": "classification", "limits": {"timeout_s": 60, "memory": "512m"}})
-    assert response.status_code == 201, response.text
-    return admin, alice, labels
+    return stack.competition({"id": "iris", "task": "classification", "limits": {"timeout_s": 60, "memory": "512m"}})
 
 
 def submit(stack, token: str, bundle: bytes, name: str = "model") -> dict:

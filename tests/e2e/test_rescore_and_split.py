@@ -6,31 +6,20 @@ import datetime
 import time
 
 import pytest
-import requests
 from sklearn.metrics import accuracy_score
 
 from evaluator.competition import is_private_row
 from evaluator.storage.blobs import BlobStore
-from evaluator.tokens import create_token
 from tests.e2e.bundles import sklearn_bundle
 from tests.e2e.test_pipeline import FINAL, run_of, submit
-from tests.integration.helpers import iris_like, parquet_bytes
 
 pytestmark = pytest.mark.integration
 
 
 def test_split_scores_both_parts_hides_private_and_rescore_needs_no_container(stack, docker_client, images_built):
     images_built("sklearn")
-    admin, _ = create_token("admin", "admin")
-    alice, _ = create_token("alice", "participant")
-    declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"}).json()
-    features, labels = iris_like(300, seed=9)
-    for part, table in (("features", features), ("labels", labels)):
-        assert requests.put(declared["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).ok
-    stack.wait_for(f"/v1/datasets/{declared['id']}", admin, lambda d: d["status"] == "ready", 60)
-    created = stack.call("POST", "/v1/benchmarks", admin, json={
-        "id": "iris", "dataset": "iris:1", "task": "classification", "settings": {"private_fraction": 0.4}})
-    assert created.status_code == 201, created.text
+    admin, alice, labels = stack.competition({"id": "iris", "task": "classification",
+                                              "settings": {"private_fraction": 0.4}}, rows=300, seed=9)
 
     run_id = run_of(stack, alice, submit(stack, alice, sklearn_bundle())["id"])
     run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] in FINAL, 180)
