@@ -1,16 +1,35 @@
-# The platform image: API (gunicorn), workers (dramatiq) and the CLI. Framework sandbox images are in images/.
-#   docker build --build-arg BASE_IMAGE=python:3.11-slim -t evaluator-platform .
-# Offline (no registry, no PyPI inside the build): a local base with python3 + pip, and a wheelhouse:
-#   docker build --network host --build-arg BASE_IMAGE=evaluator-base-python \
-#     --build-arg PIP_OPTIONS="--no-index --find-links /src/wheelhouse" -t evaluator-platform .
+# The platform image: API (gunicorn), workers (dramatiq), migrations and the CLI. Framework sandbox images are in images/.
+#   docker build -t evaluator-platform .                       # python:3.11-slim, pip fetches from PyPI
+# Offline (no registry, no PyPI inside the build): a local base with python3 + python3-venv, and the wheels
+# downloaded by the host's pip into .platform-wheels/ (copied to /deps). scripts/build-platform-image.sh does both:
+#   docker build --network host --build-arg BASE_IMAGE=evaluator-rootfs:bookworm \
+#     --build-arg PIP_OPTIONS="--no-index --find-links /deps" -t evaluator-platform .
+# The checkout is installed in place (editable) at /src: the API's http/gunicorn.conf.py and
+# storage/migrations/ are loaded by path from it.
 ARG BASE_IMAGE=python:3.11-slim
-FROM ${BASE_IMAGE}
+
+# --- dependencies: rebuilt only when setup.cfg, pyproject.toml (or the downloaded wheels) change
+FROM ${BASE_IMAGE} AS deps
 ARG PIP_OPTIONS=""
-ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/evaluator PATH=/opt/evaluator/bin:$PATH
-COPY . /src
-RUN python3 -m venv /opt/evaluator \
- && pip install --no-cache-dir ${PIP_OPTIONS} /src \
- && rm -rf /src/wheelhouse
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# .platform-wheel[s]: optional (matches nothing where no wheels were downloaded); its wheels land in /deps.
+COPY setup.cfg pyproject.toml scripts/platform-requirements.py .platform-wheel[s] /deps/
+RUN python3 /deps/platform-requirements.py /deps > /deps/requirements.txt \
+ && python3 -m venv /opt/evaluator \
+ && /opt/evaluator/bin/pip install ${PIP_OPTIONS} -r /deps/requirements.txt
+
+# --- the platform: the venv above (no wheels left in the image), then the source, installed without dependencies
+FROM ${BASE_IMAGE}
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    VIRTUAL_ENV=/opt/evaluator PATH=/opt/evaluator/bin:$PATH
+COPY --from=deps /opt/evaluator /opt/evaluator
+COPY setup.cfg pyproject.toml README.md /src/
+COPY storage /src/storage
+COPY http /src/http
+COPY images /src/images
+COPY evaluator /src/evaluator
+RUN pip install --no-index --no-deps --no-build-isolation -e /src \
+ && evaluator --help >/dev/null
 WORKDIR /src
 EXPOSE 8000
 CMD ["evaluator", "api"]

@@ -5,8 +5,10 @@ FRAMEWORKS ?= sklearn onnx pytorch tensorflow
 # No registry here: a debootstrap base, framework wheels fetched by the host's pip (outside the checkout).
 IMAGE_BUILD_ARGS ?= --base debootstrap --download --wheelhouse /var/cache/evaluator/wheelhouse
 PYTEST_ARGS ?=
+# The platform image (API, workers, migrations; docker-compose.yml's evaluator-platform:latest) over that same base.
+PLATFORM_BASE_IMAGE ?= evaluator-rootfs:bookworm
 
-.PHONY: setup images demo test bench
+.PHONY: setup images demo test bench platform-image
 
 setup:
 	scripts/machine.sh services docker_engine venv
@@ -17,8 +19,12 @@ images: setup
 demo: images
 	.venv/bin/evaluator demo
 
-test: images
+test: images platform-image
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 bench: images
 	for b in bench/*.py; do .venv/bin/python $$b || exit 1; done
+
+# Wheels by the host's pip into .platform-wheels/, then docker build; seconds when nothing changed.
+platform-image: images
+	BASE_IMAGE=$(PLATFORM_BASE_IMAGE) PIP=.venv/bin/pip scripts/build-platform-image.sh evaluator-platform:latest

@@ -1,9 +1,17 @@
 #!/bin/sh
-# Create the bucket and subscribe the bundle and dataset prefixes to the API's webhook (re-runnable).
+# Create the buckets and subscribe the bundle and dataset prefixes to the API's webhook (re-runnable:
+# `mb -p` and `event add -p` ignore what exists). One bucket with three prefixes is the default.
 set -eu
+DATASETS_BUCKET=${DATASETS_BUCKET:-${BUCKET:-evaluator}}
+BUNDLES_BUCKET=${BUNDLES_BUCKET:-${BUCKET:-evaluator}}
+RESULTS_BUCKET=${RESULTS_BUCKET:-${BUCKET:-evaluator}}
+ARN=arn:minio:sqs::EVALUATOR:webhook
+
 mc alias set local http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD"
-mc mb -p "local/$BUCKET"
-for prefix in bundles/ datasets/; do
-  mc event add -p "local/$BUCKET" arn:minio:sqs::EVALUATOR:webhook --event put --prefix "$prefix"
+for bucket in "$DATASETS_BUCKET" "$BUNDLES_BUCKET" "$RESULTS_BUCKET"; do
+  mc mb -p "local/$bucket"
 done
-mc event list "local/$BUCKET"
+mc event add -p "local/$BUNDLES_BUCKET" "$ARN" --event put --prefix bundles/
+mc event add -p "local/$DATASETS_BUCKET" "$ARN" --event put --prefix datasets/
+mc event list "local/$BUNDLES_BUCKET"
+[ "$DATASETS_BUCKET" = "$BUNDLES_BUCKET" ] || mc event list "local/$DATASETS_BUCKET"
