@@ -11,11 +11,6 @@ from evaluator.storage.models import Benchmark, isoformat
 from evaluator.tokens import Principal
 
 TASKS = ("classification", "regression")
-METRICS_BY_TASK = {
-    "classification": ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
-                       "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "log_loss"),
-    "regression": ("mae", "mse", "rmse", "r2", "median_absolute_error", "max_error", "explained_variance"),
-}
 VISIBILITIES = ("public", "participants", "private")
 
 
@@ -48,7 +43,7 @@ def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Ben
     """Validate a benchmark definition and store it."""
     benchmark_id = fields.slug(body, "id")
     task = fields.choice(body, "task", TASKS)
-    metric_names = METRICS_BY_TASK[task]
+    metric_names = scoring.metric_names(task)
     primary = fields.choice(body, "primary_metric", metric_names, scoring.default_primary_metric(task))
     metrics = fields.string_list(body, "metrics", list(metric_names), allowed=metric_names)
     dataset = get_dataset(fields.text(body, "dataset"))
@@ -76,7 +71,7 @@ def update_benchmark(benchmark_id: str, body: dict, principal: Principal) -> Ben
     benchmark = get_benchmark(benchmark_id, principal)
     if not competition.manages(benchmark, principal):
         raise Forbidden(f"only an admin or the owner of {benchmark_id} may change it")
-    names = METRICS_BY_TASK[benchmark.task]
+    names = scoring.metric_names(benchmark.task)
     primary = fields.choice(body, "primary_metric", names, benchmark.primary_metric)
     changes = {
         Benchmark.primary_metric: primary,

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from evaluator.scoring.document import default_primary_metric, direction, validate_metrics_document
+from evaluator.scoring.document import default_primary_metric, direction, metric_names, validate_metrics_document
 from evaluator.scoring.pipeline import DEFAULT_CHUNK_ROWS, score_files
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "default_primary_metric", "direction", "score_files", "validate_metrics_document"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "default_primary_metric", "direction", "metric_names", "score_files",
+           "validate_metrics_document"]

@@ -22,14 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from evaluator.errors import EvaluatorError, PredictionsInvalid
-from evaluator.scoring.hashing import hash_row_ids
+from evaluator.scoring import partitions
+from evaluator.scoring.partitions import PartitionWriter, sorted_by_id
 from evaluator.scoring.sources import PROBA_PREFIX, LabelsSource, PredictionsSource, open_parquet
 
 logger = logging.getLogger(__name__)
 
 PARTITION_ROWS = 1 << 18
-MAX_PARTITIONS = 1024
-PARTITION_BATCH_ROWS = 1 << 18  # rows read at a time while partitioning; a batch's share is written at once
+PARTITION_BATCH_ROWS = 1 << 18  # rows read at a time while partitioning
 _EXAMPLES = 5
 
 
@@ -200,57 +200,6 @@ def same_order_chunks(labels: LabelsSource, predictions: PredictionsSource, *, n
         label, pred = label.slice(size), pred.slice(size)
 
 
-class _PartitionWriter:
-    """Append rows to N Arrow IPC files, routed by the hash of their row id.
-
-    Each batch's share of a partition is written at once: buffering slices until a partition
-    filled up kept every batch they were cut from alive (tens of MiB at 10M rows).
-    """
-
-    def __init__(self, directory: Path, prefix: str, n_partitions: int) -> None:
-        self.paths = [directory / f"{prefix}-{i:04d}.arrow" for i in range(n_partitions)]
-        self._writers: list = [None] * n_partitions
-        self._schema: pa.Schema | None = None
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if self._schema is None:
-            self._schema = batch.schema
-        n = len(self.paths)
-        # NOTE: uint16 (n <= MAX_PARTITIONS) lets numpy radix-sort, ~6x faster than on int64.
-        partition = (hash_row_ids(batch.column("row_id")) % np.uint64(n)).astype(np.uint16)
-        order = np.argsort(partition, kind="stable")
-        bounds = np.searchsorted(partition[order], np.arange(n + 1))
-        ordered = batch.take(pa.array(order))
-        for i in range(n):
-            if bounds[i + 1] > bounds[i]:
-                self._writer(i).write_batch(ordered.slice(bounds[i], bounds[i + 1] - bounds[i]))
-
-    def _writer(self, i: int):
-        if self._writers[i] is None:
-            self._writers[i] = pa.ipc.new_file(self.paths[i], self._schema)
-        return self._writers[i]
-
-    def close(self, schema: pa.Schema) -> None:
-        self._schema = self._schema or schema
-        for i in range(len(self.paths)):
-            self._writer(i).close()
-
-    def read(self, i: int) -> pa.Table:
-        with pa.OSFile(str(self.paths[i])) as source:  # NOTE: not mapped; see value_counts._read
-            table = pa.ipc.open_file(source).read_all()
-        self.paths[i].unlink()
-        return table
-
-
-def _sorted_by_id(table: pa.Table) -> pa.Table:
-    ids = table.column("row_id")
-    if pa.types.is_integer(ids.type) and len(ids):
-        # NOTE: numpy sorts integers ~5x faster than Arrow's sort_indices; ties (duplicates) are refused anyway.
-        order = np.argsort(ids.combine_chunks().to_numpy())
-        return table.take(pa.array(order))
-    return table.take(pc.sort_indices(table, [("row_id", "ascending")]))
-
-
 def _duplicated(sorted_ids: pa.Array) -> np.ndarray:
     if len(sorted_ids) < 2:
         return np.zeros(len(sorted_ids), dtype=bool)
@@ -261,8 +210,8 @@ def _duplicated(sorted_ids: pa.Array) -> np.ndarray:
 def partitioned_chunks(labels: LabelsSource, predictions: PredictionsSource, directory: Path, *, numeric: bool,
                        report: AlignmentReport, chunk_rows: int) -> Iterator[AlignedChunk]:
     """Hash-partition both files on disk, then join each partition in memory."""
-    n = max(1, min(MAX_PARTITIONS, math.ceil(labels.estimated_rows() / PARTITION_ROWS)))
-    label_parts, pred_parts = _PartitionWriter(directory, "labels", n), _PartitionWriter(directory, "predictions", n)
+    n = max(1, min(partitions.MAX_PARTITIONS, math.ceil(labels.estimated_rows() / PARTITION_ROWS)))
+    label_parts, pred_parts = PartitionWriter(directory, "labels", n), PartitionWriter(directory, "predictions", n)
     id_type, label_schema = None, None
     for batch in replace(labels, chunk_rows=PARTITION_BATCH_ROWS).batches():
         _check_labels(batch)
@@ -289,7 +238,7 @@ def partitioned_chunks(labels: LabelsSource, predictions: PredictionsSource, dir
     for i in range(n):
         pa.default_memory_pool().release_unused()
         label_table, pred_table = label_parts.read(i), pred_parts.read(i)
-        label_table, pred_table = _sorted_by_id(label_table), _sorted_by_id(pred_table)
+        label_table, pred_table = sorted_by_id(label_table), sorted_by_id(pred_table)
         label_ids = label_table.column("row_id").combine_chunks()
         pred_ids = pred_table.column("row_id").combine_chunks()
         report.n_label_rows += len(label_ids)

@@ -17,6 +17,11 @@ _MINIMIZE = {"log_loss", "mae", "mse", "rmse", "median_absolute_error", "max_err
 _MAXIMIZE = {"accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
              "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "r2", "explained_variance"}
 _DEFAULT_PRIMARY = {"classification": "accuracy", "regression": "rmse"}
+_METRIC_NAMES = {
+    "classification": ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+                       "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc", "log_loss"),
+    "regression": ("mae", "mse", "rmse", "r2", "median_absolute_error", "max_error", "explained_variance"),
+}
 
 
 def direction(metric_name: str) -> str:
@@ -26,6 +31,14 @@ def direction(metric_name: str) -> str:
     if metric_name in _MINIMIZE:
         return "minimize"
     raise ValueError(f"unknown metric {metric_name!r}")
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """Return the metrics a benchmark may choose for a task, in the order metrics.json lists them."""
+    try:
+        return _METRIC_NAMES[task]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(_METRIC_NAMES)}") from None
 
 
 def default_primary_metric(task: str) -> str:

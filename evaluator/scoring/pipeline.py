@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 1 << 16
 # Bytes the exact order statistics (ROC AUC scores, absolute errors) may hold in memory; past it they
 # spill sorted runs to disk. Peak memory is about this plus the streaming buffers, whatever the rows.
-MEMORY_BUDGET_BYTES = 128 << 20
+MEMORY_BUDGET_BYTES = 64 << 20
 TASK_METRICS = {"classification": classification.METRICS, "regression": regression.METRICS}
 
 
@@ -65,6 +65,10 @@ def score_files(
                              task, predictions, directory, primary, report)
         except _NotSameOrder as ex:
             logger.debug("Predictions are not in the labels' order (%s); partitioning on row_id", ex)
+            state = None
+        # NOTE: partition outside the except block: its traceback keeps the abandoned readers (and their
+        # read-ahead buffers, ~250 MiB for a CSV) alive.
+        if state is None:
             _empty(directory)
             report = AlignmentReport()
             chunks = partitioned_chunks(labels, predictions, directory, numeric=numeric, report=report,

@@ -59,7 +59,9 @@ class SortedValueCounts:
             start = 0
             while start < len(part):
                 if self._buffers[code] is None:
-                    self._buffers[code] = _outside_heap(min(RUN_VALUES, self.max_in_memory))
+                    # NOTE: buffers fill (and tied ones shrink) well before the codes' buffers reach the budget.
+                    size = min(RUN_VALUES, self.max_in_memory // (2 * self.n_codes))
+                    self._buffers[code] = _outside_heap(max(1, size))
                 buffer, filled = self._buffers[code], self._filled[code]
                 count = min(len(part) - start, len(buffer) - filled)
                 buffer[filled : filled + count] = part[start : start + count]
