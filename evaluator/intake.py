@@ -14,6 +14,7 @@ from typing import Callable
 
 import peewee
 
+from evaluator import runs
 from evaluator.config import Config
 from evaluator.events import ObjectCreated
 from evaluator.storage import layout
@@ -91,8 +92,6 @@ def _record(event: ObjectCreated) -> None:
 
 
 def _ingest_bundle(event: ObjectCreated, parsed: layout.BundleKey, config: Config) -> tuple[Outcome, Message | None]:
-    from evaluator import runs
-
     submission = Submission.get_or_none(Submission.object_key == event.key)
     if submission is None:
         submission = _adopt(event, parsed, config)

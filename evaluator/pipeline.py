@@ -77,6 +77,9 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: Any, config: Confi
             sha256 = blobs.download(submission.bucket, submission.object_key, bundle_path, max_bytes=limit)
         except ValueError as ex:
             return _finish_failed(run_id, "bundle_invalid", str(ex))
+        if dataset.status == "invalid":
+            return _finish_failed(run_id, "internal", f"the benchmark's dataset {dataset.ref} is invalid: "
+                                                      f"{dataset.reason}; the organiser must publish a valid one")
         features, labels = stage_dataset(dataset, blobs=blobs, config=config)
         download_s = time.monotonic() - stage_started
 
@@ -149,7 +152,7 @@ def stage_dataset(dataset: Dataset, *, blobs: BlobStore, config: Config) -> tupl
 
     The cache lives outside every run folder: nothing here is ever mounted into a sandbox.
     """
-    if dataset.status != "ready":
+    if dataset.status != "ready":  # still registering: retried, and the reconciler re-queues it later
         raise InfrastructureError(f"dataset {dataset.ref} is {dataset.status}, not ready")
     folder = Path(config.work_dir) / "datasets" / f"{dataset.id}-{(dataset.labels_sha256 or '')[:12]}"
     paths = (folder / f"features.{dataset.file_format}", folder / f"labels.{dataset.file_format}")
