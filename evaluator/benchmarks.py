@@ -101,15 +101,17 @@ def rescore_benchmark(benchmark_id: str, principal: Principal, enqueue) -> list[
     return run_ids
 
 
-def visible_to(principal: Principal):
-    """Return the query of benchmarks a principal may see."""
+def visible_to(principal: Principal | None):
+    """Return the query of benchmarks a caller may see: anonymous callers see public ones only."""
     query = Benchmark.select().order_by(Benchmark.created_at)
+    if principal is None:
+        return query.where(Benchmark.visibility == "public")
     if principal.is_admin:
         return query
     return query.where((Benchmark.visibility != "private") | (Benchmark.owner == principal.owner))
 
 
-def get_benchmark(benchmark_id: str, principal: Principal) -> Benchmark:
+def get_benchmark(benchmark_id: str, principal: Principal | None) -> Benchmark:
     """Return a benchmark the principal may see; NotFound otherwise (existence does not leak)."""
     row = visible_to(principal).where(Benchmark.id == benchmark_id).first()
     if row is None:

@@ -79,12 +79,12 @@ def check_open(benchmark: Benchmark, now: datetime.datetime | None = None) -> No
         raise Conflict(f"benchmark {benchmark.id} closed at {settings['closes_at']}Z")
 
 
-def manages(benchmark: Benchmark, principal: Principal) -> bool:
+def manages(benchmark: Benchmark, principal: Principal | None) -> bool:
     """Admins and the benchmark's owner see everything of it, private scores included."""
-    return principal.is_admin or benchmark.owner == principal.owner
+    return principal is not None and (principal.is_admin or benchmark.owner == principal.owner)
 
 
-def shows_private(benchmark: Benchmark, principal: Principal) -> bool:
+def shows_private(benchmark: Benchmark, principal: Principal | None) -> bool:
     return manages(benchmark, principal) or is_closed(benchmark)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from evaluator import benchmarks, competition, leaderboard, quotas
-from evaluator.api.hooks import authenticated, json_body, publisher
+from evaluator.api.hooks import authenticated, json_body, optional_auth, publisher
 from evaluator.config import Config
 from evaluator.intake import Queues
 
@@ -14,7 +14,7 @@ class BenchmarkCollection:
     def __init__(self, config: Config) -> None:
         self._config = config
 
-    @falcon.before(authenticated)
+    @falcon.before(optional_auth)  # public benchmarks are listed to anyone
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"items": [benchmarks.serialize(b) for b in benchmarks.visible_to(req.context.principal)]}
 
@@ -30,7 +30,7 @@ class BenchmarkItem:
     def __init__(self, queues: Queues) -> None:
         self._queues = queues
 
-    @falcon.before(authenticated)
+    @falcon.before(optional_auth)
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         resp.media = benchmarks.serialize(benchmarks.get_benchmark(benchmark_id, req.context.principal))
 
@@ -48,7 +48,7 @@ class BenchmarkItem:
 
 
 class Leaderboard:
-    @falcon.before(authenticated)
+    @falcon.before(optional_auth)
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
         closed = competition.is_closed(benchmark)

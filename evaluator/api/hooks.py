@@ -29,6 +29,12 @@ def authenticated(req: falcon.Request, resp: falcon.Response, resource: object, 
         raise Unauthorized(req.context.auth_problem or "a bearer token is required")
 
 
+def optional_auth(req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+    """Admit anonymous callers, but refuse a token that was sent and is wrong."""
+    if req.context.principal is None and req.context.auth_problem:
+        raise Unauthorized(req.context.auth_problem)
+
+
 def role(*roles: str):
     """Return a hook that admits only the given roles (after authentication)."""
 

@@ -148,3 +148,18 @@ def test_log_policy_decides_what_a_participant_reads(api, comp, alice, admin, bl
     if policy == "tail":
         assert response.content.endswith(b"TAIL") and not response.content.startswith(b"HEAD")
     assert api.simulate_get(f"/v1/runs/{run.id}/logs", headers=admin).content == log  # managers see it all
+
+
+def test_visibility_public_to_anyone_participants_to_token_holders_private_to_managers(api, admin, alice):
+    register_dataset_over_http(api, admin)
+    for benchmark_id, visibility in (("pub", "public"), ("members", "participants"), ("secret", "private")):
+        create_benchmark(api, admin, benchmark_id=benchmark_id, visibility=visibility)
+    anonymous = {b["id"] for b in api.simulate_get("/v1/benchmarks").json["items"]}
+    assert anonymous == {"pub"}
+    assert api.simulate_get("/v1/benchmarks/pub/leaderboard").status_code == 200
+    assert api.simulate_get("/v1/benchmarks/members").status_code == 404
+    assert {b["id"] for b in api.simulate_get("/v1/benchmarks", headers=alice).json["items"]} == {"pub", "members"}
+    assert api.simulate_get("/v1/benchmarks/secret", headers=alice).status_code == 404
+    assert api.simulate_get("/v1/benchmarks/secret", headers=admin).status_code == 200
+    bad = api.simulate_get("/v1/benchmarks", headers={"Authorization": "Bearer wrong"})
+    assert bad.status_code == 401  # a wrong token is refused, not treated as anonymous
