@@ -58,6 +58,8 @@ class Config:
     work_dir: str = "/tmp/evaluator-runs"
     images_dir: str = ""  # the images/ folder to build from; defaults to the checkout's images/
     rootfs_dir: str = "/var/cache/evaluator/rootfs-bookworm"  # debootstrap root of the base image
+    # Worker.
+    evaluate_max_retries: int = 5  # infrastructure failures only; then the run ends failed/internal
     # Reconciler.
     reconcile_queued_after_s: int = 300
     reconcile_active_after_s: int = 1800

@@ -287,3 +287,38 @@ def sandbox_work_dir(tmp_path_factory):
     path = root / uuid.uuid4().hex[:12]
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- Dramatiq: an in-process worker on a StubBroker, for tests of the actors themselves ---
+
+
+@pytest.fixture(scope="session")
+def stub_broker():
+    """Set a StubBroker before anything imports the actors (STYLE R9), once per session."""
+    import dramatiq
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker(fail_fast_default=False)
+    broker.emit_after("process_boot")
+    dramatiq.set_broker(broker)
+    from evaluator.worker import actors
+
+    for actor in (actors.evaluate_run, actors.mark_run_failed, actors.register_dataset, actors.rescore_run):
+        broker.declare_actor(actor)  # in case another broker was set when the module was first imported
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def stub_worker(stub_broker, config, db):
+    """An in-process dramatiq.Worker whose actors use this test's Config."""
+    import dramatiq
+
+    from evaluator.worker import services
+
+    services.configure(config)
+    stub_broker.flush_all()
+    worker = dramatiq.Worker(stub_broker, worker_timeout=100, worker_threads=2)
+    worker.start()
+    yield worker
+    worker.stop()

@@ -37,11 +37,11 @@ def _retry_infrastructure_only(retries: int, exception: BaseException) -> bool:
 
     retryable = (InfrastructureError, peewee.OperationalError, peewee.InterfaceError, botocore.exceptions.BotoCoreError,
                  botocore.exceptions.ClientError, docker.errors.APIError, requests.exceptions.RequestException,
-                 dramatiq.middleware.TimeLimitExceeded, OSError)
-    return retries < 5 and isinstance(exception, retryable)
+                 dramatiq.middleware.TimeLimitExceeded, dramatiq.middleware.Shutdown, OSError)
+    return retries < services.current_config().evaluate_max_retries and isinstance(exception, retryable)
 
 
-@dramatiq.actor(queue_name=EVALUATIONS, max_retries=5, min_backoff=2_000, max_backoff=60_000,
+@dramatiq.actor(queue_name=EVALUATIONS, min_backoff=2_000, max_backoff=60_000,
                 retry_when=_retry_infrastructure_only,
                 time_limit=6 * 3600 * 1000,  # backstop only: the sandbox enforces the benchmark's timeout
                 on_retry_exhausted="mark_run_failed", notify_shutdown=True)
@@ -53,13 +53,16 @@ def evaluate_run(run_id: str) -> None:
 
 @dramatiq.actor(queue_name=EVALUATIONS, max_retries=10)
 def mark_run_failed(message_data: dict, exception_data: dict) -> None:
+    """End a run whose evaluation could not complete (on_retry_exhausted: its retries are spent)."""
     run_id = message_data["args"][0]
+    last = (message_data.get("options", {}).get("traceback") or "").strip().splitlines()[-1:] or ["unknown error"]
+    attempts = exception_data.get("retries", 0) + 1
     runs.finish(run_id, status="failed", failure={
-        "code": "internal", "message": f"evaluation kept failing: {exception_data.get('type')}: "
-                                       f"{exception_data.get('message', '')[:500]}"})
+        "code": "internal", "message": f"the evaluation failed {attempts} time(s) on the platform's side "
+                                       f"({last[0][:300]}); an operator has the worker log"})
 
 
-@dramatiq.actor(queue_name=DATASETS, max_retries=5, min_backoff=2_000, retry_when=_retry_infrastructure_only,
+@dramatiq.actor(queue_name=DATASETS, min_backoff=2_000, retry_when=_retry_infrastructure_only,
                 time_limit=3600 * 1000)
 def register_dataset(dataset_id: str) -> None:
     from pathlib import Path
@@ -70,7 +73,7 @@ def register_dataset(dataset_id: str) -> None:
     datasets.register_dataset(dataset_id, blobs=services.blobs(), config=config, work_dir=Path(config.work_dir))
 
 
-@dramatiq.actor(queue_name=MAINTENANCE, max_retries=5, min_backoff=2_000, retry_when=_retry_infrastructure_only,
+@dramatiq.actor(queue_name=MAINTENANCE, min_backoff=2_000, retry_when=_retry_infrastructure_only,
                 time_limit=3600 * 1000)
 def rescore_run(run_id: str) -> None:
     from evaluator import rescoring
