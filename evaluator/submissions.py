@@ -113,7 +113,8 @@ def list_submissions(benchmark_id: str, principal: Principal) -> list[Submission
     return list(query if principal.is_admin else query.where(Submission.owner == principal.owner))
 
 
-def serialize(submission: Submission) -> dict:
+def serialize(submission: Submission, *, new: bool = False) -> dict:
+    """Shape a submission; `new` skips the runs query (a submission just created has none)."""
     return {
         "id": str(submission.id),
         "benchmark": submission.benchmark_id,
@@ -130,6 +131,6 @@ def serialize(submission: Submission) -> dict:
         "created_at": isoformat(submission.created_at),
         "expires_at": isoformat(submission.expires_at),
         "uploaded_at": isoformat(submission.uploaded_at),
-        "runs": [{"id": str(run.id), "status": run.status} for run in submission.runs],
+        "runs": [] if new else [{"id": str(run.id), "status": run.status} for run in submission.runs],
     }
 

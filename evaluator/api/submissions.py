@@ -29,7 +29,7 @@ class BenchmarkSubmissions:
             benchmark_id, req.context.body, req.context.principal, blobs=self._blobs, config=self._config
         )
         resp.status, resp.location = falcon.HTTP_201, f"/v1/submissions/{submission.id}"
-        resp.media = {"submission": submissions.serialize(submission), "upload": grant}
+        resp.media = {"submission": submissions.serialize(submission, new=True), "upload": grant}
 
 
 class SubmissionItem:
