@@ -23,7 +23,7 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     errors.register(app)
 
     app.add_route("/health", health.Health(health_checks))
-    app.add_route("/metrics", health.Metrics(metrics))
+    app.add_route("/metrics", health.Metrics(metrics, database))
     app.add_route("/openapi.json", openapi.OpenApi())
     app.add_route("/docs", openapi.Docs())
 

@@ -6,8 +6,10 @@ import logging
 from typing import Callable, Mapping
 
 import falcon
+import peewee
 
 from evaluator.api.middleware import RequestMetrics
+from evaluator.storage.models import Run, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -35,20 +37,27 @@ class Health:
 
 
 class Metrics:
-    """Prometheus text exposition of the request counters of this process."""
+    """Prometheus text: request counters of this process, and runs by status across the platform."""
 
     auth = "none"
 
-    def __init__(self, metrics: RequestMetrics) -> None:
+    def __init__(self, metrics: RequestMetrics, database: peewee.Database) -> None:
         self._metrics = metrics
+        self._database = database
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         lines = ["# TYPE evaluator_http_requests_total counter"]
         with self._metrics.lock:
             for (method, route, status), count in sorted(self._metrics.requests.items()):
-                lines.append(f'evaluator_http_requests_total{{method="{method}",route="{route}",status="{status}"}} {count}')
+                labels = f'method="{method}",route="{route}",status="{status}"'
+                lines.append(f"evaluator_http_requests_total{{{labels}}} {count}")
             lines.append("# TYPE evaluator_http_request_seconds_total counter")
             for (method, route), seconds in sorted(self._metrics.seconds.items()):
                 lines.append(f'evaluator_http_request_seconds_total{{method="{method}",route="{route}"}} {seconds:.6f}')
+        lines.append("# TYPE evaluator_runs gauge")
+        with self._database.connection_context():
+            counts = dict(Run.select(Run.status, peewee.fn.COUNT(Run.id)).group_by(Run.status).tuples())
+        for status in RunStatus:
+            lines.append(f'evaluator_runs{{status="{status.value}"}} {counts.get(status.value, 0)}')
         resp.content_type = "text/plain; version=0.0.4"
         resp.text = "\n".join(lines) + "\n"

@@ -195,6 +195,7 @@ def test_openapi_and_docs_describe_the_routes(api):
     assert page.status_code == 200 and "/v1/benchmarks" in page.text
     metrics = api.simulate_get("/metrics")
     assert "evaluator_http_requests_total" in metrics.text
+    assert 'evaluator_runs{status="queued"} 0' in metrics.text
 
 
 def test_participant_cannot_read_another_participants_submission(api, admin, alice, bob):
