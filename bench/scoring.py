@@ -93,7 +93,8 @@ def main() -> None:
         start = time.perf_counter()
         labels_pq, labels_csv, preds = generate(Path(tmp), args.rows)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - start:.1f}s "
-              f"(labels.parquet {labels_pq.stat().st_size >> 20} MiB, labels.csv {labels_csv.stat().st_size >> 20} MiB, "
+              f"(labels.parquet {labels_pq.stat().st_size >> 20} MiB, "
+              f"labels.csv {labels_csv.stat().st_size >> 20} MiB, "
               f"predictions {preds.stat().st_size >> 20} MiB)")
         for name, labels in (("parquet", labels_pq), ("csv", labels_csv)):
             ours, theirs = run(OURS, labels, preds), run(PANDAS, labels, preds)

@@ -112,7 +112,8 @@ def upload_file(grant: dict, path: Path, *, progress: Progress | None = None, cl
     total, done = path.stat().st_size, [0]
     with open(path, "rb") as handle:
         if grant["method"] == "put":
-            response = requests.put(grant["url"], data=_ProgressReader(handle, total, progress, done, total), timeout=600)
+            response = requests.put(grant["url"], data=_ProgressReader(handle, total, progress, done, total),
+                                    timeout=600)
         elif grant["method"] == "post":
             response = requests.post(grant["url"], data=grant["fields"], files={"file": (path.name, handle)},
                                      timeout=600)
@@ -122,7 +123,8 @@ def upload_file(grant: dict, path: Path, *, progress: Progress | None = None, cl
             parts = []
             for part in grant["parts"]:
                 length = min(grant["part_size"], total - done[0])
-                reply = requests.put(part["url"], data=_ProgressReader(handle, length, progress, done, total), timeout=600)
+                reply = requests.put(part["url"], data=_ProgressReader(handle, length, progress, done, total),
+                                     timeout=600)
                 _raise_for_store(reply)
                 parts.append({"part_number": part["part_number"], "etag": reply.headers["ETag"]})
             assert client is not None, "a multipart upload is completed through the API"

@@ -48,7 +48,8 @@ def integer(body: dict, field: str, default: Any = _MISSING, *, minimum: int = 0
     value = _get(body, field, default)
     if value is None:
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
         bound = f" and at most {maximum}" if maximum is not None else ""
         raise ValidationFailed(f"'{field}' must be an integer at least {minimum}{bound}", field=field)
     return value

@@ -144,4 +144,3 @@ def _ingest_dataset(event: ObjectCreated, parsed: layout.DatasetKey) -> tuple[Ou
         return Outcome(event.key, "dataset", f"already {dataset.status}", dataset_id=str(dataset.id)), None
     return Outcome(event.key, "dataset", "registration queued", dataset_id=str(dataset.id)), (
         "register_dataset", str(dataset.id))
-

@@ -95,7 +95,8 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: Any, config: Confi
         )
         prefix = layout.results_prefix(benchmark.id, run_id)
         provenance = {**evaluation.provenance, "bundle_sha256": sha256, "dataset": dataset.ref,
-                      "dataset_features_sha256": dataset.features_sha256, "dataset_labels_sha256": dataset.labels_sha256,
+                      "dataset_features_sha256": dataset.features_sha256,
+                      "dataset_labels_sha256": dataset.labels_sha256,
                       "worker": worker, "attempt": run.attempts}
         provenance.setdefault("durations_s", {})["download"] = round(download_s, 3)
         record = evaluation.to_record()
@@ -170,7 +171,8 @@ def publish(blobs: BlobStore, bucket: str, prefix: str, *, record: dict, provena
             predictions: bytes | None, log: bytes) -> None:
     """Write metrics.json (always: a failed run records its failure too), predictions and the log."""
     document = {**record, "provenance": provenance}
-    blobs.put_bytes(bucket, prefix + "metrics.json", json.dumps(document, indent=2, sort_keys=True, default=str).encode(),
+    blobs.put_bytes(bucket, prefix + "metrics.json",
+                    json.dumps(document, indent=2, sort_keys=True, default=str).encode(),
                     "application/json")
     if predictions is not None:
         blobs.put_bytes(bucket, prefix + "predictions.parquet", predictions)

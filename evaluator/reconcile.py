@@ -38,8 +38,8 @@ def reconcile(*, config: Config, blobs: BlobStore, queues: Queues, now: datetime
     _adopt_lost_uploads(config, blobs, queues, report)
     _requeue_stale_runs(config, queues, now, report)
     for dataset in Dataset.select().where(Dataset.status == DatasetStatus.PENDING.value):
-        if blobs.head(config.datasets_bucket, dataset.features_key) and blobs.head(config.datasets_bucket,
-                                                                                    dataset.labels_key):
+        if (blobs.head(config.datasets_bucket, dataset.features_key)
+                and blobs.head(config.datasets_bucket, dataset.labels_key)):
             queues.register_dataset(str(dataset.id))
             report.datasets.append(str(dataset.id))
     if report.bundles_without_run or report.requeued_runs or report.datasets:

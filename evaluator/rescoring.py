@@ -37,7 +37,8 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"rescore-{run_id}-", dir=_work_dir(config)) as tmp:
         predictions = Path(tmp) / "predictions.parquet"
         blobs.download(bucket, prefix + "predictions.parquet", predictions)
-        score = lambda lab, pred: score_files(benchmark.task, lab, pred, row_id_column=dataset.row_id_column,  # noqa: E731
+        score = lambda lab, pred: score_files(benchmark.task, lab, pred,  # noqa: E731
+                                              row_id_column=dataset.row_id_column,
                                               target_column=dataset.target_column, metrics=benchmark.metrics or None,
                                               primary_metric=benchmark.primary_metric)
         fraction = (benchmark.settings or {}).get("private_fraction")
@@ -51,7 +52,8 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
                                       "replaced_at": isoformat(utcnow()), "dataset": dataset.ref}]
     previous = blobs.head(bucket, prefix + "metrics.json")
     if previous is not None:  # keep the old file beside the new one
-        blobs.put_bytes(bucket, f"{prefix}metrics.{len(history)}.json", blobs.get_bytes(bucket, prefix + "metrics.json"),
+        blobs.put_bytes(bucket, f"{prefix}metrics.{len(history)}.json",
+                        blobs.get_bytes(bucket, prefix + "metrics.json"),
                         "application/json")
     record = {**blobs.get_json(bucket, prefix + "metrics.json"), "metrics": document, "private_metrics": private,
               "rescored_at": isoformat(utcnow())} if previous else {"metrics": document}

@@ -133,4 +133,3 @@ def serialize(submission: Submission, *, new: bool = False) -> dict:
         "uploaded_at": isoformat(submission.uploaded_at),
         "runs": [] if new else [{"id": str(run.id), "status": run.status} for run in submission.runs],
     }
-

@@ -26,7 +26,7 @@ class S3Events:
         scheme, _, token = header.partition(" ")
         # NOTE: constant-time comparison; the token gates who may start evaluations.
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                  self._config.events_token.encode()):
+                                                                 self._config.events_token.encode()):
             raise Unauthorized("the events endpoint needs the store's shared bearer token")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:

@@ -24,7 +24,9 @@ class DatabaseConnection:
             return  # /health checks the database itself; docs need none
         self._database.connect(reuse_if_open=True)
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
         if not self._database.is_closed():
             self._database.close()
 
@@ -64,9 +66,12 @@ class RequestMetrics:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
         route = req.uri_template or "unmatched"
         key = (req.method, route, resp.status_code if hasattr(resp, "status_code") else str(resp.status)[:3])
         with self.lock:
             self.requests[key] += 1
-            self.seconds[(req.method, route)] += time.perf_counter() - getattr(req.context, "started", time.perf_counter())
+            self.seconds[(req.method, route)] += (
+                time.perf_counter() - getattr(req.context, "started", time.perf_counter()))

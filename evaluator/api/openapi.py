@@ -15,11 +15,15 @@ def _op(summary: str, *, auth: str | None = "bearer", body: str | None = None, o
         errors: tuple[int, ...] = (401, 404)) -> dict:
     operation = {"summary": summary, "responses": {ok: {"description": "OK", "content": {"application/json": {}}}}}
     for status in errors:
-        operation["responses"][str(status)] = {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
+        operation["responses"][str(status)] = {
+            "description": "error", "content": {"application/json": {"schema": _ERROR}}}
     if auth:
         operation["security"] = [{auth: []}]
     if body:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
     return operation
 
 
@@ -67,14 +71,16 @@ PATHS = {
 }
 
 SCHEMAS = {
-    "Error": {"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}},
+    "Error": {"type": "object", "properties": {"error": {
+        "type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}},
     "DatasetIn": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string"}, "version": {"type": "string", "default": "1"},
         "format": {"enum": ["parquet", "csv"]}, "row_id_column": {"type": "string", "default": "row_id"},
         "target_column": {"type": "string", "default": "target"}}},
     "BenchmarkIn": {"type": "object", "required": ["id", "dataset", "task"], "properties": {
-        "id": {"type": "string"}, "title": {"type": "string"}, "dataset": {"type": "string", "description": "id or name:version"},
+        "id": {"type": "string"}, "title": {"type": "string"},
+        "dataset": {"type": "string", "description": "id or name:version"},
         "task": {"enum": ["classification", "regression"]}, "primary_metric": {"type": "string"},
         "metrics": {"type": "array", "items": {"type": "string"}},
         "limits": {"type": "object", "properties": {"timeout_s": {"type": "integer"}, "memory": {"type": "string"},
@@ -83,7 +89,8 @@ SCHEMAS = {
         "allowed_frameworks": {"type": "array", "items": {"type": "string"}},
         "quota": {"type": "object"}, "visibility": {"enum": ["public", "participants", "private"]}}},
     "SubmissionIn": {"type": "object", "required": ["name"], "properties": {
-        "name": {"type": "string"}, "version": {"type": "string"}, "filename": {"type": "string", "default": "bundle.tar.gz"},
+        "name": {"type": "string"}, "version": {"type": "string"},
+        "filename": {"type": "string", "default": "bundle.tar.gz"},
         "size": {"type": "integer", "description": "declared size in bytes; over the limit is refused with 413"},
         "method": {"enum": ["put", "post", "multipart"]}}},
     "MultipartComplete": {"type": "object", "required": ["parts"], "properties": {"parts": {"type": "array", "items": {

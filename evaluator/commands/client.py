@@ -174,7 +174,7 @@ def cmd_datasets_upload(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_benchmarks_create(args: argparse.Namespace, config: Config) -> int:
     limits = {k: v for k, v in (("timeout_s", args.timeout_s), ("memory", args.memory),
-                                 ("max_bundle_bytes", args.max_bundle_bytes)) if v is not None}
+                                ("max_bundle_bytes", args.max_bundle_bytes)) if v is not None}
     body = {"id": args.id, "dataset": args.dataset, "task": args.task, "limits": limits}
     if args.primary_metric:
         body["primary_metric"] = args.primary_metric
@@ -183,4 +183,3 @@ def cmd_benchmarks_create(args: argparse.Namespace, config: Config) -> int:
     benchmark = client_for(args, config).post("/v1/benchmarks", body)
     _print(args, benchmark, f"benchmark {benchmark['id']} ({benchmark['task']}, {benchmark['primary_metric']})")
     return 0
-

@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     dev = subparsers.add_parser("dev", help="run API, worker, SeaweedFS, database and broker on this machine")
     dev.set_defaults(func=cmd_dev)
-    demo = subparsers.add_parser("demo", help="evaluate sample models end to end on `evaluator dev` (started if needed)")
+    demo = subparsers.add_parser(
+        "demo", help="evaluate sample models end to end on `evaluator dev` (started if needed)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

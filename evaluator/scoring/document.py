@@ -117,5 +117,3 @@ def _errors(value, schema: dict, where: str):
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             yield from _errors(item, schema["items"], f"{where}[{i}]")
-
-

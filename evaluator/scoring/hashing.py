@@ -41,7 +41,8 @@ def _hash_binary(array: pa.Array) -> np.ndarray:
     data = data[offsets[0] : offsets[-1]]
     starts = offsets[:-1] - offsets[0]
     position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
-    contributions = (data.astype(np.uint64) + np.uint64(1)) * _powers(1 << int(lengths.max(initial=1)).bit_length())[position]
+    contributions = ((data.astype(np.uint64) + np.uint64(1))
+                     * _powers(1 << int(lengths.max(initial=1)).bit_length())[position])
     cumulative = np.concatenate([np.zeros(1, np.uint64), np.cumsum(contributions, dtype=np.uint64)])
     sums = cumulative[starts + lengths] - cumulative[starts]
     return _splitmix64(sums ^ (lengths.astype(np.uint64) * _LENGTH_SALT))

@@ -34,7 +34,8 @@ def test_split_scores_both_parts_hides_private_and_rescore_needs_no_container(st
 
     import pyarrow.parquet as pq
 
-    predictions = pq.read_table(io.BytesIO(blobs.get_bytes(stack.config.results_bucket, prefix + "predictions.parquet")))
+    predictions = pq.read_table(
+        io.BytesIO(blobs.get_bytes(stack.config.results_bucket, prefix + "predictions.parquet")))
     truth = dict(zip(labels.column("row_id").to_pylist(), labels.column("target").to_pylist()))
     rows = list(zip(predictions.column("row_id").to_pylist(), predictions.column("prediction").to_pylist()))
     for part, document in (("public", managed["metrics"]), ("private", managed["private_metrics"])):

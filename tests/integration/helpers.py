@@ -81,7 +81,7 @@ def minio_event(bucket: str, key: str, size: int, etag: str, name: str = "s3:Obj
     return {"EventName": name, "Key": f"{bucket}/{key}", "Records": [{
         "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": name,
         "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key), "size": size, "eTag": etag,
-                                                         "sequencer": "1800A"}}}]}
+                                                      "sequencer": "1800A"}}}]}
 
 
 def json_dumps(value) -> str:

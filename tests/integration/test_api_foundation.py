@@ -58,7 +58,8 @@ def test_admin_creates_benchmark_and_participant_uploads_with_plain_http(api, ad
 def test_post_policy_caps_size_at_the_benchmark_limit(api, admin, alice):
     create_benchmark(api, admin)
     post = grant(api, alice)["upload"]
-    policy = json.loads(base64.b64decode(post["fields"]["Policy"] if "Policy" in post["fields"] else post["fields"]["policy"]))
+    policy = json.loads(base64.b64decode(
+        post["fields"]["Policy"] if "Policy" in post["fields"] else post["fields"]["policy"]))
     assert ["content-length-range", 1, 1000] in policy["conditions"]
     # The store itself refuses a body over the policy.
     response = requests.post(post["url"], data=post["fields"], files={"file": ("b.tar.gz", b"x" * 1001)}, timeout=10)

@@ -107,14 +107,14 @@ def test_owner_role_publishes_and_manages_only_their_benchmarks(api, db, admin, 
     secret, _ = create_token("olga", "owner")
     olga = {"Authorization": f"Bearer {secret}"}
     created = api.simulate_post("/v1/benchmarks", headers=olga, json={"id": "olgas", "dataset": "iris:1",
-                                                                    "task": "classification"})
+                                                                      "task": "classification"})
     assert created.status_code == 201 and created.json["owner"] == "olga"
     assert api.simulate_patch("/v1/benchmarks/olgas", headers=olga, json={"primary_metric": "f1_macro"}).json[
         "primary_metric"] == "f1_macro"
     create_benchmark(api, admin, benchmark_id="admins")
     assert api.simulate_patch("/v1/benchmarks/admins", headers=olga, json={}).status_code == 403
     assert api.simulate_post("/v1/benchmarks", headers=alice, json={"id": "x", "dataset": "iris:1",
-                                                                   "task": "classification"}).status_code == 403
+                                                                    "task": "classification"}).status_code == 403
     # Tokens are revocable: a revoked token is refused at once.
     issued = api.simulate_post("/v1/tokens", headers=admin, json={"owner": "temp", "role": "participant"}).json
     temp = {"Authorization": f"Bearer {issued['token']}"}

@@ -48,7 +48,8 @@ def test_put_then_complete_multipart_for_one_upload_is_one_run(api, uploaded, co
     grant, head = uploaded
     key = grant["submission"]["key"]
     for name in ("s3:ObjectCreated:Put", "s3:ObjectCreated:CompleteMultipartUpload"):
-        assert post_event(api, minio_event(config.bundles_bucket, key, head["size"], head["etag"], name)).status_code == 200
+        assert post_event(
+            api, minio_event(config.bundles_bucket, key, head["size"], head["etag"], name)).status_code == 200
     assert Run.select().count() == 1 and ObjectEvent.select().count() == 1
 
 
@@ -58,7 +59,8 @@ def test_bad_events_are_refused_or_ignored_and_the_api_keeps_serving(api, upload
     wrong = post_event(api, body, headers={"Authorization": "Bearer wrong"})
     assert (wrong.status_code, wrong.json["error"]["code"]) == (401, "unauthorized")
     assert post_event(api, body, headers={}).status_code == 401
-    malformed = api.simulate_post("/v1/events/s3", body=b"{nope", headers={**EVENTS, "Content-Type": "application/json"})
+    malformed = api.simulate_post("/v1/events/s3", body=b"{nope",
+                                  headers={**EVENTS, "Content-Type": "application/json"})
     assert (malformed.status_code, malformed.json["error"]["code"]) == (400, "bad_request")
     for key in ("elsewhere/x.tar.gz", "results/iris/abc/metrics.json", "bundles/nobench/bob/m/1/x.tar.gz"):
         ignored = post_event(api, minio_event(config.bundles_bucket, key, 3, "e"))

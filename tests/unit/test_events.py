@@ -17,7 +17,8 @@ def test_minio_webhook_body_decodes_query_escaped_keys():
     body = {"EventName": "s3:ObjectCreated:Put", "Key": "evaluator/bundles/team a/m 1+x.tar.gz",
             "Records": [s3_record(sequencer="17A", versionId="v1")]}
     [record] = parse_notification(body)
-    assert (record.bucket, record.key, record.size, record.etag) == ("evaluator", "bundles/team a/m 1+x.tar.gz", 11, "abc")
+    assert (record.bucket, record.key, record.size, record.etag) == (
+        "evaluator", "bundles/team a/m 1+x.tar.gz", 11, "abc")
     assert (record.source, record.version, record.sequencer, record.dedupe_version) == ("minio", "v1", "17A", "v1")
 
 

@@ -119,7 +119,8 @@ def test_order_statistic_primary_metric_says_why_it_has_no_interval(tmp_path):
     doc = score_files("regression", labels, write_predictions(tmp_path / "p.parquet", range(4), [1.0, 2.5, 3, 5]),
                       primary_metric="median_absolute_error")
     assert doc["primary_metric"]["value"] == 0.25
-    assert doc["primary_metric"]["ci"]["method"] == "none" and "order statistic" in doc["primary_metric"]["ci"]["reason"]
+    assert (doc["primary_metric"]["ci"]["method"] == "none"
+            and "order statistic" in doc["primary_metric"]["ci"]["reason"])
 
 
 def test_metrics_document_validates_and_round_trips_through_json(tmp_path):
