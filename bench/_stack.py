@@ -44,13 +44,7 @@ def services(**overrides) -> Iterator[Config]:
                     redis_url="redis://127.0.0.1:6379/14", api_port=api_port, work_dir=str(folder / "work"),
                     log_level="WARNING", **overrides)
     migrations.migrate(init_database(config.database_url))
-    blobs = BlobStore.from_config(config)
-    for _ in range(100):
-        try:
-            blobs.ensure_buckets(config.bundles_bucket)
-            break
-        except Exception:  # noqa: BLE001 - the filer is still starting
-            time.sleep(0.3)
+    BlobStore.from_config(config).ensure_buckets(config.bundles_bucket)
     try:
         yield config
     finally:

@@ -71,7 +71,7 @@ class DevPlatform:
         migrations.migrate(database)
         self._start_s3()
         blobs = BlobStore.from_config(config)
-        _retry(lambda: blobs.ensure_buckets(config.datasets_bucket, config.bundles_bucket, config.results_bucket))
+        blobs.ensure_buckets(config.datasets_bucket, config.bundles_bucket, config.results_bucket)
         broker = self._broker()
         from evaluator.api.app import build_app
 
@@ -122,16 +122,3 @@ class DevPlatform:
             self.worker.stop(timeout=10_000)
         if self.s3 is not None:
             self.s3.stop()
-
-
-def _retry(action, attempts: int = 100) -> None:
-    import time
-
-    for attempt in range(attempts):
-        try:
-            action()
-            return
-        except Exception:  # noqa: BLE001 - SeaweedFS answers S3 calls a moment after its port opens
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.3)

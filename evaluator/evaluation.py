@@ -134,6 +134,7 @@ def evaluate_bundle(
     bundle_limits: BundleLimits | None = None,
     allowed_frameworks: list[str] | None = None,
     private_split: tuple[str, float] | None = None,
+    known_sha256: dict[str, str] | None = None,
 ) -> Evaluation:
     """Evaluate one bundle on one dataset; participant failures end as a failed Evaluation.
 
@@ -154,9 +155,9 @@ def evaluate_bundle(
     current = "preparing"
     try:
         stage("preparing")
-        provenance["bundle_sha256"] = sha256_file(bundle_path)
-        provenance["features_sha256"] = sha256_file(features_path)
-        provenance["labels_sha256"] = sha256_file(labels_path)
+        known = known_sha256 or {}  # the worker already hashed these while downloading or registering
+        for name, path in (("bundle", bundle_path), ("features", features_path), ("labels", labels_path)):
+            provenance[f"{name}_sha256"] = known.get(name) or sha256_file(path)
         _mkdir(work_dir)
         manifest = extract_bundle(bundle_path, _mkdir(work_dir / "model"), bundle_limits)
         if allowed_frameworks and manifest.framework not in allowed_frameworks:

@@ -91,13 +91,11 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: Any, config: Confi
             metrics=benchmark.metrics or None, primary_metric=benchmark.primary_metric,
             should_cancel=watcher.should_cancel, allowed_frameworks=benchmark.allowed_frameworks or None,
             private_split=_split_of(benchmark),
+            known_sha256={"bundle": sha256, "features": dataset.features_sha256, "labels": dataset.labels_sha256},
             on_stage=lambda stage: runs.advance(run_id, worker, stage),
         )
         prefix = layout.results_prefix(benchmark.id, run_id)
-        provenance = {**evaluation.provenance, "bundle_sha256": sha256, "dataset": dataset.ref,
-                      "dataset_features_sha256": dataset.features_sha256,
-                      "dataset_labels_sha256": dataset.labels_sha256,
-                      "worker": worker, "attempt": run.attempts}
+        provenance = {**evaluation.provenance, "dataset": dataset.ref, "worker": worker, "attempt": run.attempts}
         provenance.setdefault("durations_s", {})["download"] = round(download_s, 3)
         record = evaluation.to_record()
         publish(blobs, config.results_bucket, prefix, record=record, provenance=provenance,

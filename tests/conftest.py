@@ -25,7 +25,6 @@ def require(available: bool, what: str) -> None:
 # --- PostgreSQL, Redis, S3 (foundation) -------------------------------------------------
 
 import socket  # noqa: E402
-import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -142,25 +141,13 @@ def config(s3_server, database_url: str, redis_url: str, tmp_path: Path) -> Conf
     )
 
 
-def wait_until_ready(action, timeout_s: float = 30):
-    """Retry an action while a just-started server finishes starting (SeaweedFS's filer)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return action()
-        except Exception:  # noqa: BLE001 - retried until the deadline, then raised
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 @pytest.fixture
 def blobs(config: Config):
     """A BlobStore on the test S3 server with this test's bucket created."""
     from evaluator.storage.blobs import BlobStore
 
     store = BlobStore.from_config(config)
-    wait_until_ready(lambda: store.ensure_buckets(config.datasets_bucket, config.bundles_bucket, config.results_bucket))
+    store.ensure_buckets(config.datasets_bucket, config.bundles_bucket, config.results_bucket)
     return store
 
 

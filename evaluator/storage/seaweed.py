@@ -83,7 +83,27 @@ class SeaweedServer:
         self.process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         wait_for_port(self.s3_port, timeout_s, proc=self.process)
+        self._wait_until_s3_answers(timeout_s)
         return self
+
+    def _wait_until_s3_answers(self, timeout_s: float) -> None:
+        """Wait for a signed S3 call to succeed: the gateway opens its port before its filer is ready."""
+        import boto3
+        import botocore.exceptions
+        from botocore.config import Config as BotoConfig
+
+        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                              aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+                              config=BotoConfig(signature_version="s3v4", retries={"max_attempts": 1}))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                client.list_buckets()
+                return
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                if time.monotonic() > deadline or (self.process and self.process.poll() is not None):
+                    raise
+                time.sleep(0.2)
 
     def _notification_toml(self) -> str:
         if self.webhook is None:

@@ -127,8 +127,6 @@ def webhook_s3(tmp_path_factory):
 def stack(webhook_s3, database_url, redis_url, db, tmp_path):
     """API + worker against real PostgreSQL, Redis, SeaweedFS (webhook wired) and Docker."""
     from evaluator.storage.blobs import BlobStore
-    from tests.conftest import wait_until_ready
-
     server, api_port = webhook_s3
     bucket = f"e2e-{uuid.uuid4().hex[:10]}"
     config = Config(
@@ -138,7 +136,7 @@ def stack(webhook_s3, database_url, redis_url, db, tmp_path):
         api_port=api_port, api_workers=1, work_dir=str(tmp_path / "work"), sandbox_timeout_s=60,
         sandbox_memory="512m", reconcile_interval_s=5, log_level="INFO",
     )
-    wait_until_ready(lambda: BlobStore.from_config(config).ensure_buckets(bucket))
+    BlobStore.from_config(config).ensure_buckets(bucket)
     logs = tmp_path / "logs"
     logs.mkdir()
     platform = Stack(config, logs)

@@ -16,7 +16,7 @@ import requests
 import yaml
 
 from evaluator.config import Config
-from tests.conftest import EVENTS_TOKEN, S3_KEY, S3_SECRET, require, wait_until_ready
+from tests.conftest import EVENTS_TOKEN, S3_KEY, S3_SECRET, require
 from tests.e2e.bundles import sklearn_bundle
 from tests.e2e.conftest import ROOT, Stack
 from tests.integration.helpers import iris_like, parquet_bytes
@@ -129,7 +129,7 @@ def container_stack(platform_image, webhook_s3, database_url, redis_url, db, doc
         api_host="127.0.0.1", api_port=api_port, api_workers=1, work_dir=str(work_dir), sandbox_timeout_s=60,
         sandbox_memory="512m", log_level="INFO",
     )
-    wait_until_ready(lambda: BlobStore.from_config(config).ensure_buckets(bucket))
+    BlobStore.from_config(config).ensure_buckets(bucket)
     (tmp_path / "logs").mkdir()
     stack = ContainerStack(config, tmp_path / "logs", docker_client, platform_image)
     try:
