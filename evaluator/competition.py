@@ -106,6 +106,12 @@ def select_final(run: Run, principal: Principal, selected: bool) -> Run:
     return Run.get_by_id(run.id)
 
 
+def private_split(benchmark: Benchmark) -> tuple[str, float] | None:
+    """Return (salt, fraction) of the benchmark's private part, or None when its labels are not split."""
+    fraction = settings_of(benchmark)["private_fraction"]
+    return (benchmark.id, float(fraction)) if fraction else None
+
+
 def is_private_row(row_id: object, benchmark_id: str, fraction: float) -> bool:
     """Assign a row to the private part, stably: the same row, benchmark and fraction, the same answer."""
     digest = hashlib.sha256(f"{benchmark_id}\x00{row_id}".encode()).digest()

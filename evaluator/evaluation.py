@@ -8,7 +8,6 @@ the run folder that is mounted into the container ever holds them.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 import pathlib
@@ -26,8 +25,7 @@ from evaluator.config import Config
 from evaluator.errors import FrameworkUnsupported, PredictionsInvalid, RunFailure, SandboxError
 from evaluator.sandbox.images import image_name
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
-from evaluator.scoring import score_files
-from evaluator.splits import split_for_scoring
+from evaluator.splits import score_parts
 
 logger = logging.getLogger(__name__)
 
@@ -188,16 +186,9 @@ def evaluate_bundle(
         predictions_path = work_dir / "predictions.parquet"
         predictions_path.write_bytes(predictions)
         _check_predictions(predictions_path)
-        score = functools.partial(score_files, task, row_id_column=row_id_column, target_column=target_column,
-                                  metrics=metrics, primary_metric=primary_metric)
-        private_document = None
-        if private_split is None:
-            document = score(labels_path, predictions_path)
-        else:
-            parts = split_for_scoring(labels_path, predictions_path, row_id_column=row_id_column,
-                                      benchmark_id=private_split[0], fraction=private_split[1],
-                                      out_dir=work_dir / "split")
-            document, private_document = score(*parts["public"]), score(*parts["private"])
+        document, private_document = score_parts(
+            task, labels_path, predictions_path, row_id_column=row_id_column, target_column=target_column,
+            metrics=metrics, primary_metric=primary_metric, private_split=private_split, work_dir=work_dir)
         durations["scoring"] = round(time.monotonic() - clock, 3)
     except RunFailure as ex:
         durations[current] = round(time.monotonic() - clock, 3)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaluator import runs
+from evaluator import competition, runs
 from evaluator.config import Config
 from evaluator.errors import InfrastructureError
 from evaluator.evaluation import evaluate_bundle
@@ -90,7 +90,7 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: Any, config: Confi
             row_id_column=dataset.row_id_column, target_column=dataset.target_column,
             metrics=benchmark.metrics or None, primary_metric=benchmark.primary_metric,
             should_cancel=watcher.should_cancel, allowed_frameworks=benchmark.allowed_frameworks or None,
-            private_split=_split_of(benchmark),
+            private_split=competition.private_split(benchmark),
             known_sha256={"bundle": sha256, "features": dataset.features_sha256, "labels": dataset.labels_sha256},
             on_stage=lambda stage: runs.advance(run_id, worker, stage),
         )
@@ -108,11 +108,6 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: Any, config: Confi
         return final
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _split_of(benchmark: Benchmark) -> tuple[str, float] | None:
-    fraction = (benchmark.settings or {}).get("private_fraction")
-    return (benchmark.id, float(fraction)) if fraction else None
 
 
 def _finish_failed(run_id: str, code: str, message: str) -> str:

@@ -11,10 +11,10 @@ import logging
 import tempfile
 from pathlib import Path
 
+from evaluator import competition
 from evaluator.config import Config
 from evaluator.pipeline import stage_dataset
-from evaluator.scoring import score_files
-from evaluator.splits import split_for_scoring
+from evaluator.splits import score_parts
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Benchmark, Dataset, Run, RunStatus, isoformat, utcnow
 
@@ -37,17 +37,11 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"rescore-{run_id}-", dir=_work_dir(config)) as tmp:
         predictions = Path(tmp) / "predictions.parquet"
         blobs.download(bucket, prefix + "predictions.parquet", predictions)
-        score = lambda lab, pred: score_files(benchmark.task, lab, pred,  # noqa: E731
-                                              row_id_column=dataset.row_id_column,
-                                              target_column=dataset.target_column, metrics=benchmark.metrics or None,
-                                              primary_metric=benchmark.primary_metric)
-        fraction = (benchmark.settings or {}).get("private_fraction")
-        if fraction:
-            parts = split_for_scoring(labels, predictions, row_id_column=dataset.row_id_column,
-                                      benchmark_id=benchmark.id, fraction=float(fraction), out_dir=Path(tmp) / "split")
-            document, private = score(*parts["public"]), score(*parts["private"])
-        else:
-            document, private = score(labels, predictions), None
+        document, private = score_parts(
+            benchmark.task, labels, predictions, row_id_column=dataset.row_id_column,
+            target_column=dataset.target_column, metrics=benchmark.metrics or None,
+            primary_metric=benchmark.primary_metric, private_split=competition.private_split(benchmark),
+            work_dir=Path(tmp))
     history = [*run.metrics_history, {"metrics": run.metrics, "private_metrics": run.private_metrics,
                                       "replaced_at": isoformat(utcnow()), "dataset": dataset.ref}]
     previous = blobs.head(bucket, prefix + "metrics.json")

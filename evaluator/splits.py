@@ -8,6 +8,7 @@ test sets should be scored without a split.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 
 from evaluator.competition import is_private_row
 from evaluator.datasets import read_table
+from evaluator.scoring import score_files
 
 
 def split_for_scoring(labels: Path, predictions: Path, *, row_id_column: str, benchmark_id: str, fraction: float,
@@ -33,3 +35,16 @@ def split_for_scoring(labels: Path, predictions: Path, *, row_id_column: str, be
             pq.write_table(table.filter(mask), path)
             paths[part].append(path)
     return {part: (pair[0], pair[1]) for part, pair in paths.items()}
+
+
+def score_parts(task: str, labels: Path, predictions: Path, *, row_id_column: str, target_column: str,
+                metrics: list[str] | None, primary_metric: str | None, private_split: tuple[str, float] | None,
+                work_dir: Path) -> tuple[dict, dict | None]:
+    """Score predictions: (document, None) without a split, (public, private) documents with one."""
+    score = functools.partial(score_files, task, row_id_column=row_id_column, target_column=target_column,
+                              metrics=metrics, primary_metric=primary_metric)
+    if private_split is None:
+        return score(labels, predictions), None
+    parts = split_for_scoring(labels, predictions, row_id_column=row_id_column, benchmark_id=private_split[0],
+                              fraction=private_split[1], out_dir=work_dir / "split")
+    return score(*parts["public"]), score(*parts["private"])
