@@ -14,12 +14,12 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from evaluator import competition, runs
 from evaluator.config import Config
 from evaluator.errors import InfrastructureError
-from evaluator.evaluation import evaluate_bundle
+from evaluator.evaluation import Sandbox, evaluate_bundle
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import TERMINAL_RUN_STATUSES, Benchmark, Dataset, Run, RunStatus, Submission
@@ -29,11 +29,18 @@ logger = logging.getLogger(__name__)
 RENEW_EVERY_S = 5.0
 
 
+class RunSandbox(Sandbox, Protocol):
+    """What a worker needs of its sandbox: evaluate_bundle's run(), and removing a dead attempt's container."""
+
+    def remove_leftovers(self, run_id: str | None = None) -> int: ...
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: Any, config: Config, worker: str | None = None) -> str:
+def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: RunSandbox, config: Config,
+                 worker: str | None = None) -> str:
     """Evaluate one run to a final state; a redelivery of a finished or claimed run does nothing.
 
     Returns the run's status after this call.
@@ -61,7 +68,7 @@ def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: Any, config: Config,
         raise
 
 
-def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: Any, config: Config, worker: str) -> str:
+def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config: Config, worker: str) -> str:
     run_id = str(run.id)
     submission = Submission.get_by_id(run.submission_id)
     benchmark = Benchmark.get_by_id(run.benchmark_id)
