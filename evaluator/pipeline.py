@@ -7,7 +7,6 @@ propagate, so the actor's retries apply.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -171,9 +170,7 @@ def publish(blobs: BlobStore, bucket: str, prefix: str, *, record: dict, provena
             predictions: bytes | None, log: bytes) -> None:
     """Write metrics.json (always: a failed run records its failure too), predictions and the log."""
     document = {**record, "provenance": provenance}
-    blobs.put_bytes(bucket, prefix + "metrics.json",
-                    json.dumps(document, indent=2, sort_keys=True, default=str).encode(),
-                    "application/json")
+    blobs.put_json(bucket, prefix + "metrics.json", document)
     if predictions is not None:
         blobs.put_bytes(bucket, prefix + "predictions.parquet", predictions)
     blobs.put_bytes(bucket, prefix + "sandbox.log", log or b"", "text/plain; charset=utf-8")

@@ -44,15 +44,12 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
             work_dir=Path(tmp))
     history = [*run.metrics_history, {"metrics": run.metrics, "private_metrics": run.private_metrics,
                                       "replaced_at": isoformat(utcnow()), "dataset": dataset.ref}]
-    previous = blobs.head(bucket, prefix + "metrics.json")
-    if previous is not None:  # keep the old file beside the new one
-        blobs.put_bytes(bucket, f"{prefix}metrics.{len(history)}.json",
-                        blobs.get_bytes(bucket, prefix + "metrics.json"),
-                        "application/json")
-    record = {**blobs.get_json(bucket, prefix + "metrics.json"), "metrics": document, "private_metrics": private,
-              "rescored_at": isoformat(utcnow())} if previous else {"metrics": document}
-    blobs.put_bytes(bucket, prefix + "metrics.json", json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
-                    "application/json")
+    old = blobs.get_bytes(bucket, prefix + "metrics.json") if blobs.head(bucket, prefix + "metrics.json") else None
+    if old is not None:  # keep the old file beside the new one
+        blobs.put_bytes(bucket, f"{prefix}metrics.{len(history)}.json", old, "application/json")
+    record = {**json.loads(old), "metrics": document, "private_metrics": private,
+              "rescored_at": isoformat(utcnow())} if old is not None else {"metrics": document}
+    blobs.put_json(bucket, prefix + "metrics.json", record)
     Run.update(metrics=document, private_metrics=private, metrics_history=history).where(Run.id == run.id).execute()
     logger.info("Re-scored run %s on %s (%d earlier results kept)", run_id, dataset.ref, len(history))
     return document

@@ -161,7 +161,7 @@ class BlobStore:
         return self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)["ETag"].strip('"')
 
     def put_json(self, bucket: str, key: str, document: Any) -> str:
-        data = json.dumps(document, indent=2, sort_keys=True).encode()
+        data = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
         return self.put_bytes(bucket, key, data, "application/json")
 
     def upload_file(self, bucket: str, key: str, path: Path) -> None:
