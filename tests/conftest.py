@@ -25,6 +25,7 @@ def require(available: bool, what: str) -> None:
 # --- PostgreSQL, Redis, S3 (foundation) -------------------------------------------------
 
 import socket  # noqa: E402
+import sys  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -36,6 +37,8 @@ PG_ADMIN_URL = os.environ.get("EVALUATOR_TEST_PG_ADMIN_URL", "postgresql://postg
 REDIS_TEST_URL = os.environ.get("EVALUATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 S3_KEY, S3_SECRET = "evaluator-test", "evaluator-test-secret"
 EVENTS_TOKEN = "test-events-token"
+EVENTS_HEADERS = {"Authorization": f"Bearer {EVENTS_TOKEN}"}  # what the store's webhook sends
+BIN = Path(sys.executable).parent  # the virtualenv's console scripts: evaluator, dramatiq
 
 
 def _port_open(host: str, port: int) -> bool:

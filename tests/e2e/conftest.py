@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,10 +14,9 @@ import requests
 
 from evaluator.config import Config
 from evaluator.storage.seaweed import SeaweedServer, Webhook, free_port, wait_for_port
-from tests.conftest import EVENTS_TOKEN, S3_KEY, S3_SECRET
+from tests.conftest import BIN, EVENTS_TOKEN, S3_KEY, S3_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 class Stack:

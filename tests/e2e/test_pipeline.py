@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import ObjectEvent, Run
-from tests.conftest import EVENTS_TOKEN
+from tests.conftest import EVENTS_HEADERS
 from tests.e2e.bundles import sklearn_bundle, sleepy_bundle
 from tests.integration.helpers import minio_event
 
@@ -70,7 +70,7 @@ def test_upload_alone_runs_the_model_and_metrics_equal_sklearns(stack, competiti
     # The same object announced again, in MinIO's shape and SeaweedFS's, three times: still one run and result.
     head = blobs.head(stack.config.bundles_bucket, submission["key"])
     for _ in range(3):
-        reply = requests.post(stack.url + "/v1/events/s3", headers={"Authorization": f"Bearer {EVENTS_TOKEN}"},
+        reply = requests.post(stack.url + "/v1/events/s3", headers=EVENTS_HEADERS,
                               json=minio_event(stack.config.bundles_bucket, submission["key"], head["size"],
                                                head["etag"]), timeout=10)
         assert reply.json()["outcomes"][0]["run_id"] == run_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evaluator.storage.models import ObjectEvent, Run, Submission
-from tests.conftest import EVENTS_TOKEN
+from tests.conftest import EVENTS_HEADERS as EVENTS
 from tests.integration.helpers import (
     create_benchmark,
     minio_event,
@@ -15,7 +15,6 @@ from tests.integration.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-EVENTS = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from evaluator.storage.models import Run
-from tests.conftest import EVENTS_TOKEN
+from tests.conftest import BIN, EVENTS_HEADERS as EVENTS
 from tests.integration.helpers import (
     create_benchmark,
     minio_event,
@@ -20,8 +18,6 @@ from tests.integration.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-EVENTS = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
-BIN = Path(sys.executable).parent
 
 
 def submit(api, headers, blobs, config, name="model") -> str:

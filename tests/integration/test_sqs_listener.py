@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import boto3
 import pytest
@@ -15,9 +13,9 @@ import redis
 import requests
 
 from evaluator.storage.models import ObjectEvent, Run, Submission
+from tests.conftest import BIN
 
 pytestmark = pytest.mark.integration
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
