@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The platform image (API, workers, migrations; docker-compose.yml's evaluator-platform:latest) over that same base.
 PLATFORM_BASE_IMAGE ?= evaluator-rootfs:bookworm
 
-.PHONY: setup images demo test bench platform-image
+.PHONY: setup images demo test lint bench platform-image
 
 setup:
 	scripts/machine.sh services docker_engine venv
@@ -21,6 +21,11 @@ demo: images
 
 test: images platform-image
 	.venv/bin/pytest $(PYTEST_ARGS)
+
+# flake8 and isort read their settings from setup.cfg.
+lint: setup
+	.venv/bin/flake8 evaluator tests bench
+	.venv/bin/isort --check-only --diff evaluator tests bench
 
 bench: images
 	for b in bench/*.py; do .venv/bin/python $$b || exit 1; done

@@ -46,8 +46,8 @@ venv() {
     python3 -m venv .venv
   fi
   if ! .venv/bin/python -c "import evaluator, pytest, moto" 2>/dev/null || [ setup.cfg -nt .venv/.installed ]; then
-    log "installing the package with test extras"
-    .venv/bin/pip install -q -e '.[test]'
+    log "installing the package with test and lint extras"
+    .venv/bin/pip install -q -e '.[test,lint]'
     touch .venv/.installed
   fi
 }
