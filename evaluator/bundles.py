@@ -28,8 +28,10 @@ from evaluator.sandbox.images import FRAMEWORKS
 
 MANIFEST_NAMES = ("evaluator.yaml", "evaluator.yml", "evaluator.json")
 _CHUNK = 1024 * 1024
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ENTRY_POINT = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+# NOTE: always fullmatch: `$` also matches before a trailing newline, so "name\n" passes re.match.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_ENTRY_POINT = re.compile(r"[^:\x00-\x1f\x7f]+\.py:[A-Za-z_][A-Za-z0-9_]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class BundleLimits:
     max_ratio: float = 200.0
     ratio_grace_bytes: int = 16 * 1024 * 1024  # a tiny, very compressible bundle is fine
     max_manifest_bytes: int = 64 * 1024
+    max_manifest_depth: int = 32  # mappings and lists inside one another
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,14 +68,48 @@ class Manifest:
 # --- manifest -----------------------------------------------------------------------
 
 
-def _refuse_yaml_aliases(text: str, name: str) -> None:
-    """Refuse anchors and aliases: the manifest needs neither, and they make alias bombs."""
+_YAML_OPENERS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+                 yaml.FlowSequenceStartToken)
+_YAML_CLOSERS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _too_deep(name: str, limit: int) -> BundleInvalid:
+    return BundleInvalid(f"{name} is nested more than {limit} levels deep; a manifest is a flat mapping")
+
+
+def _check_yaml_tokens(text: str, name: str, max_depth: int) -> None:
+    """Refuse anchors, aliases and deep nesting before parsing (the scanner does not recurse; the parser does).
+
+    The manifest needs neither anchors nor aliases, and they make alias bombs.
+    """
+    depth = 0
     try:
         for token in yaml.scan(text, Loader=yaml.SafeLoader):
             if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
                 raise BundleInvalid(f"{name}: YAML anchors and aliases are not allowed")
+            depth += isinstance(token, _YAML_OPENERS) - isinstance(token, _YAML_CLOSERS)
+            if depth > max_depth:
+                raise _too_deep(name, max_depth)
     except yaml.YAMLError as ex:
         raise BundleInvalid(f"{name} is not valid YAML: {ex}") from None
+
+
+def _check_json_depth(text: str, name: str, max_depth: int) -> None:
+    """Refuse deep nesting before parsing: json.loads recurses once per level."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped, in_string = char == "\\", char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise _too_deep(name, max_depth)
+        elif char in "]}":
+            depth -= 1
 
 
 def _parse_manifest(path: pathlib.Path, limits: BundleLimits) -> dict:
@@ -84,17 +121,21 @@ def _parse_manifest(path: pathlib.Path, limits: BundleLimits) -> dict:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BundleInvalid(f"{path.name} is not UTF-8") from None
-    if path.suffix == ".json":
-        try:
-            document = json.loads(text)
-        except ValueError as ex:
-            raise BundleInvalid(f"{path.name} is not valid JSON: {ex}") from None
-    else:
-        _refuse_yaml_aliases(text, path.name)
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as ex:
-            raise BundleInvalid(f"{path.name} is not valid YAML: {ex}") from None
+    try:
+        if path.suffix == ".json":
+            _check_json_depth(text, path.name, limits.max_manifest_depth)
+            try:
+                document = json.loads(text)
+            except ValueError as ex:
+                raise BundleInvalid(f"{path.name} is not valid JSON: {ex}") from None
+        else:
+            _check_yaml_tokens(text, path.name, limits.max_manifest_depth)
+            try:
+                document = yaml.safe_load(text)
+            except yaml.YAMLError as ex:
+                raise BundleInvalid(f"{path.name} is not valid YAML: {ex}") from None
+    except RecursionError:  # NOTE: a backstop; the depth checks above refuse such documents first
+        raise _too_deep(path.name, limits.max_manifest_depth) from None
     if not isinstance(document, dict):
         raise BundleInvalid(f"{path.name} must be a mapping with name, version, framework and model")
     return document
@@ -102,6 +143,8 @@ def _parse_manifest(path: pathlib.Path, limits: BundleLimits) -> dict:
 
 def _inside(root: pathlib.Path, relative: str, what: str) -> pathlib.Path:
     parts = pathlib.PurePosixPath(relative).parts
+    if _CONTROL.search(relative):
+        raise BundleInvalid(f"manifest {what} {relative!r} must not contain control characters")
     if not relative or relative.startswith("/") or ".." in parts or "\\" in relative:
         raise BundleInvalid(f"manifest {what} {relative!r} must be a relative path inside the bundle")
     path = root.joinpath(*parts)
@@ -133,9 +176,9 @@ def read_manifest(directory: pathlib.Path, limits: BundleLimits | None = None) -
         if document.get(key) in (None, ""):
             raise BundleInvalid(f"{path.name}: '{key}' is required")
     name, version = str(document["name"]), str(document["version"])
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BundleInvalid(f"{path.name}: name {name!r} must be 1-128 letters, digits, '.', '_' or '-'")
-    if not _NAME.match(version):
+    if not _NAME.fullmatch(version):
         raise BundleInvalid(f"{path.name}: version {version!r} must be 1-128 letters, digits, '.', '_' or '-'")
     framework = str(document["framework"])
     if framework not in FRAMEWORKS:
@@ -148,7 +191,7 @@ def read_manifest(directory: pathlib.Path, limits: BundleLimits | None = None) -
     predict = document.get("predict")
     if predict is not None:
         predict = str(predict)
-        if not _ENTRY_POINT.match(predict):
+        if not _ENTRY_POINT.fullmatch(predict):
             raise BundleInvalid(f"{path.name}: predict {predict!r} must look like 'predict.py:predict'")
         _inside(root, predict.split(":", 1)[0], "predict file")
     classes = document.get("classes")
@@ -204,7 +247,7 @@ class _CountingReader(io.RawIOBase):
 
 
 def _safe_parts(name: str) -> tuple[str, ...]:
-    if not name or name.startswith("/") or "\\" in name or re.match(r"^[A-Za-z]:", name) or "\0" in name:
+    if not name or name.startswith("/") or "\\" in name or re.match(r"[A-Za-z]:", name) or "\0" in name:
         raise BundleInvalid(f"{name!r}: absolute or malformed path in the bundle")
     parts = tuple(p for p in pathlib.PurePosixPath(name).parts if p not in ("", "."))
     if ".." in parts:

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+import re
+
+MESSAGE_MAX_CHARS = 4096
+# C0/C1 controls, DEL, lone surrogates, line/paragraph separators and the bidi overrides and isolates
+# (they reorder what a terminal or a browser shows).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+_WHITESPACE = {"\n": " ", "\r": " ", "\t": " "}
+
+
+def _visible(match: re.Match) -> str:
+    char = match.group()
+    return _WHITESPACE.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def clean_message(text: object, limit: int = MESSAGE_MAX_CHARS) -> str:
+    """Return text safe to store and show: control characters escaped visibly, at most `limit` characters.
+
+    Failure messages quote what a model wrote (row ids, class names, its own error text), so
+    they are untrusted: a NUL is refused by PostgreSQL, an escape sequence repaints a terminal,
+    and one 64 MiB row id would be carried by every page that lists the run.
+    """
+    text = str(text)
+    cleaned = _UNSAFE.sub(_visible, text[: limit + 1])  # NOTE: escaping only grows text: scan no more than this
+    if len(cleaned) <= limit and len(text) <= limit:
+        return cleaned
+    suffix = " [... message cut]"
+    return cleaned[: limit - len(suffix)] + suffix
+
 
 class EvaluatorError(Exception):
-    """Raised for any failure the platform names; the base of the tree."""
+    """Raised for any failure the platform names; the base of the tree.
+
+    The message is cleaned (clean_message) here, once, for every error the platform stores or shows.
+    """
 
     code = "internal"
     http_status = 500
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        message = clean_message(message)
         super().__init__(message)
         self.message = message
         self.field = field
@@ -124,6 +156,12 @@ class PredictionsInvalid(RunFailure):
     code, http_status = "predictions_invalid", 422
 
 
+class WorkerCrashed(RunFailure):
+    """Raised (recorded) when a run's evaluation killed its worker too many times: the poison-pill guard."""
+
+    code = "worker_crashed"
+
+
 class RunCancelled(RunFailure):
     """Raised when a run was cancelled while it was being evaluated."""
 
@@ -137,3 +175,12 @@ class InfrastructureError(EvaluatorError):
     """Raised when a service we depend on is unavailable; the actor retries."""
 
     code, http_status = "unavailable", 503
+
+
+# --- configuration (an entry point refuses to start) -----------------------------
+
+
+class ConfigInvalid(EvaluatorError):
+    """Raised when a setting would make the platform unsafe or unusable, before anything starts."""
+
+    code, http_status = "config_invalid", 503

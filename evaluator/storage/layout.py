@@ -6,7 +6,7 @@ import dataclasses
 import re
 import uuid
 
-SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # NOTE: fullmatch only: `$` matches before a final "\n"
 BUNDLE_EXTENSIONS = (".tar.gz", ".tgz", ".zip")
 DATA_EXTENSIONS = ("parquet", "csv")
 
@@ -17,7 +17,7 @@ RESULTS_PREFIX = "results/"
 
 def is_slug(value: object) -> bool:
     """Tell whether a value is safe as one path segment of an object key."""
-    return isinstance(value, str) and bool(SLUG.match(value)) and ".." not in value
+    return isinstance(value, str) and bool(SLUG.fullmatch(value)) and ".." not in value
 
 
 def dataset_key(name: str, version: str, part: str, file_format: str) -> str:
