@@ -142,8 +142,30 @@ def list_runs(principal: Principal, *, benchmark: str | None = None, status: str
     return rows, total
 
 
-def serialize(run: Run, *, show_private: bool = False) -> dict:
-    """Shape a run; its private score only for those allowed (managers, or anyone after close)."""
+PLATFORM_FAILURES = frozenset({"internal"})  # the platform's fault: the cause is for operators, not participants
+
+
+def _participant_provenance(provenance: dict | None) -> dict:
+    """Drop what is derived from the hidden data: its hashes identify (small) label files offline."""
+    return {key: value for key, value in (provenance or {}).items()
+            if not key.endswith("_sha256") or key == "bundle_sha256"}
+
+
+def _failure(run: Run, manager: bool) -> dict | None:
+    if not run.failure_code:
+        return None
+    if run.failure_code in PLATFORM_FAILURES and not manager:
+        return {"code": run.failure_code, "message": f"the evaluation failed on the platform's side, not because of "
+                                                     f"your model; the organisers have the cause (quote run {run.id})"}
+    return {"code": run.failure_code, "message": run.failure_message}
+
+
+def serialize(run: Run, *, show_private: bool = False, manager: bool = False) -> dict:
+    """Shape a run for a reader; managers (admin, the benchmark's owner) see everything.
+
+    Others never see the dataset's hashes nor the cause of a platform failure (an exception's text),
+    and see the private score only when `show_private` (after the benchmark closes).
+    """
     return {
         "id": str(run.id),
         "submission": str(run.submission_id),
@@ -151,10 +173,10 @@ def serialize(run: Run, *, show_private: bool = False) -> dict:
         "owner": run.owner,
         "status": run.status,
         "metrics": run.metrics,
-        "private_metrics": run.private_metrics if show_private else None,
+        "private_metrics": run.private_metrics if show_private or manager else None,
         "final": run.final,
-        "failure": {"code": run.failure_code, "message": run.failure_message} if run.failure_code else None,
-        "provenance": run.provenance,
+        "failure": _failure(run, manager),
+        "provenance": run.provenance if manager else _participant_provenance(run.provenance),
         "attempts": run.attempts,
         "results_prefix": run.results_prefix,
         "timestamps": {name: isoformat(getattr(run, f"{name}_at")) for name in

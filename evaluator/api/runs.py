@@ -16,7 +16,10 @@ MAX_PAGE = 200
 
 
 def shape(run: Run, principal: Principal) -> dict:
-    return runs.serialize(run, show_private=competition.shows_private(Benchmark.get_by_id(run.benchmark_id), principal))
+    """Serialize a run for this caller: managers see the dataset's hashes and platform failures' causes."""
+    benchmark = Benchmark.get_by_id(run.benchmark_id)
+    return runs.serialize(run, show_private=competition.shows_private(benchmark, principal),
+                          manager=competition.manages(benchmark, principal))
 
 
 class RunCollection:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from evaluator.scoring.classification import count_metrics
+from evaluator.scoring.classification import Confusion, count_metrics
 from evaluator.scoring.hashing import hash_row_ids
 
 LEVEL = 0.95
@@ -35,8 +35,9 @@ def interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def confusion_bootstrap(matrix: np.ndarray, metric: str, *, rounds: int, seed: int) -> dict:
+def confusion_bootstrap(confusion: Confusion, metric: str, *, rounds: int, seed: int) -> dict:
     """Bootstrap a confusion-matrix metric by resampling the matrix's cells."""
+    matrix = confusion.matrix
     flat = matrix.ravel()
     cells = np.flatnonzero(flat)
     n = int(flat.sum())
@@ -48,7 +49,7 @@ def confusion_bootstrap(matrix: np.ndarray, metric: str, *, rounds: int, seed: i
         size = min(_BATCH, rounds - start)
         draws = np.zeros((size, flat.size), dtype=np.int64)
         draws[:, cells] = rng.multinomial(n, flat[cells] / n, size=size)
-        values.append(count_metrics(draws.reshape(size, *matrix.shape))[metric])
+        values.append(count_metrics(draws.reshape(size, *matrix.shape), confusion.n_other)[metric])
     low, high = interval(np.concatenate(values))
     return {"low": low, "high": high, "level": LEVEL, "rounds": rounds, "seed": seed,
             "method": "percentile bootstrap; multinomial resampling of confusion-matrix cells (exact row bootstrap)"}

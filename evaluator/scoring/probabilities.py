@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluator.errors import PredictionsInvalid
 from evaluator.scoring.labels import LabelCodes
 from evaluator.scoring.sources import PROBA_PREFIX
 from evaluator.scoring.value_counts import SortedValueCounts
@@ -37,6 +38,12 @@ class ProbabilityAccumulator:
 
     def __init__(self, names: list[str], codes: LabelCodes, directory: Path, budget_bytes: int) -> None:
         labels = [codes.parse_class_name(name[len(PROBA_PREFIX):]) for name in names]
+        first: dict = {}
+        for name, label in zip(names, labels):
+            if label in first:
+                raise PredictionsInvalid(f"probability columns {first[label][:60]!r} and {name[:60]!r} both name "
+                                         f"class {label}; write one column per class")
+            first[label] = name
         order = sorted(range(len(names)), key=lambda i: labels[i])
         self.names = [names[i] for i in order]
         self.labels = [labels[i] for i in order]

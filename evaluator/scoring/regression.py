@@ -7,11 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluator.errors import EvaluatorError
+from evaluator.errors import EvaluatorError, PredictionsInvalid
 from evaluator.scoring.alignment import AlignedChunk
 from evaluator.scoring.value_counts import SortedValueCounts
 
 METRICS = ("mae", "mse", "rmse", "r2", "median_absolute_error", "max_error", "explained_variance")
+# NOTE: values past this are refused: errors stay under 2e100, so their squares (4e200) and sums of them
+# over any number of rows stay finite in float64 (max 1.8e308). The bound is on each value alone, so a
+# refusal says nothing about the labels.
+MAX_MAGNITUDE = 1e100
 
 
 class _Moments:
@@ -63,7 +67,14 @@ class RegressionAccumulator:
         y = chunk.target.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
         if not np.all(np.isfinite(y)):
             raise EvaluatorError("labels file has non-finite regression targets")
+        if np.any(np.abs(y) > MAX_MAGNITUDE):
+            raise EvaluatorError(f"labels file has regression targets past {MAX_MAGNITUDE:g} in magnitude")
         pred = chunk.prediction.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        too_large = int(np.count_nonzero(np.abs(pred) > MAX_MAGNITUDE))
+        if too_large:
+            raise PredictionsInvalid(
+                f"{too_large} predictions are larger than {MAX_MAGNITUDE:g} in magnitude: their squared errors "
+                "would overflow float64; predict finite values on the scale of the target")
         errors = y - pred
         absolute = np.abs(errors)
         self.n += len(y)
@@ -93,6 +104,10 @@ class RegressionAccumulator:
             skipped["r2"] = "R^2 score is not well-defined with less than two samples."
         else:
             metrics["r2"] = fraction_explained(sums["squares"], self._y.sum_of_squares)
+        for name, value in list(metrics.items()):
+            if not math.isfinite(value):  # NOTE: e.g. r2 when the labels barely vary; JSON has no infinity
+                del metrics[name]
+                skipped[name] = f"{name} is not finite in float64 for these errors and labels"
         return {"metrics": metrics, "skipped": skipped, "warnings": []}
 
     def _median_absolute_error(self) -> float:

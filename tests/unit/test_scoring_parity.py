@@ -63,16 +63,26 @@ def test_classification_metrics_equal_sklearn(tmp_path, case):
 
 
 def _assert_per_class_and_confusion(doc, y, pred):
+    """Per-class figures and the matrix equal scikit-learn's over the labels' classes; the rest is one column."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
     from sklearn.utils.multiclass import unique_labels
 
     from tests.unit.test_scoring_helpers import quiet
 
     labels = unique_labels(np.asarray(y), np.asarray(pred))
-    assert doc["classes"] == labels.tolist() == doc["confusion_matrix"]["labels"]
-    assert doc["confusion_matrix"]["matrix"] == confusion_matrix(y, pred, labels=labels).tolist()
+    true_classes = np.unique(np.asarray(y)).tolist()
+    assert doc["classes"] == true_classes == doc["confusion_matrix"]["labels"]
+    full = confusion_matrix(y, pred, labels=labels)
+    inside = [labels.tolist().index(c) for c in true_classes]
+    outside = [j for j in range(len(labels)) if j not in inside]
+    assert doc["confusion_matrix"]["matrix"] == full[np.ix_(inside, inside)].tolist()
+    assert doc["confusion_matrix"]["other"] == full[np.ix_(inside, outside)].sum(axis=1).tolist()
+    assert doc["confusion_matrix"]["other_classes"] == len(outside)
     precision, recall, f1, support = quiet(precision_recall_fscore_support, y, pred, labels=labels)
+    assert set(doc["per_class"]) == {str(c) for c in true_classes}
     for i, label in enumerate(labels.tolist()):
+        if label not in true_classes:
+            continue
         got = doc["per_class"][str(label)]
         assert got["support"] == support[i]
         assert got["precision"] == pytest.approx(precision[i], rel=1e-12)
@@ -143,12 +153,15 @@ def test_a_single_class_present_skips_roc_auc_and_log_loss_with_sklearn_reason(t
     assert doc["metrics"]["accuracy"] == 0.8
 
 
-def test_predicted_labels_outside_the_label_set_count_as_classes_like_sklearn(tmp_path):
+def test_predicted_labels_outside_the_label_set_count_like_sklearn_but_are_never_named(tmp_path):
     y, pred = [1, 2, 1, 2], [1, 7, 9, 2]
     doc = score_files("classification", write_labels(tmp_path / "l", range(4), y),
                       write_predictions(tmp_path / "p.parquet", range(4), pred))
-    assert doc["classes"] == [1, 2, 7, 9]
-    assert_matches(doc, classification_reference(y, pred, None, None))
+    assert_matches(doc, classification_reference(y, pred, None, None))  # macro averages over 4 classes
+    assert doc["classes"] == [1, 2] and set(doc["per_class"]) == {"1", "2"}
+    assert doc["confusion_matrix"] == {"labels": [1, 2], "matrix": [[1, 0], [0, 1]], "other": [1, 1],
+                                       "other_classes": 2}
+    assert not any("7" in w or "9" in w for w in doc["warnings"])
 
 
 def test_binary_roc_auc_uses_the_greater_labels_probability_with_ties(tmp_path):

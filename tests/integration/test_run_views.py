@@ -1,0 +1,65 @@
+"""What GET /v1/runs shows to whom: participants never see a platform failure's cause nor the dataset's hashes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from evaluator.storage.models import Benchmark, Dataset, Run, Submission
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def internal_failure(stub_broker, stub_worker, config, db, blobs):
+    """A run the worker ended failed/internal: its dataset never became ready (the platform's fault)."""
+    from evaluator.worker import actors, services
+
+    services.configure(config.replace(evaluate_max_retries=0))
+    dataset = Dataset.create(name="never", version="1", features_key="f", labels_key="l",
+                             labels_sha256="ab" * 32, features_sha256="cd" * 32)
+    Benchmark.create(id="b", title="b", dataset=dataset, task="classification", primary_metric="accuracy",
+                     direction="maximize", owner="olga")
+    submission = Submission.create(benchmark="b", owner="alice", name="m", version="1", bucket=config.bundles_bucket,
+                                   object_key="bundles/b/alice/m/1/x.tar.gz", status="uploaded")
+    blobs.put_bytes(config.bundles_bucket, submission.object_key, b"a bundle")
+    run = Run.create(submission=submission, benchmark="b", owner="alice",
+                     provenance={"bundle_sha256": "ef" * 32, "labels_sha256": dataset.labels_sha256,
+                                 "features_sha256": dataset.features_sha256, "framework": "sklearn"})
+    actors.evaluate_run.send_with_options(args=(str(run.id),), min_backoff=10, max_backoff=50)
+    deadline = time.monotonic() + 30
+    while Run.get_by_id(run.id).status != "failed":
+        assert time.monotonic() < deadline, Run.get_by_id(run.id).status
+        time.sleep(0.1)
+    assert Run.get_by_id(run.id).failure_code == "internal"
+    return str(run.id)
+
+
+def test_participants_see_a_reference_for_a_platform_failure_and_managers_its_cause(
+        api, internal_failure, alice, admin):
+    run_id = internal_failure
+    cause = Run.get_by_id(run_id).failure_message
+    assert "not ready" in cause  # the worker's own text, meant for operators
+
+    # When alice reads her run, alone and in the list
+    seen = [api.simulate_get(f"/v1/runs/{run_id}", headers=alice).json,
+            api.simulate_get("/v1/runs", headers=alice).json["items"][0]]
+    # Then she gets the code and a reference to quote, never the exception's text
+    for run in seen:
+        assert run["failure"]["code"] == "internal"
+        assert run_id in run["failure"]["message"] and "not ready" not in run["failure"]["message"]
+        assert "platform" in run["failure"]["message"]
+    # ... while a manager sees the cause
+    assert api.simulate_get(f"/v1/runs/{run_id}", headers=admin).json["failure"]["message"] == cause
+
+
+def test_the_datasets_hashes_are_shown_to_managers_only(api, internal_failure, alice, admin):
+    run_id = internal_failure
+    for run in (api.simulate_get(f"/v1/runs/{run_id}", headers=alice).json,
+                api.simulate_get("/v1/runs", headers=alice).json["items"][0]):
+        assert "labels_sha256" not in run["provenance"] and "features_sha256" not in run["provenance"]
+        assert "ab" * 32 not in str(run) and "cd" * 32 not in str(run)
+        assert run["provenance"]["bundle_sha256"] == "ef" * 32  # her own upload's hash stays hers to see
+    provenance = api.simulate_get(f"/v1/runs/{run_id}", headers=admin).json["provenance"]
+    assert (provenance["labels_sha256"], provenance["features_sha256"]) == ("ab" * 32, "cd" * 32)
