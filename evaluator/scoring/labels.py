@@ -64,7 +64,7 @@ def normalize(array: pa.Array, kind: str, *, what: str) -> pa.Array:
 def _whole_floats(array: pa.Array, what: str) -> pa.Array:
     """Cast floats that hold whole int64 numbers; refuse NaN, infinity, fractions and overflow."""
     error = _error(what)
-    values = array.to_numpy(zero_copy_only=False)
+    values = array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     valid = ~array.is_null().to_numpy(zero_copy_only=False) if array.null_count else np.ones(len(values), bool)
     values = values[valid]
     non_finite = int(np.count_nonzero(~np.isfinite(values)))
