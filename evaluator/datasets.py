@@ -14,51 +14,85 @@ import pyarrow.parquet as pq
 
 from evaluator import fields
 from evaluator.config import Config
-from evaluator.errors import Conflict, NotFound
+from evaluator.errors import Conflict, NotFound, ValidationFailed
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Dataset, DatasetStatus, isoformat, utcnow
+from evaluator.tokens import Principal
+
+PARTS = ("features", "labels")
 
 
-def create_dataset(body: dict, *, blobs: BlobStore, config: Config) -> tuple[Dataset, dict]:
-    """Record a pending dataset and grant PUT URLs for its features and labels files."""
+def create_dataset(body: dict, principal: Principal, *, blobs: BlobStore, config: Config) -> tuple[Dataset, dict]:
+    """Record a pending dataset owned by the caller and grant PUT URLs for its features and labels files."""
     name = fields.slug(body, "name")
     version = fields.slug(body, "version", "1")
     file_format = fields.choice(body, "format", layout.DATA_EXTENSIONS, "parquet")
     row_id = fields.text(body, "row_id_column", "row_id", max_length=200)
     target = fields.text(body, "target_column", "target", max_length=200)
+    raw_sizes = fields.mapping(body, "sizes", {})
+    sizes = {part: fields.integer(raw_sizes, part, None, minimum=1) for part in PARTS}
+    # NOTE: names are one namespace for everyone (they are object keys): a taken name says only that.
     if Dataset.get_or_none((Dataset.name == name) & (Dataset.version == version)):
-        raise Conflict(f"dataset {name}:{version} already exists; publish a new version instead")
+        raise Conflict(f"dataset {name}:{version} is taken; choose another name or version")
     dataset = Dataset.create(
         name=name, version=version, file_format=file_format, row_id_column=row_id, target_column=target,
         features_key=layout.dataset_key(name, version, "features", file_format),
         labels_key=layout.dataset_key(name, version, "labels", file_format),
+        owner=principal.owner,
     )
-    return dataset, upload_grants(dataset, blobs=blobs, config=config)
+    return dataset, upload_grants(dataset, sizes, blobs=blobs, config=config)
 
 
-def upload_grants(dataset: Dataset, *, blobs: BlobStore, config: Config) -> dict:
+def upload_grants(dataset: Dataset, sizes: dict[str, int | None], *, blobs: BlobStore, config: Config) -> dict:
+    """PUT grants for both files; a declared size is signed (the store refuses any other length)."""
     bucket, expiry = config.datasets_bucket, config.upload_expiry_s
-    return {
-        part: {"method": "put", "url": blobs.presign_put(bucket, key, expiry), "key": key, "expires_in": expiry}
-        for part, key in (("features", dataset.features_key), ("labels", dataset.labels_key))
-    }
+    grants = {}
+    for part, key in zip(PARTS, (dataset.features_key, dataset.labels_key)):
+        url, headers = blobs.presign_put(bucket, key, expiry, size=sizes.get(part))
+        grants[part] = {"method": "put", "url": url, "headers": headers, "key": key, "expires_in": expiry}
+    return grants
 
 
-def get_dataset(ref: str) -> Dataset:
-    """Find a dataset by id or by `name:version`."""
+def usable_by(principal: Principal):
+    """Return the query of datasets a caller may use: an admin any, an owner those she registered."""
+    query = Dataset.select()
+    return query if principal.is_admin else query.where(Dataset.owner == principal.owner)
+
+
+def find_dataset(ref: str, principal: Principal) -> Dataset | None:
+    """Find a dataset the caller may use by id or by `name:version`; None for missing and not-yours alike."""
     try:
-        row = Dataset.get_or_none(Dataset.id == uuid.UUID(str(ref)))
+        condition = Dataset.id == uuid.UUID(str(ref))
     except ValueError:
         name, _, version = str(ref).partition(":")
-        row = Dataset.get_or_none((Dataset.name == name) & (Dataset.version == (version or "1")))
+        condition = (Dataset.name == name) & (Dataset.version == (version or "1"))
+    return usable_by(principal).where(condition).first()
+
+
+def get_dataset(ref: str, principal: Principal) -> Dataset:
+    """Return a dataset the caller may use; NotFound otherwise (whether it exists does not leak)."""
+    row = find_dataset(ref, principal)
     if row is None:
         raise NotFound(f"dataset {ref} not found")
     return row
 
 
-def list_datasets() -> list[Dataset]:
-    return list(Dataset.select().order_by(Dataset.name, Dataset.version))
+def dataset_field(body: dict, principal: Principal) -> Dataset:
+    """Resolve a body's 'dataset' to one the caller may use; one answer for missing and not-yours."""
+    ref = fields.text(body, "dataset")
+    row = find_dataset(ref, principal)
+    if row is None:
+        raise ValidationFailed(f"'dataset': no dataset {ref} that you may use", field="dataset")
+    return row
+
+
+def may_use(dataset: Dataset, principal: Principal) -> bool:
+    return principal.is_admin or (dataset.owner is not None and dataset.owner == principal.owner)
+
+
+def list_datasets(principal: Principal) -> list[Dataset]:
+    return list(usable_by(principal).order_by(Dataset.name, Dataset.version))
 
 
 def serialize(dataset: Dataset) -> dict:
@@ -67,6 +101,7 @@ def serialize(dataset: Dataset) -> dict:
         "name": dataset.name,
         "version": dataset.version,
         "ref": dataset.ref,
+        "owner": dataset.owner,
         "status": dataset.status,
         "reason": dataset.reason,
         "format": dataset.file_format,

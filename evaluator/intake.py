@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 from typing import Callable
 
 import peewee
@@ -19,7 +18,6 @@ from evaluator.config import Config
 from evaluator.events import ObjectCreated
 from evaluator.storage import layout
 from evaluator.storage.models import (
-    Benchmark,
     Dataset,
     DatasetStatus,
     ObjectEvent,
@@ -92,46 +90,28 @@ def _record(event: ObjectCreated) -> None:
 
 
 def _ingest_bundle(event: ObjectCreated, parsed: layout.BundleKey, config: Config) -> tuple[Outcome, Message | None]:
+    # NOTE: only a key the API granted becomes a run: a forged or hand-dropped object creates nothing,
+    # so no one can start a run in another participant's name or spend her quota.
     submission = Submission.get_or_none(Submission.object_key == event.key)
     if submission is None:
-        submission = _adopt(event, parsed, config)
-        if submission is None:
-            return Outcome(event.key, "ignored", f"no benchmark {parsed.benchmark}"), None
+        return Outcome(event.key, "ignored", "no upload grant was issued for this key"), None
+    if submission.status == SubmissionStatus.REJECTED.value:
+        return Outcome(event.key, "ignored", "this submission was ended (refused, or its token revoked)"), None
     if submission.status == SubmissionStatus.AWAITING_UPLOAD.value:
         (Submission.update(status=SubmissionStatus.UPLOADED.value, size=event.size, etag=event.etag,
                            uploaded_at=utcnow(), upload_id=None)
-         .where(Submission.id == submission.id).execute())
+         .where((Submission.id == submission.id)
+                & (Submission.status == SubmissionStatus.AWAITING_UPLOAD.value)).execute())
+        submission = Submission.get_by_id(submission.id)
+    elif submission.etag and event.etag and event.etag != submission.etag:
+        # The first upload is pinned (the worker downloads it by ETag): a later one starts and changes nothing.
+        return Outcome(event.key, "ignored", "a later upload to a key already uploaded; the first is evaluated"), None
     run, created = runs.create_or_get_run(submission)
-    too_big = _over_limit(event, submission)
-    if too_big and run.status == RunStatus.QUEUED.value:
-        runs.finish(str(run.id), status=RunStatus.FAILED.value, failure={"code": "bundle_invalid", "message": too_big})
-        return Outcome(event.key, "run", "refused: " + too_big, run_id=str(run.id)), None
+    # The worker refuses (and deletes) a bundle over the limit before it downloads a byte of it.
     # A queued run is (re-)enqueued on every delivery: a crash between commit and send loses nothing,
     # and a duplicate message is a no-op for a run another worker has claimed.
     message = ("evaluate_run", str(run.id)) if run.status == RunStatus.QUEUED.value else None
     return Outcome(event.key, "run", "created" if created else f"existing ({run.status})", run_id=str(run.id)), message
-
-
-def _over_limit(event: ObjectCreated, submission: Submission) -> str | None:
-    limit = int(Benchmark.get_by_id(submission.benchmark_id).limits.get("max_bundle_bytes", 0) or 0)
-    if limit and event.size is not None and event.size > limit:
-        return f"the uploaded bundle has {event.size} bytes, over this benchmark's limit of {limit}"
-    return None
-
-
-def _adopt(event: ObjectCreated, parsed: layout.BundleKey, config: Config) -> Submission | None:
-    """Create a submission for a bundle dropped in by hand (e.g. through the MinIO console)."""
-    if Benchmark.get_or_none(Benchmark.id == parsed.benchmark) is None:
-        return None
-    try:
-        submission_id = uuid.UUID(parsed.stem)
-    except ValueError:
-        submission_id = uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{event.bucket}/{event.key}")
-    (Submission.insert(id=submission_id, benchmark=parsed.benchmark, owner=parsed.owner, name=parsed.name,
-                       version=parsed.version, bucket=event.bucket, object_key=event.key,
-                       filename=event.key.rsplit("/", 1)[-1], upload_method="external")
-     .on_conflict_ignore().execute())
-    return Submission.get(Submission.object_key == event.key)
 
 
 def _ingest_dataset(event: ObjectCreated, parsed: layout.DatasetKey) -> tuple[Outcome, Message | None]:

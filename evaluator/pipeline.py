@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from evaluator import competition, runs
+from evaluator import competition, runs, submissions
 from evaluator.config import Config
 from evaluator.errors import InfrastructureError
 from evaluator.evaluation import Sandbox, evaluate_bundle
@@ -80,7 +80,8 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         limit = int(benchmark.limits.get("max_bundle_bytes") or config.max_bundle_bytes)
         bundle_path = run_dir / f"bundle{layout.bundle_extension(submission.object_key) or ''}"
         try:
-            sha256 = blobs.download(submission.bucket, submission.object_key, bundle_path, max_bytes=limit)
+            # NOTE: the object its upload event named (ETag pinned), never one that replaced it later
+            sha256 = submissions.fetch_bundle(submission, bundle_path, limit, blobs=blobs)
         except ValueError as ex:
             return _finish_failed(run_id, "bundle_invalid", str(ex))
         if dataset.status == "invalid":

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import hashlib
+from typing import Iterator
+
+import peewee
 
 from evaluator import fields
 from evaluator.errors import QuotaExceeded, ValidationFailed
+from evaluator.storage.db import database
 from evaluator.storage.models import Benchmark, Run, RunStatus, Submission, isoformat, utcnow
 
 WINDOWS = ("utc_day", "rolling_24h")
@@ -79,3 +85,29 @@ def check(benchmark: Benchmark, owner: str) -> QuotaState:
                             f"in this window; more from {isoformat(current.resets_at)}",
                             resets_at=isoformat(current.resets_at))
     return current
+
+
+@contextlib.contextmanager
+def reserved(benchmark: Benchmark, owner: str) -> Iterator[QuotaState]:
+    """Check the quota and hold it while the caller records a submission, in one transaction.
+
+    Two requests of one participant cannot both see the last free slot: on
+    PostgreSQL they queue on a transaction-scoped advisory lock of
+    (benchmark, owner); SQLite takes its single write lock up front.
+    """
+    if not (benchmark.quota or {}).get("limit"):
+        yield QuotaState(None, 0, None, None)
+        return
+    if isinstance(database.obj, peewee.PostgresqlDatabase):
+        with database.atomic():
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key(benchmark.id, owner),))
+            yield check(benchmark, owner)
+    else:
+        with database.atomic(**({"lock_type": "IMMEDIATE"} if database.transaction_depth() == 0 else {})):
+            yield check(benchmark, owner)
+
+
+def _lock_key(benchmark_id: str, owner: str) -> int:
+    """A signed 64-bit key for pg_advisory_xact_lock, stable across processes."""
+    digest = hashlib.sha256(f"quota\x00{benchmark_id}\x00{owner}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

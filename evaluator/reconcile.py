@@ -11,13 +11,24 @@ import dataclasses
 import datetime
 import logging
 
+import peewee
+
 from evaluator.config import Config
 from evaluator.events import ObjectCreated
 from evaluator.intake import Queues, ingest
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import database
-from evaluator.storage.models import ACTIVE_RUN_STATUSES, Dataset, DatasetStatus, Run, RunStatus, Submission, utcnow
+from evaluator.storage.models import (
+    ACTIVE_RUN_STATUSES,
+    Dataset,
+    DatasetStatus,
+    Run,
+    RunStatus,
+    Submission,
+    SubmissionStatus,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +38,7 @@ class Report:
     bundles_without_run: list[str] = dataclasses.field(default_factory=list)
     requeued_runs: list[str] = dataclasses.field(default_factory=list)
     datasets: list[str] = dataclasses.field(default_factory=list)
+    deleted_uploads: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -42,16 +54,28 @@ def reconcile(*, config: Config, blobs: BlobStore, queues: Queues, now: datetime
                 and blobs.head(config.datasets_bucket, dataset.labels_key)):
             queues.register_dataset(str(dataset.id))
             report.datasets.append(str(dataset.id))
-    if report.bundles_without_run or report.requeued_runs or report.datasets:
+    if report.bundles_without_run or report.requeued_runs or report.datasets or report.deleted_uploads:
         logger.info("Reconciled: %s", report.to_dict())
     return report
 
 
 def _adopt_lost_uploads(config: Config, blobs: BlobStore, queues: Queues, report: Report) -> None:
-    with_run = {key for (key,) in Submission.select(Submission.object_key).join(Run).tuples()}
+    """Ingest granted uploads that have no run; delete uploads of ended submissions (refused, revoked).
+
+    Objects no grant was issued for are left alone: they start nothing (see intake).
+    """
+    without_run = (Submission.select(Submission.object_key, Submission.status)
+                   .join(Run, peewee.JOIN.LEFT_OUTER).where(Run.id.is_null()).tuples())
+    granted = {key: status for key, status in without_run}
+    ended = Submission.select(Submission.object_key).where(Submission.status == SubmissionStatus.REJECTED.value)
+    granted.update({key: SubmissionStatus.REJECTED.value for (key,) in ended.tuples()})
     lost = []
     for item in blobs.list_keys(config.bundles_bucket, layout.BUNDLES_PREFIX):
-        if item["key"] not in with_run and layout.parse_bundle_key(item["key"]):
+        status = granted.get(item["key"])
+        if status == SubmissionStatus.REJECTED.value:
+            blobs.delete(config.bundles_bucket, item["key"])
+            report.deleted_uploads.append(item["key"])
+        elif status is not None:
             lost.append(ObjectCreated(bucket=config.bundles_bucket, key=item["key"], size=item["size"],
                                       etag=item["etag"], version=None, sequencer=None, source="reconcile"))
     for outcome in ingest(lost, database=database, config=config, queues=queues):

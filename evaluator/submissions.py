@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import uuid
+from pathlib import Path
 
 from evaluator import competition, fields, quotas
 from evaluator.benchmarks import get_benchmark
 from evaluator.config import Config
 from evaluator.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from evaluator.storage import layout
-from evaluator.storage.blobs import BlobStore
-from evaluator.storage.models import Submission, isoformat, utcnow
+from evaluator.storage.blobs import BlobStore, ObjectChanged
+from evaluator.storage.models import Submission, SubmissionStatus, isoformat, utcnow
 from evaluator.tokens import Principal
+
+logger = logging.getLogger(__name__)
 
 UPLOAD_METHODS = ("put", "post", "multipart")
 MAX_PARTS = 10_000
+CONTENT_TYPES = {".tar.gz": "application/gzip", ".tgz": "application/gzip", ".zip": "application/zip"}
 
 
 def create_submission(benchmark_id: str, body: dict, principal: Principal, *, blobs: BlobStore,
@@ -34,11 +39,13 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     if size is not None and size > max_bytes:
         raise PayloadTooLarge(f"bundle of {size} bytes is over this benchmark's limit of {max_bytes} bytes")
     competition.check_open(benchmark)
-    quotas.check(benchmark, principal.owner)  # NOTE: before any URL is issued
+    quotas.check(benchmark, principal.owner)  # NOTE: before any URL is issued (checked again under the lock)
     default_method = "multipart" if size and size > config.multipart_threshold_bytes else "post"
     method = fields.choice(body, "method", UPLOAD_METHODS, default_method)
-    if method == "multipart" and size is None:
-        raise ValidationFailed("'size' is required for a multipart upload", field="size")
+    if method in ("put", "multipart") and size is None:
+        # NOTE: the length is signed into the URL; the store refuses any other (a POST policy caps it instead).
+        raise ValidationFailed(f"'size' (the bundle's length in bytes) is required for a {method} upload",
+                               field="size")
 
     submission_id = uuid.uuid4()
     key = layout.bundle_key(benchmark.id, principal.owner, name, version, submission_id, ext)
@@ -46,29 +53,36 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     submission = Submission(
         id=submission_id, benchmark=benchmark, owner=principal.owner, name=name, version=version,
         bucket=config.bundles_bucket, object_key=key, filename=filename, declared_size=size,
-        upload_method=method, expires_at=expires_at,
+        upload_method=method, expires_at=expires_at, token_id=principal.token_id,
     )
-    grant = _grant(submission, max_bytes, blobs=blobs, config=config)
-    submission.save(force_insert=True)
+    with quotas.reserved(benchmark, principal.owner):  # concurrent requests of one participant queue here
+        grant = _grant(submission, max_bytes, content_type=CONTENT_TYPES[ext], blobs=blobs, config=config)
+        submission.save(force_insert=True)
     return submission, grant
 
 
-def _grant(submission: Submission, max_bytes: int, *, blobs: BlobStore, config: Config) -> dict:
+def _grant(submission: Submission, max_bytes: int, *, content_type: str, blobs: BlobStore, config: Config) -> dict:
+    """Presign the upload so the store itself enforces what the API checked: length, type, one upload."""
     bucket, key, expiry = submission.bucket, submission.object_key, config.upload_expiry_s
+    size = submission.declared_size
     grant = {"method": submission.upload_method, "key": key, "bucket": bucket,
              "expires_at": isoformat(submission.expires_at), "max_bytes": max_bytes}
     if submission.upload_method == "put":
-        grant["url"] = blobs.presign_put(bucket, key, expiry)
+        grant["url"], grant["headers"] = blobs.presign_put(bucket, key, expiry, size=size, content_type=content_type,
+                                                           once=True)
     elif submission.upload_method == "post":
-        grant.update(blobs.presign_post(bucket, key, max_bytes, expiry))
+        grant.update(blobs.presign_post(bucket, key, size or max_bytes, expiry, min_bytes=size or 1,
+                                        content_type=content_type))
     else:
-        part_size = max(config.multipart_part_bytes, math.ceil(submission.declared_size / MAX_PARTS))
-        count = math.ceil(submission.declared_size / part_size)
-        submission.upload_id = blobs.start_multipart(bucket, key)
+        part_size = max(config.multipart_part_bytes, math.ceil(size / MAX_PARTS))
+        count = math.ceil(size / part_size)
+        submission.upload_id = blobs.start_multipart(bucket, key, content_type)
         grant.update({
             "upload_id": submission.upload_id,
             "part_size": part_size,
-            "parts": [{"part_number": n, "url": blobs.presign_part(bucket, key, submission.upload_id, n, expiry)}
+            "parts": [{"part_number": n, "size": min(part_size, size - (n - 1) * part_size),
+                       "url": blobs.presign_part(bucket, key, submission.upload_id, n, expiry,
+                                                 size=min(part_size, size - (n - 1) * part_size))}
                       for n in range(1, count + 1)],
             "complete": f"/v1/submissions/{submission.id}/complete",
         })
@@ -80,6 +94,8 @@ def complete_multipart(submission_id: str, body: dict, principal: Principal, *, 
     submission = get_submission(submission_id, principal)
     if submission.upload_method != "multipart" or not submission.upload_id:
         raise Conflict("this submission has no open multipart upload")
+    if submission.status != SubmissionStatus.AWAITING_UPLOAD.value:
+        raise Conflict(f"this submission is {submission.status}; ask for a new grant")
     parts = body.get("parts")
     if not isinstance(parts, list) or not parts:
         raise ValidationFailed("'parts' must be a non-empty list of {part_number, etag}", field="parts")
@@ -133,3 +149,55 @@ def serialize(submission: Submission, *, new: bool = False) -> dict:
         "uploaded_at": isoformat(submission.uploaded_at),
         "runs": [] if new else [{"id": str(run.id), "status": run.status} for run in submission.runs],
     }
+
+
+def fetch_bundle(submission: Submission, path: Path, max_bytes: int, *, blobs: BlobStore) -> str:
+    """Download the very object its upload event named (ETag pinned); returns its sha256.
+
+    A bundle replaced after its event is refused, never evaluated; one over the
+    limit is deleted from the store. Raises ValueError with the participant's sentence.
+    """
+    bucket, key = submission.bucket, submission.object_key
+    head = blobs.head(bucket, key)
+    if head is None:
+        raise ValueError("the uploaded bundle is no longer in the store; submit it again")
+    if submission.etag is None:  # an event without an ETag: pin the object as it is now, once
+        (Submission.update(etag=head["etag"])
+         .where((Submission.id == submission.id) & Submission.etag.is_null()).execute())
+        submission = Submission.get_by_id(submission.id)
+    replaced = ValueError("the bundle was replaced after it was uploaded; only the first upload of a grant is "
+                          "evaluated: ask for a new grant and submit again")
+    if head["etag"] != submission.etag:
+        raise replaced
+    if head["size"] is not None and head["size"] > max_bytes:
+        _discard(submission, blobs)
+        raise ValueError(f"the uploaded bundle has {head['size']} bytes, over this benchmark's limit of {max_bytes}")
+    try:
+        sha256 = blobs.download(bucket, key, path, max_bytes=max_bytes, if_match=submission.etag)
+    except ObjectChanged:
+        raise replaced from None
+    except ValueError:
+        _discard(submission, blobs)
+        raise ValueError(f"the uploaded bundle is over this benchmark's limit of {max_bytes} bytes") from None
+    Submission.update(sha256=sha256).where(Submission.id == submission.id).execute()
+    return sha256
+
+
+def _discard(submission: Submission, blobs: BlobStore) -> None:
+    """Delete a refused upload: nothing the platform refused stays in the bucket."""
+    blobs.delete(submission.bucket, submission.object_key)
+    Submission.update(status=SubmissionStatus.REJECTED.value).where(Submission.id == submission.id).execute()
+    logger.info("Deleted refused upload s3://%s/%s", submission.bucket, submission.object_key)
+
+
+def end_pending(token_id: uuid.UUID, *, blobs: BlobStore | None = None) -> int:
+    """End the submissions a (revoked) token asked for and has not uploaded: their uploads start nothing."""
+    pending = list(Submission.select().where((Submission.token_id == token_id)
+                                             & (Submission.status == SubmissionStatus.AWAITING_UPLOAD.value)))
+    for submission in pending:
+        (Submission.update(status=SubmissionStatus.REJECTED.value, upload_id=None)
+         .where((Submission.id == submission.id)
+                & (Submission.status == SubmissionStatus.AWAITING_UPLOAD.value)).execute())
+        if submission.upload_id and blobs is not None:  # its part URLs stop working at once
+            blobs.abort_multipart(submission.bucket, submission.object_key, submission.upload_id)
+    return len(pending)

@@ -6,20 +6,25 @@ import dataclasses
 import hashlib
 import secrets as _secrets
 import uuid
+from typing import TYPE_CHECKING
 
 from evaluator.errors import NotFound, ValidationFailed
 from evaluator.storage.layout import is_slug
 from evaluator.storage.models import ApiToken, Role, utcnow
+
+if TYPE_CHECKING:
+    from evaluator.storage.blobs import BlobStore
 
 TOKEN_PREFIX = "evt_"
 
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """Who is calling: an owner name and a role."""
+    """Who is calling: an owner name, a role, and the token it came with (its grants end with it)."""
 
     owner: str
     role: str
+    token_id: uuid.UUID | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -44,10 +49,16 @@ def create_token(owner: str, role: str, label: str | None = None) -> tuple[str, 
 def authenticate(secret: str) -> Principal | None:
     """Return the principal of a live token, or None (unknown or revoked)."""
     row = ApiToken.get_or_none((ApiToken.token_hash == hash_token(secret)) & ApiToken.revoked_at.is_null())
-    return Principal(row.owner, row.role) if row else None
+    return Principal(row.owner, row.role, row.id) if row else None
 
 
-def revoke_token(token_id: str) -> None:
+def revoke_token(token_id: str, *, blobs: BlobStore | None = None) -> int:
+    """Revoke a token and end the submissions it asked for and has not uploaded; returns how many ended.
+
+    With `blobs`, their open multipart uploads are aborted too, so their part URLs stop working.
+    """
+    from evaluator.submissions import end_pending  # NOTE: submissions imports this module
+
     try:
         token_uuid = uuid.UUID(str(token_id))
     except ValueError:
@@ -55,3 +66,4 @@ def revoke_token(token_id: str) -> None:
     updated = ApiToken.update(revoked_at=utcnow()).where(ApiToken.id == token_uuid).execute()
     if not updated:
         raise NotFound(f"token {token_id} not found")
+    return end_pending(token_uuid, blobs=blobs)

@@ -48,7 +48,7 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/runs/{run_id}/final", run_item, suffix="final")
     app.add_route("/v1/events/s3", events.S3Events(config, database, queues))
     app.add_route("/v1/tokens", tokens.TokenCollection())
-    app.add_route("/v1/tokens/{token_id}", tokens.TokenItem())
+    app.add_route("/v1/tokens/{token_id}", tokens.TokenItem(blobs))
     return app
 
 

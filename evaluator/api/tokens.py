@@ -6,6 +6,7 @@ import falcon
 
 from evaluator import fields, tokens
 from evaluator.api.hooks import admin_only, json_body
+from evaluator.storage.blobs import BlobStore
 
 
 class TokenCollection:
@@ -20,7 +21,11 @@ class TokenCollection:
 
 
 class TokenItem:
+    def __init__(self, blobs: BlobStore | None = None) -> None:
+        self._blobs = blobs
+
     @falcon.before(admin_only)
     def on_delete(self, req: falcon.Request, resp: falcon.Response, token_id: str) -> None:
-        tokens.revoke_token(token_id)
+        """Revoke a token; the grants it was given and has not used end with it."""
+        tokens.revoke_token(token_id, blobs=self._blobs)
         resp.status = falcon.HTTP_204

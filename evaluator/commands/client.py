@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     board.add_argument("benchmark")
     board.set_defaults(func=cmd_leaderboard)
 
-    datasets = subparsers.add_parser("datasets", help="datasets (admin)").add_subparsers(dest="datasets_command",
-                                                                                         metavar="ACTION")
+    datasets = subparsers.add_parser("datasets", help="datasets (admin, owner)").add_subparsers(
+        dest="datasets_command", metavar="ACTION")
     upload = datasets.add_parser("upload", parents=[common], help="declare a dataset and upload its two files")
     upload.add_argument("--name", required=True)
     upload.add_argument("--version", default="1")
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     upload.add_argument("--target-column", default="target")
     upload.set_defaults(func=cmd_datasets_upload)
 
-    benchmarks = subparsers.add_parser("benchmarks", help="benchmarks (admin)").add_subparsers(
+    benchmarks = subparsers.add_parser("benchmarks", help="benchmarks (admin, owner)").add_subparsers(
         dest="benchmarks_command", metavar="ACTION")
     create = benchmarks.add_parser("create", parents=[common], help="create a benchmark over a dataset")
     create.add_argument("id")
@@ -164,7 +164,9 @@ def cmd_datasets_upload(args: argparse.Namespace, config: Config) -> int:
     client = client_for(args, config)
     dataset = client.post("/v1/datasets", {"name": args.name, "version": args.version,
                                            "format": "csv" if suffix == "csv" else "parquet",
-                                           "row_id_column": args.row_id_column, "target_column": args.target_column})
+                                           "row_id_column": args.row_id_column, "target_column": args.target_column,
+                                           "sizes": {"features": args.features.stat().st_size,
+                                                     "labels": args.labels.stat().st_size}})
     for part, path in (("features", args.features), ("labels", args.labels)):
         upload_file(dataset["uploads"][part], path, progress=None if args.json else progress_bar())
     dataset.pop("uploads")

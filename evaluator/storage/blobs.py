@@ -21,6 +21,10 @@ CHUNK = 1024 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 
 
+class ObjectChanged(ValueError):
+    """The object under a key is not the version that was pinned (it was replaced after its event)."""
+
+
 def make_s3_client(config: Config, endpoint_url: str | None = None) -> Any:
     """Create a SigV4, path-style client (botocore presigns SigV2 without this)."""
     return boto3.client(
@@ -75,31 +79,48 @@ class BlobStore:
 
     # --- presigned grants ------------------------------------------------------------
 
-    def presign_put(self, bucket: str, key: str, expires_s: int) -> str:
-        return self._presign.generate_presigned_url(
-            "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
-        )
+    def presign_put(self, bucket: str, key: str, expires_s: int, *, size: int | None = None,
+                    content_type: str | None = None, once: bool = False) -> tuple[str, dict[str, str]]:
+        """Return (url, headers the uploader must send): each given term is signed, so the store refuses
+        another length or type, and with `once` any upload once the key exists (If-None-Match: *)."""
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        headers: dict[str, str] = {}
+        if size is not None:
+            params["ContentLength"], headers["Content-Length"] = size, str(size)
+        if content_type is not None:
+            params["ContentType"], headers["Content-Type"] = content_type, content_type
+        if once:
+            params["IfNoneMatch"], headers["If-None-Match"] = "*", "*"
+        url = self._presign.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_s)
+        return url, headers
 
-    def presign_post(self, bucket: str, key: str, max_bytes: int, expires_s: int) -> dict:
-        """Return {url, fields}: the store itself refuses a body outside 1..max_bytes."""
-        return self._presign.generate_presigned_post(
-            bucket, key, Conditions=[["content-length-range", 1, max_bytes]], ExpiresIn=expires_s
-        )
+    def presign_post(self, bucket: str, key: str, max_bytes: int, expires_s: int, *, min_bytes: int = 1,
+                     content_type: str | None = None) -> dict:
+        """Return {url, fields}: the store itself refuses a body outside min_bytes..max_bytes or of another type."""
+        conditions: list[Any] = [["content-length-range", min_bytes, max_bytes]]
+        fields = None
+        if content_type is not None:
+            conditions.append({"Content-Type": content_type})
+            fields = {"Content-Type": content_type}
+        return self._presign.generate_presigned_post(bucket, key, Fields=fields, Conditions=conditions,
+                                                     ExpiresIn=expires_s)
 
     def presign_get(self, bucket: str, key: str, expires_s: int) -> str:
         return self._presign.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
         )
 
-    def start_multipart(self, bucket: str, key: str) -> str:
-        return self._client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    def start_multipart(self, bucket: str, key: str, content_type: str | None = None) -> str:
+        extra = {"ContentType": content_type} if content_type else {}
+        return self._client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
 
-    def presign_part(self, bucket: str, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
-        return self._presign.generate_presigned_url(
-            "upload_part",
-            Params={"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number},
-            ExpiresIn=expires_s,
-        )
+    def presign_part(self, bucket: str, key: str, upload_id: str, part_number: int, expires_s: int,
+                     size: int | None = None) -> str:
+        """A part's URL; with `size` its length is signed (the store refuses any other)."""
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number}
+        if size is not None:
+            params["ContentLength"] = size
+        return self._presign.generate_presigned_url("upload_part", Params=params, ExpiresIn=expires_s)
 
     def complete_multipart(self, bucket: str, key: str, upload_id: str, parts: list[dict]) -> str:
         """Join the parts ([{PartNumber, ETag}]); returns the object's ETag."""
@@ -109,8 +130,14 @@ class BlobStore:
         )
         return result.get("ETag", "").strip('"')
 
-    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
-        self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> bool:
+        """Abort an open multipart upload (its part URLs stop working); False if the store would not."""
+        try:
+            self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as ex:
+            logger.warning("Could not abort multipart upload %s of s3://%s/%s: %s", upload_id, bucket, key, ex)
+            return False
+        return True
 
     # --- data -------------------------------------------------------------------------
 
@@ -128,22 +155,34 @@ class BlobStore:
             "version": meta.get("VersionId"),
         }
 
-    def open(self, bucket: str, key: str) -> IO[bytes]:
-        """Return a streaming body; the caller reads it in chunks and closes it."""
-        return self._client.get_object(Bucket=bucket, Key=key)["Body"]
+    def open(self, bucket: str, key: str, *, if_match: str | None = None) -> IO[bytes]:
+        """Return a streaming body; the caller reads it in chunks and closes it.
 
-    def iter_chunks(self, bucket: str, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
-        body = self.open(bucket, key)
+        With `if_match` (an ETag) the store serves only that version: ObjectChanged otherwise.
+        """
+        extra = {"IfMatch": f'"{if_match.strip(chr(34))}"'} if if_match else {}
+        try:
+            return self._client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
+        except botocore.exceptions.ClientError as ex:
+            code = ex.response.get("Error", {}).get("Code")
+            if if_match and code in {"PreconditionFailed", "412"}:
+                raise ObjectChanged(f"s3://{bucket}/{key} is no longer the object with ETag {if_match}") from None
+            raise
+
+    def iter_chunks(self, bucket: str, key: str, chunk_size: int = CHUNK, *,
+                    if_match: str | None = None) -> Iterator[bytes]:
+        body = self.open(bucket, key, if_match=if_match)
         try:
             yield from iter(lambda: body.read(chunk_size), b"")
         finally:
             body.close()
 
-    def download(self, bucket: str, key: str, path: Path, *, max_bytes: int | None = None) -> str:
-        """Stream an object to a file; returns its sha256. Stops past max_bytes."""
+    def download(self, bucket: str, key: str, path: Path, *, max_bytes: int | None = None,
+                 if_match: str | None = None) -> str:
+        """Stream an object to a file; returns its sha256. Stops past max_bytes; `if_match` pins the version."""
         digest, written = hashlib.sha256(), 0
         with open(path, "wb") as out:
-            for chunk in self.iter_chunks(bucket, key):
+            for chunk in self.iter_chunks(bucket, key, if_match=if_match):
                 written += len(chunk)
                 if max_bytes is not None and written > max_bytes:
                     raise ValueError(f"s3://{bucket}/{key} is larger than {max_bytes} bytes")

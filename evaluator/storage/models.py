@@ -68,6 +68,7 @@ class Dataset(BaseModel):
     labels_sha256 = peewee.TextField(null=True)
     row_count = peewee.BigIntegerField(null=True)
     columns = peewee.JSONField(null=True)
+    owner = peewee.TextField(null=True, index=True)  # who registered it; None (older rows): the admins' alone
     created_at = peewee.DateTimeField(default=utcnow)
     registered_at = peewee.DateTimeField(null=True)
 
@@ -115,6 +116,7 @@ class Submission(BaseModel):
     sha256 = peewee.TextField(null=True)
     upload_method = peewee.TextField(default="put")
     upload_id = peewee.TextField(null=True)  # multipart upload id, while one is open
+    token_id = peewee.UUIDField(null=True, index=True)  # the token that asked for the grant: revoking ends it
     status = peewee.TextField(default=SubmissionStatus.AWAITING_UPLOAD.value, index=True)
     created_at = peewee.DateTimeField(default=utcnow)
     expires_at = peewee.DateTimeField(null=True)

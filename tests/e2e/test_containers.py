@@ -161,9 +161,12 @@ def test_api_and_worker_containers_complete_an_evaluation(container_stack):
         "id": "iris", "dataset": "iris:1", "task": "classification", "limits": {"timeout_s": 60, "memory": "512m"}})
     assert response.status_code == 201, response.text
 
-    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice, json={"name": "logreg", "method": "put"})
+    bundle = sklearn_bundle()
+    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
+                       json={"name": "logreg", "method": "put", "size": len(bundle)})
     assert grant.status_code == 201, grant.text
-    assert requests.put(grant.json()["upload"]["url"], data=sklearn_bundle(), timeout=30).ok
+    upload = grant.json()["upload"]
+    assert requests.put(upload["url"], data=bundle, headers=upload["headers"], timeout=30).ok
     submission = stack.wait_for(f"/v1/submissions/{grant.json()['submission']['id']}", alice,
                                 lambda s: s["runs"], 60)
     run_id = submission["runs"][0]["id"]

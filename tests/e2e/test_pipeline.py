@@ -29,8 +29,9 @@ def competition(stack, images_built):
 
 
 def submit(stack, token: str, bundle: bytes, name: str = "model") -> dict:
-    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", token, json={"name": name, "method": "put"}).json()
-    assert requests.put(grant["upload"]["url"], data=bundle, timeout=30).ok
+    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", token,
+                       json={"name": name, "method": "put", "size": len(bundle)}).json()
+    assert requests.put(grant["upload"]["url"], data=bundle, headers=grant["upload"]["headers"], timeout=30).ok
     return grant["submission"]
 
 
@@ -130,9 +131,11 @@ def test_upload_while_the_webhook_is_down_is_started_by_reconcile(stack, competi
     admin, alice, _ = competition
     stack.kill(stack.workers[0], signal.SIGTERM)
     stack.start_worker(reconcile_interval_s=0)     # only the command below may notice the lost upload
-    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice, json={"name": "late", "method": "put"}).json()
+    bundle = sklearn_bundle()
+    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
+                       json={"name": "late", "method": "put", "size": len(bundle)}).json()
     stack.kill(stack.api)                          # the webhook target is down: no event arrives
-    assert requests.put(grant["upload"]["url"], data=sklearn_bundle(), timeout=30).ok
+    assert requests.put(grant["upload"]["url"], data=bundle, headers=grant["upload"]["headers"], timeout=30).ok
     assert Run.select().count() == 0
 
     result = subprocess.run([str(BIN / "evaluator"), "reconcile"], env={**os.environ, **stack.config.to_env()},

@@ -57,8 +57,8 @@ def request_grant(api, headers, benchmark="iris", **body) -> dict:
 
 def upload_with_grant(grant: dict, data: bytes) -> None:
     upload = grant["upload"]
-    if upload["method"] == "put":
-        response = requests.put(upload["url"], data=data, timeout=60)
+    if upload["method"] == "put":  # the grant signs these headers (length, type, If-None-Match)
+        response = requests.put(upload["url"], data=data, headers=upload["headers"], timeout=60)
         assert response.status_code == 200, response.text
     else:
         response = requests.post(upload["url"], data=upload["fields"], files={"file": ("bundle", data)}, timeout=60)

@@ -37,7 +37,8 @@ def test_admin_creates_benchmark_and_participant_uploads_with_plain_http(api, ad
 
     # When a participant asks for a presigned PUT and uploads with plain requests
     put = grant(api, alice, method="put", version="1.0.0", size=11)
-    assert requests.put(put["upload"]["url"], data=b"hello world", timeout=10).status_code == 200
+    assert requests.put(put["upload"]["url"], data=b"hello world", headers=put["upload"]["headers"],
+                        timeout=10).status_code == 200
 
     # Then the bytes are in the bucket under the DESIGN key
     submission = put["submission"]
@@ -68,12 +69,13 @@ def test_post_policy_caps_size_at_the_benchmark_limit(api, admin, alice):
 
 def test_store_refuses_expired_and_tampered_grants(api, admin, alice, config):
     create_benchmark(api, admin)
-    url = grant(api, alice, method="put")["upload"]["url"]
+    upload = grant(api, alice, method="put", size=1)["upload"]
+    url, headers = upload["url"], upload["headers"]
     tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
-    response = requests.put(tampered, data=b"x", timeout=10)
+    response = requests.put(tampered, data=b"x", headers=headers, timeout=10)
     assert response.status_code == 403 and "SignatureDoesNotMatch" in response.text
     wrong_key = url.replace("/logreg/", "/other/")
-    assert requests.put(wrong_key, data=b"x", timeout=10).status_code == 403
+    assert requests.put(wrong_key, data=b"x", headers=headers, timeout=10).status_code == 403
 
 
 def test_store_refuses_an_expired_grant(api, admin, alice, config, blobs, db, sent):
@@ -85,9 +87,9 @@ def test_store_refuses_an_expired_grant(api, admin, alice, config, blobs, db, se
                        health_checks={})
     client = falcon.testing.TestClient(short)
     create_benchmark(client, admin)
-    url = grant(client, alice, method="put")["upload"]["url"]
+    upload = grant(client, alice, method="put", size=4)["upload"]
     time.sleep(2.2)
-    response = requests.put(url, data=b"late", timeout=10)
+    response = requests.put(upload["url"], data=b"late", headers=upload["headers"], timeout=10)
     assert response.status_code == 403 and "expired" in response.text.lower()
 
 

@@ -106,7 +106,8 @@ def test_owner_role_publishes_and_manages_only_their_benchmarks(api, db, admin, 
     register_dataset_over_http(api, admin)
     secret, _ = create_token("olga", "owner")
     olga = {"Authorization": f"Bearer {secret}"}
-    created = api.simulate_post("/v1/benchmarks", headers=olga, json={"id": "olgas", "dataset": "iris:1",
+    register_dataset_over_http(api, olga, name="olgas-data")  # an owner attaches only her own datasets
+    created = api.simulate_post("/v1/benchmarks", headers=olga, json={"id": "olgas", "dataset": "olgas-data:1",
                                                                       "task": "classification"})
     assert created.status_code == 201 and created.json["owner"] == "olga"
     assert api.simulate_patch("/v1/benchmarks/olgas", headers=olga, json={"primary_metric": "f1_macro"}).json[

@@ -22,7 +22,7 @@ def uploaded(api, admin, alice, blobs, config):
     """A benchmark and one participant bundle uploaded through its grant: (grant, head)."""
     register_dataset_over_http(api, admin)
     create_benchmark(api, admin)
-    grant = request_grant(api, alice, method="put")
+    grant = request_grant(api, alice, method="put", size=len(b"not really a bundle"))
     upload_with_grant(grant, b"not really a bundle")
     return grant, blobs.head(config.bundles_bucket, grant["submission"]["key"])
 
@@ -70,26 +70,13 @@ def test_bad_events_are_refused_or_ignored_and_the_api_keeps_serving(api, upload
     assert api.simulate_get("/v1/benchmarks/iris", headers=alice).status_code == 200
 
 
-def test_a_bundle_dropped_in_by_hand_gets_a_submission_and_a_run(api, uploaded, blobs, config, admin):
+def test_a_bundle_dropped_in_by_hand_starts_nothing(api, uploaded, blobs, config, admin):
+    # Only granted keys become runs (more in test_upload_grants.py): no run in someone else's name.
     key = "bundles/iris/carol/manual/2/model.tar.gz"
     blobs.put_bytes(config.bundles_bucket, key, b"dropped through the console")
     response = post_event(api, minio_event(config.bundles_bucket, key, 27, "e1"))
-    run_id = response.json["outcomes"][0]["run_id"]
-    submission = Submission.get(Submission.object_key == key)
-    assert (submission.owner, submission.name, submission.version, submission.upload_method) == (
-        "carol", "manual", "2", "external")
-    assert api.simulate_get(f"/v1/runs/{run_id}", headers=admin).json["owner"] == "carol"
-
-
-def test_an_upload_over_the_limit_ends_its_run_as_bundle_invalid(api, admin, alice, blobs, config, sent):
-    register_dataset_over_http(api, admin)
-    create_benchmark(api, admin, limits={"max_bundle_bytes": 10})
-    grant = request_grant(api, alice, method="put")
-    upload_with_grant(grant, b"x" * 50)  # a PUT grant cannot cap size at the store; intake checks it
-    response = post_event(api, minio_event(config.bundles_bucket, grant["submission"]["key"], 50, "e"))
-    run = api.simulate_get(f"/v1/runs/{response.json['outcomes'][0]['run_id']}", headers=alice).json
-    assert run["status"] == "failed" and run["failure"]["code"] == "bundle_invalid"
-    assert sent.runs == []
+    assert response.json["outcomes"][0]["action"] == "ignored"
+    assert Submission.get_or_none(Submission.object_key == key) is None and Run.select().count() == 0
 
 
 def test_dataset_upload_events_queue_registration(api, admin, config, sent):

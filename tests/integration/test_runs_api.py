@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def submit(api, headers, blobs, config, name="model") -> str:
-    grant = request_grant(api, headers, method="put", name=name)
+    grant = request_grant(api, headers, method="put", name=name, size=len(b"bundle"))
     upload_with_grant(grant, b"bundle")
     head = blobs.head(config.bundles_bucket, grant["submission"]["key"])
     response = api.simulate_post("/v1/events/s3", headers=EVENTS,
@@ -71,7 +71,7 @@ def test_cancelled_run_stays_cancelled(api, benchmark, alice, blobs, config):
 
 def test_reconcile_creates_the_run_of_an_upload_whose_event_was_lost(api, benchmark, alice, blobs, config, redis_url):
     # Given an upload whose notification never arrived (webhook down)
-    grant = request_grant(api, alice, method="put")
+    grant = request_grant(api, alice, method="put", size=len(b"bundle"))
     upload_with_grant(grant, b"bundle")
     assert Run.select().count() == 0
     # When an operator runs the reconciler (the worker also runs it periodically)

@@ -46,6 +46,8 @@ def test_listen_sqs_turns_an_aws_upload_into_one_run_and_deletes_the_message(mot
     Benchmark.create(id="iris", title="iris", dataset=dataset, task="classification", primary_metric="accuracy",
                      direction="maximize", owner="admin", limits={"max_bundle_bytes": 1000})
     key = "bundles/iris/alice/m.1_x-y/1/upload.tar.gz"
+    Submission.create(benchmark="iris", owner="alice", name="m.1_x-y", version="1", bucket=bucket,
+                      object_key=key)  # the grant: an object no grant issued would start nothing
     url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60)
     assert requests.put(url, data=b"bundle bytes", timeout=10).ok
 
