@@ -9,6 +9,7 @@ from typing import Sequence
 
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
+from evaluator.terminal import printable, tolerate_unencodable
 
 # Each module has register(subparsers) that adds its sub-commands with set_defaults(func=...).
 # A func takes (args, config) and returns an exit code.
@@ -45,11 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    tolerate_unencodable(sys.stdout, sys.stderr)
     try:
         config = Config.from_env()
         return int(args.func(args, config) or 0)
     except EvaluatorError as ex:
-        print(f"error: {ex.code}: {ex.message}", file=sys.stderr)
+        print(printable(f"error: {ex.code}: {ex.message}"), file=sys.stderr)  # the API's words may be hostile
         return 1
     except KeyboardInterrupt:
         return 130

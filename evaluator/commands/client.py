@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from evaluator.client import ApiClient, progress_bar, upload_file
 from evaluator.config import Config
 from evaluator.errors import ValidationFailed
+from evaluator.terminal import json_text, printable, scrub
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,8 +72,16 @@ def client_for(args: argparse.Namespace, config: Config) -> ApiClient:
     return ApiClient(args.api_url or config.api_base_url, args.token or config.token)
 
 
-def _print(args: argparse.Namespace, value: object, text: str) -> None:
-    print(json.dumps(value, indent=2) if args.json else text)
+def _print(args: argparse.Namespace, value: object, render: Callable[[dict], str]) -> None:
+    """Print a server reply as JSON, or as the text `render` makes of its escaped copy.
+
+    Every string the server sent reaches `render` scrubbed (single-line, control characters
+    shown as escapes), so no field can move the cursor, retitle the terminal or forge a line.
+    """
+    if args.json:
+        print(json_text(value))
+    else:
+        print(printable(render(scrub(value)), multiline=True))
 
 
 def cmd_submit(args: argparse.Namespace, config: Config) -> int:
@@ -84,21 +93,24 @@ def cmd_submit(args: argparse.Namespace, config: Config) -> int:
                                progress=None if args.json else progress_bar(),
                                multipart_threshold=config.multipart_threshold_bytes)
     if not args.wait:
-        _print(args, submission, f"submitted {submission['id']} ({submission['key']})")
+        _print(args, submission, lambda s: f"submitted {s['id']} ({s['key']})")
         return 0
     run = client.wait_for_run(submission["id"], on_status=None if args.json else _status_line)
     if not args.json:
         sys.stderr.write("\n")
-    _print(args, run, format_run(run))
+    _print(args, run, format_run)
     return 0 if run["status"] == "succeeded" else 1
 
 
 def _status_line(run: dict) -> None:
+    run = scrub(run)
     sys.stderr.write(f"\rrun {run.get('id', '')[:8]} {run['status']:<40}")
     sys.stderr.flush()
 
 
 def format_run(run: dict) -> str:
+    """Return a run as text; every server-provided field is escaped (see evaluator.terminal)."""
+    run = scrub(run)
     lines = [f"run {run['id']}  {run['benchmark']}  {run['owner']}  {run['status']}"]
     if run.get("failure"):
         lines.append(f"  failure: {run['failure']['code']}: {run['failure']['message']}")
@@ -115,29 +127,36 @@ def format_run(run: dict) -> str:
 
 def cmd_runs_list(args: argparse.Namespace, config: Config) -> int:
     page = client_for(args, config).get("/v1/runs", benchmark=args.benchmark, status=args.status, limit=args.limit)
-    rows = [f"{r['id']}  {r['benchmark']:<16} {r['owner']:<12} {r['status']}" for r in page["items"]]
-    _print(args, page, "\n".join(rows + [f"({len(rows)} of {page['total']})"]))
+    _print(args, page, _format_runs)
     return 0
+
+
+def _format_runs(page: dict) -> str:
+    rows = [f"{r['id']}  {r['benchmark']:<16} {r['owner']:<12} {r['status']}" for r in page["items"]]
+    return "\n".join(rows + [f"({len(rows)} of {page['total']})"])
 
 
 def cmd_runs_show(args: argparse.Namespace, config: Config) -> int:
     run = client_for(args, config).get(f"/v1/runs/{args.run_id}")
-    _print(args, run, format_run(run))
+    _print(args, run, format_run)
     return 0
 
 
 def cmd_runs_logs(args: argparse.Namespace, config: Config) -> int:
-    print(client_for(args, config).get(f"/v1/runs/{args.run_id}/logs"), end="")
+    # The model's log as it wrote it, lines and tabs kept; every other control shown as an escape.
+    print(printable(client_for(args, config).get(f"/v1/runs/{args.run_id}/logs"), multiline=True), end="")
     return 0
 
 
 def cmd_runs_cancel(args: argparse.Namespace, config: Config) -> int:
     run = client_for(args, config).post(f"/v1/runs/{args.run_id}/cancel")
-    _print(args, run, f"run {run['id']} {run['status']}")
+    _print(args, run, lambda r: f"run {r['id']} {r['status']}")
     return 0
 
 
 def format_leaderboard(board: dict) -> str:
+    """Return a leaderboard as text; participant names and the rest are escaped."""
+    board = scrub(board)
     rules = board["rules"]
     lines = [f"leaderboard {board['benchmark']}  ({rules['metric']}, {rules['direction']})",
              f"{'rank':>4}  {'participant':<16} {'score':>10}  95% CI"]
@@ -152,7 +171,7 @@ def format_leaderboard(board: dict) -> str:
 
 def cmd_leaderboard(args: argparse.Namespace, config: Config) -> int:
     board = client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/leaderboard")
-    _print(args, board, format_leaderboard(board))
+    _print(args, board, format_leaderboard)
     return 0
 
 
@@ -170,7 +189,7 @@ def cmd_datasets_upload(args: argparse.Namespace, config: Config) -> int:
     for part, path in (("features", args.features), ("labels", args.labels)):
         upload_file(dataset["uploads"][part], path, progress=None if args.json else progress_bar())
     dataset.pop("uploads")
-    _print(args, dataset, f"dataset {dataset['ref']} uploaded ({dataset['id']}); it registers from its events")
+    _print(args, dataset, lambda d: f"dataset {d['ref']} uploaded ({d['id']}); it registers from its events")
     return 0
 
 
@@ -183,5 +202,5 @@ def cmd_benchmarks_create(args: argparse.Namespace, config: Config) -> int:
     if args.title:
         body["title"] = args.title
     benchmark = client_for(args, config).post("/v1/benchmarks", body)
-    _print(args, benchmark, f"benchmark {benchmark['id']} ({benchmark['task']}, {benchmark['primary_metric']})")
+    _print(args, benchmark, lambda b: f"benchmark {b['id']} ({b['task']}, {b['primary_metric']})")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import shutil
 import sys
@@ -13,6 +12,7 @@ from evaluator.config import Config
 from evaluator.errors import ValidationFailed
 from evaluator.evaluation import evaluate_bundle, new_work_dir
 from evaluator.sandbox.runner import DockerSandbox, connect
+from evaluator.terminal import json_text, printable, scrub
 
 LOG_LINES_ON_FAILURE = 40
 
@@ -73,13 +73,15 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
     if args.predictions and evaluation.predictions is not None:
         args.predictions.write_bytes(evaluation.predictions)
     if args.json:
-        print(json.dumps(evaluation.to_record(), indent=2, default=str))
+        print(json_text(evaluation.to_record()))
     if not evaluation.succeeded:
         failure = evaluation.failure or {}
         if not quiet and evaluation.log:
-            tail = evaluation.log.decode("utf-8", "replace").splitlines()[-LOG_LINES_ON_FAILURE:]
-            print("--- sandbox log (tail) ---", *tail, "---", sep="\n", file=sys.stderr)
-        print(f"error: {failure.get('code')}: {failure.get('message')}", file=sys.stderr)
+            # Split on newlines only: a \r, \x85 or \u2028 of the model's is shown, never obeyed.
+            tail = evaluation.log.decode("utf-8", "replace").rstrip("\n").split("\n")[-LOG_LINES_ON_FAILURE:]
+            print("--- sandbox log (tail) ---", printable("\n".join(tail), multiline=True), "---", sep="\n",
+                  file=sys.stderr)
+        print(printable(f"error: {failure.get('code')}: {failure.get('message')}"), file=sys.stderr)
         return 1
     if not quiet:
         _print_metrics(evaluation.metrics or {}, evaluation.provenance)
@@ -87,10 +89,11 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
 
 
 def _print_metrics(document: dict, provenance: dict) -> None:
+    document, provenance = scrub(document), scrub(provenance)  # names and values can come from the model
     primary = document.get("primary_metric") or {}
     print(f"{provenance.get('bundle', {}).get('name')} on {document.get('n_rows')} rows "
           f"({provenance.get('image')}, {provenance.get('durations_s', {}).get('running')}s in the sandbox)")
     for name, value in (document.get("metrics") or {}).items():
         marker = "*" if name == primary.get("name") else " "
-        shown = f"{value:.6g}" if isinstance(value, float) else json.dumps(value)
+        shown = f"{value:.6g}" if isinstance(value, float) else json_text(value, indent=None)
         print(f"{marker} {name:<28} {shown}")
