@@ -41,7 +41,8 @@ def services(**overrides) -> Iterator[Config]:
                        s3_port=overrides.pop("s3_port", 0)).start()
     config = Config(database_url=PG_ADMIN.rsplit("/", 1)[0] + "/" + name, s3_endpoint_url=s3.endpoint_url,
                     s3_access_key=KEY, s3_secret_key=SECRET, broker_namespace=f"bench-{uuid.uuid4().hex[:6]}",
-                    redis_url="redis://127.0.0.1:6379/14", api_port=api_port, work_dir=str(folder / "work"),
+                    redis_url=overrides.pop("redis_url", "redis://127.0.0.1:6379/14"), api_port=api_port,
+                    work_dir=str(folder / "work"),
                     log_level="WARNING", **overrides)
     migrations.migrate(init_database(config.database_url))
     BlobStore.from_config(config).ensure_buckets(config.bundles_bucket)

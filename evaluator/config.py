@@ -64,6 +64,12 @@ class Config:
     reconcile_queued_after_s: int = 300
     reconcile_active_after_s: int = 1800
     reconcile_interval_s: int = 60
+    reconcile_full_interval_s: int = 3600  # the periodic pass lists all of bundles/ at most this often (0: each)
+    reconcile_uploads_interval_s: float = 3.0  # HEAD the keys of submissions awaiting their upload (0: off)
+    # Outbox relay (API and worker processes).
+    outbox_relay_interval_s: float = 1.0  # send what intake committed but could not send (broker down)
+    outbox_check_interval_s: float = 5.0  # compare queued runs with the broker's messages (0: off)
+    outbox_resend_after_s: float = 10.0  # a queued run the broker holds no message for is re-sent after this
     # Embedded default (`evaluator dev`).
     data_dir: str = ".evaluator"
     log_level: str = "INFO"

@@ -99,6 +99,7 @@ class DevPlatform:
         from evaluator.worker import services
         from evaluator.worker.broker import create_broker
         from evaluator.worker.middleware import worker_middleware
+        from evaluator.worker.relay import OutboxRelay
 
         if redis_reachable(self.config.redis_url):
             broker, self.broker_kind = create_broker(self.config), f"Redis at {self.config.redis_url}"
@@ -111,6 +112,7 @@ class DevPlatform:
         services.configure(self.config)
         for middleware in worker_middleware(self.config):
             broker.add_middleware(middleware)
+        broker.add_middleware(OutboxRelay(self.config))
         dramatiq.set_broker(broker)
         return broker
 

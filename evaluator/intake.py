@@ -1,8 +1,10 @@
 """Where an S3 event becomes a run: record it once, find or create the submission and run, enqueue.
 
-The database work for one object happens in one transaction; the messages are
-sent only after it commits, and the caller answers 2xx only after that. A
-notification delivered twice, or retried after a crash, finds the same run.
+The database work for one object, its pending broker message included (the
+outbox), happens in one transaction; the caller answers 2xx once it commits, even
+while the broker is down. The message is sent right after the commit when the
+broker answers, else by the relay (evaluator.outbox) within about a second of its
+return. A notification delivered twice, or retried after a crash, finds the same run.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Callable
 
 import peewee
 
-from evaluator import runs
+from evaluator import outbox, runs
 from evaluator.config import Config
 from evaluator.events import ObjectCreated
 from evaluator.storage import layout
@@ -52,16 +54,20 @@ class Queues:
 
 def ingest(events: list[ObjectCreated], *, database: peewee.Database, config: Config, queues: Queues) -> list[Outcome]:
     """Turn created objects into runs (or dataset registrations); idempotent per object version."""
-    outcomes = []
+    outcomes, pending = [], []
     for event in events:
         with database.atomic():
             outcome, message = _ingest_one(event, config)
-        if message is not None:
-            kind, ident = message
-            getattr(queues, kind)(ident)  # NOTE: after commit, so a worker never misses the row
+            if message is not None:
+                pending.append(outbox.add(*message))  # NOTE: committed with the run: a failed send loses nothing
         logger.info("event %s s3://%s/%s -> %s %s", event.source, event.bucket, event.key, outcome.action,
                     outcome.detail)
         outcomes.append(outcome)
+    if pending:
+        delivery = outbox.deliver(queues, pending)  # after commit, so a worker never misses the row
+        if delivery.error:
+            logger.warning("Broker unavailable (%s): %d message(s) wait in the outbox for the relay",
+                           delivery.error, len(pending) - delivery.sent)
     return outcomes
 
 

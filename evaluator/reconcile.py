@@ -3,6 +3,11 @@
 Finds uploaded bundles without a run (a lost notification), queued runs that
 sat too long (a lost message), active runs whose worker stopped renewing its
 lease (a dead worker), and uploaded datasets still pending; re-enqueues each.
+
+Lost notifications are found two ways: `check_pending_uploads` HEADs the key of
+each submission still awaiting its upload (O(pending); the relay runs it every
+few seconds), and a rare full pass lists every key under bundles/ (O(all uploads
+ever)) for what the quick check cannot see, e.g. a grant that expired long ago.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import time
 
 import peewee
 
@@ -44,10 +50,23 @@ class Report:
         return dataclasses.asdict(self)
 
 
-def reconcile(*, config: Config, blobs: BlobStore, queues: Queues, now: datetime.datetime | None = None) -> Report:
+PENDING_LIMIT = 1000  # submissions HEADed per quick pass, newest first; the full pass covers the rest
+_last_full_pass: float | None = None  # monotonic time of this process's last full listing
+
+
+def reconcile(*, config: Config, blobs: BlobStore, queues: Queues, now: datetime.datetime | None = None,
+              full: bool | None = None) -> Report:
+    """One pass; `full` lists the whole bundles/ prefix (None: when this process has not for
+    reconcile_full_interval_s, so a one-shot `evaluator reconcile` always does)."""
+    global _last_full_pass
     now = now or utcnow()
     report = Report()
-    _adopt_lost_uploads(config, blobs, queues, report)
+    report.bundles_without_run.extend(check_pending_uploads(config=config, blobs=blobs, queues=queues, now=now))
+    if full is None:
+        full = _last_full_pass is None or time.monotonic() - _last_full_pass >= config.reconcile_full_interval_s
+    if full:
+        _last_full_pass = time.monotonic()
+        _adopt_lost_uploads(config, blobs, queues, report)
     _requeue_stale_runs(config, queues, now, report)
     for dataset in Dataset.select().where(Dataset.status == DatasetStatus.PENDING.value):
         if (blobs.head(config.datasets_bucket, dataset.features_key)
@@ -57,6 +76,32 @@ def reconcile(*, config: Config, blobs: BlobStore, queues: Queues, now: datetime
     if report.bundles_without_run or report.requeued_runs or report.datasets or report.deleted_uploads:
         logger.info("Reconciled: %s", report.to_dict())
     return report
+
+
+def check_pending_uploads(*, config: Config, blobs: BlobStore, queues: Queues,
+                          now: datetime.datetime | None = None) -> list[str]:
+    """HEAD the key of each submission awaiting its upload; ingest those that arrived; returns their keys.
+
+    A grant that expired more than upload_expiry_s ago is left to the full pass
+    (a multipart upload may still be completed a while after its grant expired).
+    """
+    now = now or utcnow()
+    horizon = now - datetime.timedelta(seconds=config.upload_expiry_s)
+    pending = (Submission.select(Submission.bucket, Submission.object_key)
+               .where((Submission.status == SubmissionStatus.AWAITING_UPLOAD.value)
+                      & (Submission.expires_at.is_null() | (Submission.expires_at > horizon)))
+               .order_by(Submission.created_at.desc()).limit(PENDING_LIMIT).tuples())
+    arrived = []
+    for bucket, key in pending:
+        head = blobs.head(bucket, key)
+        if head is not None:
+            arrived.append(ObjectCreated(bucket=bucket, key=key, size=head["size"], etag=head["etag"],
+                                         version=head["version"], sequencer=None, source="upload-check"))
+    found = [o.key for o in ingest(arrived, database=database, config=config, queues=queues) if o.run_id]
+    if found:
+        logger.warning("Started %d run(s) whose upload notification never arrived: %s", len(found),
+                       ", ".join(found[:10]))
+    return found
 
 
 def _adopt_lost_uploads(config: Config, blobs: BlobStore, queues: Queues, report: Report) -> None:

@@ -59,8 +59,13 @@ def get_app(config: Config | None = None) -> falcon.App:
 
     config = config or Config.from_env()
     configure_logging(config)
-    setup(config)  # NOTE: sets the broker before the actors are imported (STYLE R9)
-    return build_app(config)
+    broker = setup(config)  # NOTE: sets the broker before the actors are imported (STYLE R9)
+    app = build_app(config)
+    from evaluator.worker.relay import build_relay
+
+    # NOTE: gunicorn calls get_app() in each worker after the fork (no preload_app), so the thread lives there.
+    build_relay(config, broker).start()
+    return app
 
 
 def build_app(config: Config) -> falcon.App:

@@ -189,4 +189,19 @@ class ApiToken(BaseModel):
         table_name = "api_token"
 
 
-ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken)
+class OutboxMessage(BaseModel):
+    """A broker message committed in the transaction that needs it; a relay sends it and stamps sent_at."""
+
+    id = peewee.BigAutoField()
+    kind = peewee.TextField()  # a field of intake.Queues: evaluate_run, register_dataset, rescore_run
+    argument = peewee.TextField()  # the id the message carries
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    sent_at = peewee.DateTimeField(null=True, index=True)  # None: still pending
+    attempts = peewee.IntegerField(default=0)  # failed sends so far
+    last_error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "outbox_message"
+
+
+ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken, OutboxMessage)

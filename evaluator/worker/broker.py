@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
 
 from evaluator.config import Config
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 2.0
+HELD_SCAN_CAP = 50_000
 
 
 def create_broker(config: Config) -> RedisBroker:
@@ -14,12 +24,66 @@ def create_broker(config: Config) -> RedisBroker:
     Dramatiq's defaults (60 s heartbeat, 0.1 % maintenance chance) measured
     3-19 minutes before a killed worker's message was redelivered; see TECH-NOTES.
     """
+    import redis
+
     return RedisBroker(
-        url=config.redis_url,
+        # NOTE: a bounded connect: an unreachable Redis must not hold a webhook call (the outbox sends later)
+        client=redis.Redis.from_url(config.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S),
         namespace=config.broker_namespace,
         heartbeat_timeout=config.broker_heartbeat_timeout_ms,
         maintenance_chance=config.broker_maintenance_chance,
     )
+
+
+def held_arguments(broker: dramatiq.Broker, actor_name: str, *, cap: int = HELD_SCAN_CAP) -> set[str] | None:
+    """Return the first argument of every `actor_name` message the broker still holds.
+
+    Dramatiq's Redis layout: `<namespace>:<queue>.msgs` (and `<queue>.DQ.msgs`
+    for delayed retries) map each message to its data from enqueue until its
+    ack, so a queued, delayed or fetched-but-unfinished message is there, and
+    nothing is after a Redis restart without persistence. None when this is no
+    Redis broker or the queue holds more than `cap` messages (too dear to read).
+    """
+    client = getattr(broker, "client", None)
+    if client is None:
+        return None
+    queue = broker.get_actor(actor_name).queue_name
+    keys = [f"{broker.namespace}:{queue}.msgs", f"{broker.namespace}:{dq_name(queue)}.msgs"]
+    if sum(client.hlen(key) for key in keys) > cap:
+        logger.info("More than %d %s messages in Redis: not comparing queued runs with them", cap, queue)
+        return None
+    held = set()
+    for key in keys:
+        for _, data in client.hscan_iter(key, count=1000):
+            try:
+                message = dramatiq.Message.decode(data)
+            except dramatiq.errors.DecodeError:
+                continue
+            if message.actor_name == actor_name and message.args:
+                held.add(str(message.args[0]))
+    return held
+
+
+def started_empty(broker: dramatiq.Broker) -> bool:
+    """Return True once per Redis dataset: in the first process to see Redis without its epoch key.
+
+    The key has no expiry, so it is missing only on a new Redis or one that lost
+    its data (a restart without persistence, a flush): then every queued run's
+    message may be gone, and the caller compares them with the broker at once.
+    """
+    client = getattr(broker, "client", None)
+    if client is None:
+        return False
+    return bool(client.set(f"{broker.namespace}:epoch", f"{socket.gethostname()}:{os.getpid()}", nx=True))
+
+
+def elect(broker: dramatiq.Broker, name: str, ttl_s: float) -> bool:
+    """Return True in the one process of the fleet that takes `name` for `ttl_s` (a Redis SET NX)."""
+    client = getattr(broker, "client", None)
+    if client is None:
+        return True  # the in-process broker: one process only
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    return bool(client.set(f"{broker.namespace}:{name}-lock", owner, nx=True, px=max(1, int(ttl_s * 1000))))
 
 
 def setup(config: Config | None = None) -> dramatiq.Broker:
@@ -41,7 +105,9 @@ def setup(config: Config | None = None) -> dramatiq.Broker:
 def _add_worker_middleware(broker: dramatiq.Broker, config: Config) -> None:
     from evaluator.worker import services
     from evaluator.worker.middleware import worker_middleware
+    from evaluator.worker.relay import OutboxRelay
 
     services.configure(config)
     for middleware in worker_middleware(config):
         broker.add_middleware(middleware)
+    broker.add_middleware(OutboxRelay(config))

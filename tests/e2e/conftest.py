@@ -121,9 +121,8 @@ def webhook_s3(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def stack(webhook_s3, database_url, redis_url, db, tmp_path):
-    """API + worker against real PostgreSQL, Redis, SeaweedFS (webhook wired) and Docker."""
+def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, **overrides) -> Stack:
+    """Start an API and one worker on a fresh bucket; `overrides` change the Config of both."""
     from evaluator.storage.blobs import BlobStore
     server, api_port = webhook_s3
     bucket = f"e2e-{uuid.uuid4().hex[:10]}"
@@ -133,12 +132,19 @@ def stack(webhook_s3, database_url, redis_url, db, tmp_path):
         datasets_bucket=bucket, bundles_bucket=bucket, results_bucket=bucket, events_token=EVENTS_TOKEN,
         api_port=api_port, api_workers=1, work_dir=str(tmp_path / "work"), sandbox_timeout_s=60,
         sandbox_memory="512m", reconcile_interval_s=5, log_level="INFO",
-    )
+    ).replace(**overrides)
     BlobStore.from_config(config).ensure_buckets(bucket)
     logs = tmp_path / "logs"
     logs.mkdir()
     platform = Stack(config, logs)
     platform.start_api()
     platform.start_worker()
+    return platform
+
+
+@pytest.fixture
+def stack(webhook_s3, database_url, redis_url, db, tmp_path):
+    """API + worker against real PostgreSQL, Redis, SeaweedFS (webhook wired) and Docker."""
+    platform = start_stack(webhook_s3, database_url, redis_url, tmp_path)
     yield platform
     platform.stop()

@@ -130,7 +130,8 @@ def test_upload_while_the_webhook_is_down_is_started_by_reconcile(stack, competi
 
     admin, alice, _ = competition
     stack.kill(stack.workers[0], signal.SIGTERM)
-    stack.start_worker(reconcile_interval_s=0)     # only the command below may notice the lost upload
+    # only the command below may notice the lost upload (no periodic pass, no quick check of pending uploads)
+    stack.start_worker(reconcile_interval_s=0, reconcile_uploads_interval_s=0)
     bundle = sklearn_bundle()
     grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
                        json={"name": "late", "method": "put", "size": len(bundle)}).json()

@@ -1,0 +1,68 @@
+"""The relay thread of an API or worker process: which duties it runs, bound to the broker and the Config.
+
+get_app() starts one in each gunicorn worker; the OutboxRelay middleware starts
+one in each dramatiq worker process (after its fork).
+"""
+
+from __future__ import annotations
+
+import dramatiq
+import redis
+
+from evaluator import outbox
+from evaluator.config import Config
+from evaluator.worker.broker import elect, held_arguments, started_empty
+
+PRUNE_INTERVAL_S = 600.0
+FRESH_REDIS_GRACE_S = 1.0  # after Redis started empty, runs untouched this long are compared at once
+
+
+def build_relay(config: Config, broker: dramatiq.Broker) -> outbox.Relay:
+    """Send the outbox about every second; compare queued runs with the broker and HEAD pending uploads
+    every few seconds, in one process of the fleet at a time (a Redis lock elects it), and at once
+    when Redis is seen to have started empty."""
+    from evaluator import reconcile
+    from evaluator.worker import actors, services
+
+    queues = actors.queues()
+    check_s, uploads_s = config.outbox_check_interval_s, config.reconcile_uploads_interval_s
+    resend_every_s = min(check_s, config.outbox_relay_interval_s) if check_s > 0 else 0  # 0: off
+
+    def resend_lost() -> None:
+        if started_empty(broker):  # checked about every second: a Redis restart costs a second, not a check
+            older_than_s = FRESH_REDIS_GRACE_S
+        elif elect(broker, "outbox-check", check_s * 0.9):
+            older_than_s = config.outbox_resend_after_s
+        else:
+            return
+        outbox.resend_lost(queues, lambda kind: held_arguments(broker, kind), older_than_s=older_than_s)
+
+    def pending_uploads() -> None:
+        try:
+            elected = elect(broker, "upload-check", uploads_s * 0.9)
+        except redis.RedisError:
+            elected = True  # Redis is down: check anyway; intake is idempotent and its messages wait in the outbox
+        if elected:
+            reconcile.check_pending_uploads(config=config, blobs=services.blobs(), queues=queues)
+
+    return outbox.Relay([
+        outbox.Duty("deliver", config.outbox_relay_interval_s, lambda: outbox.flush(queues)),
+        outbox.Duty("resend-lost", resend_every_s, resend_lost),
+        outbox.Duty("pending-uploads", uploads_s, pending_uploads),
+        outbox.Duty("prune", PRUNE_INTERVAL_S, outbox.prune),
+    ])
+
+
+class OutboxRelay(dramatiq.Middleware):
+    """Start the relay when a worker process boots, stop it when it shuts down."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.relay: outbox.Relay | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.relay = build_relay(self.config, broker).start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.relay is not None:
+            self.relay.stop()
