@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import logging
 import pathlib
-import shutil
 import socket
 import time
 from typing import Callable, Protocol
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from evaluator import run_folders
 from evaluator.bundles import BundleLimits, extract_bundle
 from evaluator.config import Config
 from evaluator.errors import FrameworkUnsupported, PredictionsInvalid, RunFailure, SandboxError
@@ -202,8 +202,8 @@ def evaluate_bundle(
 
 
 def new_work_dir(config: Config, run_id: str) -> pathlib.Path:
-    """Return a fresh run folder under config.work_dir, traversable by the sandbox user."""
-    root = _mkdir(pathlib.Path(config.work_dir))
-    path = root / run_id
-    shutil.rmtree(path, ignore_errors=True)
-    return _mkdir(path)
+    """Return a fresh run folder under config.work_dir, traversable by the sandbox user.
+
+    Its name is opaque (see evaluator.run_folders): the sandbox can read its path.
+    """
+    return run_folders.prepare(config, run_id)

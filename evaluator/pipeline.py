@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from evaluator import competition, runs, submissions
+from evaluator import competition, run_folders, runs, submissions
 from evaluator.config import Config
 from evaluator.errors import InfrastructureError
 from evaluator.evaluation import Sandbox, evaluate_bundle
@@ -72,9 +72,7 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
     submission = Submission.get_by_id(run.submission_id)
     benchmark = Benchmark.get_by_id(run.benchmark_id)
     dataset = Dataset.get_by_id(benchmark.dataset_id)
-    run_dir = Path(config.work_dir) / "runs" / run_id
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+    run_dir = run_folders.prepare(config, run_id)
     stage_started = time.monotonic()
     try:
         limit = int(benchmark.limits.get("max_bundle_bytes") or config.max_bundle_bytes)

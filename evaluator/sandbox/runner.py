@@ -211,14 +211,21 @@ class DockerSandbox:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 ipc_mode="private",
+                cgroupns="private",  # /proc/self/cgroup and the cgroup mounts then name no container id
                 mem_limit=limits.memory,
                 memswap_limit=limits.memory,
                 nano_cpus=limits.nano_cpus,
                 pids_limit=limits.pids,
-                ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)],
+                # msgqueue 0: no POSIX message queue can hold a byte (mq_open needs no /dev/mqueue).
+                ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),
+                         docker.types.Ulimit(name="msgqueue", soft=0, hard=0)],
                 tmpfs={
                     "/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
                     "/output": f"rw,nosuid,nodev,size={limits.output_bytes},mode=1777",
+                    # Replace Docker's 64 MiB /dev/shm and its writable mqueue filesystem (a mount of
+                    # ours at either path makes Docker skip its own): small and noexec, and read-only.
+                    "/dev/shm": f"rw,nosuid,nodev,noexec,size={limits.shm_bytes},mode=1777",
+                    "/dev/mqueue": "ro,nosuid,nodev,noexec,size=4k,mode=0555",
                 },
                 volumes={
                     str(spec.model_dir): {"bind": "/model", "mode": "ro"},

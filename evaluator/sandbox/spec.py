@@ -20,6 +20,9 @@ class Limits:
     output_bytes: int = 256 * 1024 * 1024  # size of the /output tmpfs
     log_bytes: int = 64 * 1024  # head + tail of the log we keep
     tmp_bytes: int = 256 * 1024 * 1024  # size of the /tmp tmpfs (it also counts against memory)
+    # /dev/shm: enough for multiprocessing's semaphores and small shared arrays, noexec, and
+    # counted against memory too (joblib falls back to /tmp when it is this small).
+    shm_bytes: int = 16 * 1024 * 1024
 
     @property
     def nano_cpus(self) -> int:

@@ -174,7 +174,7 @@ def test_revoking_a_token_ends_its_pending_grants(api, bench, admin, blobs, conf
     assert requests.put(put["upload"]["url"], data=BUNDLE, headers=put["upload"]["headers"], timeout=30).ok
     outcome = event_for(api, config, blobs, put["submission"]["key"])
     assert outcome["action"] == "ignored" and Run.select().count() == 0 and sent.runs == []
-    report = reconcile(config=config, blobs=blobs, queues=sent.as_queues())
+    report = reconcile(config=config, blobs=blobs, queues=sent.as_queues(), full=True)
     assert report.deleted_uploads == [put["submission"]["key"]] and report.bundles_without_run == []
     assert blobs.head(config.bundles_bucket, put["submission"]["key"]) is None
 
@@ -196,6 +196,6 @@ def test_an_event_for_a_key_no_grant_issued_creates_nothing(api, bench, alice, b
     assert Submission.select().count() == 1 and Submission.get().status == "awaiting_upload"
     assert api.simulate_get("/v1/benchmarks/iris/quota", headers=alice).json == quota_before
     # The reconciler does not adopt them either.
-    report = reconcile(config=config, blobs=blobs, queues=sent.as_queues())
+    report = reconcile(config=config, blobs=blobs, queues=sent.as_queues(), full=True)
     assert report.bundles_without_run == [] and Run.select().count() == 0
     assert ObjectEvent.select().where(ObjectEvent.key.in_(forged)).count() == len(forged)  # recorded, nothing more
