@@ -58,6 +58,9 @@ class Config:
     work_dir: str = "/tmp/evaluator-runs"
     images_dir: str = ""  # the images/ folder to build from; defaults to the checkout's images/
     rootfs_dir: str = "/var/cache/evaluator/rootfs-bookworm"  # debootstrap root of the base image
+    # Scoring: untrusted predictions are scored in a child process with these limits.
+    scoring_memory_bytes: int = 1 << 30  # its RLIMIT_DATA; past it the run ends predictions_invalid
+    scoring_timeout_s: int = 3600
     # Worker.
     evaluate_max_retries: int = 5  # infrastructure failures only; then the run ends failed/internal
     # Reconciler.

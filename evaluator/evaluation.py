@@ -25,7 +25,7 @@ from evaluator.config import Config
 from evaluator.errors import FrameworkUnsupported, PredictionsInvalid, RunFailure, SandboxError
 from evaluator.sandbox.images import image_name
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
-from evaluator.splits import score_parts
+from evaluator.isolated_scoring import score_isolated
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,19 @@ def stage_features(source: pathlib.Path, dest: pathlib.Path, *, drop_columns: tu
     return rows
 
 
-def _check_predictions(path: pathlib.Path) -> None:
-    try:
-        names = pq.read_schema(path).names
-    except (pa.ArrowException, OSError) as ex:
-        raise PredictionsInvalid(f"predictions.parquet is not a readable Parquet file: {ex}") from None
-    missing = [name for name in ("row_id", "prediction") if name not in names]
-    if missing:
-        raise PredictionsInvalid(f"predictions.parquet has no column {', '.join(missing)}")
+# Exit status of the in-image program (images/base/evaluator_predict.py) when the model's output cannot
+# be written as predictions; the reason is its last "[evaluator] invalid predictions: " log line.
+EXIT_INVALID_PREDICTIONS = 3
+_INVALID_LINE = b"[evaluator] invalid predictions: "
+_REASON_CHARS = 500
+
+
+def _invalid_output(log: bytes) -> PredictionsInvalid:
+    """The in-image program's sentence, from the log (the model can write there too: it only fools itself)."""
+    at = log.rfind(_INVALID_LINE)
+    reason = log[at + len(_INVALID_LINE):].split(b"\n", 1)[0].decode("utf-8", "replace") if at >= 0 else ""
+    reason = reason.strip()[:_REASON_CHARS] or "see the log"
+    return PredictionsInvalid(f"the model's output could not be written as predictions: {reason}")
 
 
 def _mkdir(path: pathlib.Path) -> pathlib.Path:
@@ -175,6 +180,8 @@ def evaluate_bundle(
         log, predictions = result.log, result.predictions
         provenance["image_id"] = result.image_id
         durations["running"] = round(time.monotonic() - clock, 3)
+        if result.exit_code == EXIT_INVALID_PREDICTIONS:
+            raise _invalid_output(log)
         if result.exit_code != 0:
             what = "rejected its manifest or input" if result.exit_code == 2 else "failed"
             raise SandboxError(f"the model's program {what} (exit status {result.exit_code}); see the log")
@@ -185,10 +192,12 @@ def evaluate_bundle(
         stage("scoring")
         predictions_path = work_dir / "predictions.parquet"
         predictions_path.write_bytes(predictions)
-        _check_predictions(predictions_path)
-        document, private_document = score_parts(
+        provenance["scoring"] = scoring = {}
+        document, private_document = score_isolated(
             task, labels_path, predictions_path, row_id_column=row_id_column, target_column=target_column,
-            metrics=metrics, primary_metric=primary_metric, private_split=private_split, work_dir=work_dir)
+            metrics=metrics, primary_metric=primary_metric, private_split=private_split,
+            work_dir=work_dir / "scoring", config=config, expected_rows=provenance["rows"],
+            should_cancel=should_cancel, stats=scoring)
         durations["scoring"] = round(time.monotonic() - clock, 3)
     except RunFailure as ex:
         durations[current] = round(time.monotonic() - clock, 3)

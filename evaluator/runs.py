@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import uuid
 
 import peewee
 
-from evaluator.errors import Conflict, NotFound, ValidationFailed
+from evaluator import workers
+from evaluator.errors import Conflict, NotFound, ValidationFailed, WorkerCrashed, clean_message
 from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
@@ -22,7 +24,9 @@ from evaluator.tokens import Principal
 
 logger = logging.getLogger(__name__)
 
-LEASE_S = 30
+LEASE_S = 30  # the default; workers pass Config.lease_s
+WORKER_CRASHED = WorkerCrashed.code  # the failure code of the poison-pill guard
+RENEWED, ENDED, LOST = "renewed", "ended", "lost"
 _TERMINAL = [s.value for s in TERMINAL_RUN_STATUSES]
 _ACTIVE = [s.value for s in ACTIVE_RUN_STATUSES]
 _STAGE_COLUMN = {
@@ -42,60 +46,180 @@ def create_or_get_run(submission: Submission) -> tuple[Run, bool]:
     return run, run.id == new_id
 
 
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """What a worker got by claiming a run."""
+
+    attempt: int  # the run's attempt number now
+    crashes: int  # times a worker died holding this run, this takeover included
+    took_over: str | None  # the dead worker whose lease we took, None for a fresh claim
+    poisoned: bool = False  # the claim ended the run failed/worker_crashed instead of starting it
+
+
+class LeaseHeld(Exception):
+    """Raised when a live-looking worker holds the run: ask again once its lease may have run out."""
+
+    def __init__(self, run_id: str, owner: str | None, retry_after_s: float) -> None:
+        super().__init__(f"run {run_id} is leased by {owner} for another {retry_after_s:.1f}s")
+        self.run_id, self.owner, self.retry_after_s = run_id, owner, retry_after_s
+
+
 def claim(run_id: str, worker: str, *, lease_s: int = LEASE_S) -> bool:
-    """Take a queued run, or one whose worker stopped renewing its lease; True if we own it now."""
-    now = utcnow()
-    takeable = (Run.status == RunStatus.QUEUED.value) | (
-        Run.status.in_(_ACTIVE) & (Run.lease_expires_at.is_null() | (Run.lease_expires_at < now)))
-    updated = (Run.update(status=RunStatus.PREPARING.value, preparing_at=now, updated_at=now, worker_host=worker,
-                          lease_owner=worker, lease_expires_at=now + datetime.timedelta(seconds=lease_s),
-                          attempts=Run.attempts + 1)
-               .where((Run.id == run_id) & takeable).execute())
-    return updated == 1
+    """Take a queued run, one we hold, or one whose worker died; True if we own it now."""
+    try:
+        return acquire(run_id, worker, lease_s=lease_s) is not None
+    except LeaseHeld:
+        return False
 
 
-def renew_lease(run_id: str, worker: str, *, lease_s: int = LEASE_S) -> str | None:
-    """Extend our lease; returns the run's status (so the caller sees a cancel), None if gone."""
+def acquire(run_id: str, worker: str, *, lease_s: int = LEASE_S, max_crashes: int = 0) -> Claim | None:
+    """Claim a run for a new attempt; None if it ended (or is gone).
+
+    Takeable: a queued run; an active run whose lease this worker holds (its
+    release failed, e.g. on a database outage); an active run whose lease ran
+    out or whose owner is a dead process of this host. A takeover counts one
+    crash of the run; at `max_crashes` (0: no limit) the run ends
+    failed/worker_crashed instead of being tried again.
+
+    Raises:
+        LeaseHeld: a live-looking worker holds it; `retry_after_s` is its lease's remaining time.
+    """
+    for _ in range(5):  # the row changed between our read and our compare-and-set: look again
+        now = utcnow()
+        row = (Run.select(Run.status, Run.lease_owner, Run.lease_expires_at, Run.attempts, Run.crashes,
+                          Run.provenance).where(Run.id == run_id).first())
+        if row is None or row.status in _TERMINAL:
+            return None
+        active = row.status in _ACTIVE
+        crash = False
+        if active and row.lease_owner != worker:
+            expired = row.lease_expires_at is None or row.lease_expires_at <= now
+            if not expired and not workers.is_gone(row.lease_owner):
+                raise LeaseHeld(run_id, row.lease_owner, (row.lease_expires_at - now).total_seconds())
+            crash = True
+        unchanged = ((Run.id == run_id) & (Run.status == row.status) & (Run.attempts == row.attempts)
+                     & (Run.lease_owner.is_null() if row.lease_owner is None else Run.lease_owner == row.lease_owner))
+        history = _close_attempt(row.provenance, now, "worker_lost" if crash else "interrupted")
+        crashes = row.crashes + int(crash)
+        if crash:
+            logger.warning("Run %s: its worker %s is gone (lease %s, run was %s); taking over as %s.", run_id,
+                           row.lease_owner, "expired" if row.lease_expires_at and row.lease_expires_at <= now
+                           else "still valid but its process is dead", row.status, worker)
+        if crash and max_crashes and crashes >= max_crashes:
+            message = (f"the evaluation stopped its worker {crashes} times (the worker process died while the run "
+                       f"was {row.status}), so it is not tried again; a bundle or predictions file that makes the "
+                       f"trusted side run out of memory does this; an operator has the worker log")
+            updated = Run.update({
+                Run.status: RunStatus.FAILED.value, Run.finished_at: now, Run.updated_at: now, Run.lease_owner: None,
+                Run.lease_expires_at: None, Run.crashes: crashes, Run.failure_code: WORKER_CRASHED,
+                Run.failure_message: message, Run.provenance: {**(row.provenance or {}), "attempts": history},
+            }).where(unchanged).execute()
+            if updated:
+                logger.warning("Run %s ended failed/%s: %s", run_id, WORKER_CRASHED, message)
+                return Claim(attempt=row.attempts, crashes=crashes, took_over=row.lease_owner, poisoned=True)
+            continue
+        attempt = row.attempts + 1
+        history.append({"attempt": attempt, "worker": worker, "preparing_at": isoformat(now)})
+        updated = Run.update({
+            Run.status: RunStatus.PREPARING.value, Run.preparing_at: now, Run.running_at: None, Run.scoring_at: None,
+            Run.updated_at: now, Run.worker_host: worker, Run.lease_owner: worker,
+            Run.lease_expires_at: now + datetime.timedelta(seconds=lease_s), Run.attempts: attempt,
+            Run.crashes: crashes, Run.provenance: {**(row.provenance or {}), "attempts": history},
+        }).where(unchanged).execute()
+        if updated:
+            return Claim(attempt=attempt, crashes=crashes, took_over=row.lease_owner if crash else None)
+    raise LeaseHeld(run_id, None, 1.0)  # contended by other claimers: let the message come back shortly
+
+
+def _attempts(provenance: dict | None) -> list[dict]:
+    """Return a copy of a run's attempts: each with its worker, stage timestamps, end and outcome."""
+    return [dict(a) for a in (provenance or {}).get("attempts") or [] if isinstance(a, dict)]
+
+
+def _close_attempt(provenance: dict | None, now: datetime.datetime, outcome: str) -> list[dict]:
+    """Return the attempts list with its open (last) attempt ended as `outcome`."""
+    history = _attempts(provenance)
+    if history and "ended_at" not in history[-1]:
+        history[-1].update(ended_at=isoformat(now), outcome=outcome)
+    return history
+
+
+def renew_lease(run_id: str, worker: str, attempt: int, *, lease_s: int = LEASE_S) -> str:
+    """Extend our lease on this attempt; returns RENEWED, ENDED (cancelled, say) or LOST (not ours any more)."""
     now = utcnow()
-    (Run.update(lease_expires_at=now + datetime.timedelta(seconds=lease_s))
-     .where((Run.id == run_id) & (Run.lease_owner == worker) & Run.status.in_(_ACTIVE)).execute())
-    row = Run.select(Run.status).where(Run.id == run_id).first()
-    return row.status if row else None
+    updated = (Run.update(lease_expires_at=now + datetime.timedelta(seconds=lease_s))
+               .where((Run.id == run_id) & (Run.lease_owner == worker) & (Run.attempts == attempt)
+                      & Run.status.in_(_ACTIVE)).execute())
+    if updated:
+        return RENEWED
+    row = Run.select(Run.status, Run.attempts).where(Run.id == run_id).first()
+    if row is not None and row.attempts == attempt and row.status in _TERMINAL:
+        return ENDED
+    return LOST
 
 
 def advance(run_id: str, worker: str, status: str) -> bool:
-    """Move an active run we own to the next stage (compare-and-set), stamping the time."""
+    """Move an active run we own to the next stage (compare-and-set), stamping the run and its attempt."""
     now = utcnow()
     changes = {Run.status: status, Run.updated_at: now}
     if status in _STAGE_COLUMN:
         changes[getattr(Run, _STAGE_COLUMN[status])] = now
-    return Run.update(changes).where(
-        (Run.id == run_id) & (Run.lease_owner == worker) & Run.status.in_(_ACTIVE)).execute() == 1
+    ours = (Run.id == run_id) & (Run.lease_owner == worker) & Run.status.in_(_ACTIVE)
+    row = Run.select(Run.provenance).where(ours).first()
+    if row is None:
+        return False
+    history = _attempts(row.provenance)
+    if history and "ended_at" not in history[-1]:
+        history[-1][f"{status}_at"] = isoformat(now)
+        changes[Run.provenance] = {**row.provenance, "attempts": history}
+    return Run.update(changes).where(ours).execute() == 1
 
 
-def release(run_id: str, worker: str) -> None:
+def release(run_id: str, worker: str) -> bool:
     """Give a run back to the queue after an infrastructure error, so a retry can claim it."""
-    (Run.update(status=RunStatus.QUEUED.value, lease_owner=None, lease_expires_at=None, updated_at=utcnow())
-     .where((Run.id == run_id) & (Run.lease_owner == worker) & Run.status.in_(_ACTIVE)).execute())
+    now = utcnow()
+    ours = (Run.id == run_id) & (Run.lease_owner == worker) & Run.status.in_(_ACTIVE)
+    row = Run.select(Run.provenance).where(ours).first()
+    if row is None:
+        return False
+    return (Run.update(status=RunStatus.QUEUED.value, lease_owner=None, lease_expires_at=None, updated_at=now,
+                       provenance={**row.provenance, "attempts": _close_attempt(row.provenance, now, "released")})
+            .where(ours).execute()) == 1
+
+
+def _clean(message: str | None) -> str | None:
+    """Failure messages quote model output: capped and control characters escaped before they are stored."""
+    return None if message is None else clean_message(message)
 
 
 def finish(run_id: str, *, status: str, metrics: dict | None = None, private_metrics: dict | None = None,
            failure: dict | None = None,
-           provenance: dict | None = None, results_prefix: str | None = None) -> bool:
-    """Record a final state unless the run already has one (a cancel stays a cancel)."""
+           provenance: dict | None = None, results_prefix: str | None = None, owner: str | None = None) -> bool:
+    """Record a final state unless the run already has one (a cancel stays a cancel).
+
+    With `owner`, only while that worker holds the lease: a worker that lost its
+    run to a takeover records nothing. The attempts in the provenance are kept.
+    """
     now = utcnow()
     changes = {Run.status: status, Run.finished_at: now, Run.updated_at: now, Run.lease_owner: None,
                Run.lease_expires_at: None, Run.failure_code: (failure or {}).get("code"),
-               Run.failure_message: (failure or {}).get("message")}
+               Run.failure_message: _clean((failure or {}).get("message"))}
     if metrics is not None:
         changes[Run.metrics] = metrics
     if private_metrics is not None:
         changes[Run.private_metrics] = private_metrics
-    if provenance is not None:
-        changes[Run.provenance] = provenance
     if results_prefix is not None:
         changes[Run.results_prefix] = results_prefix
-    return Run.update(changes).where((Run.id == run_id) & Run.status.not_in(_TERMINAL)).execute() == 1
+    where = (Run.id == run_id) & Run.status.not_in(_TERMINAL)
+    if owner is not None:
+        where &= Run.lease_owner == owner
+    row = Run.select(Run.provenance).where(where).first()
+    if row is None:
+        return False
+    history = _close_attempt(row.provenance, now, status)
+    if provenance is not None or history:
+        changes[Run.provenance] = {**(row.provenance if provenance is None else provenance), "attempts": history}
+    return Run.update(changes).where(where).execute() == 1
 
 
 def cancel(run_id: str, principal: Principal) -> Run:

@@ -2,13 +2,15 @@
 
 Rows are assigned by a stable hash of (benchmark, row id), so every run of a
 benchmark is scored on the same two parts without storing a second label file.
-NOTE: the split reads the label and prediction tables into memory; very large
-test sets should be scored without a split.
+Both files are split a batch at a time, the predictions through the same checked
+reader as scoring (PredictionsSource): the split holds no more than a batch in memory.
+NOTE: the hash is computed per row in Python (about a microsecond a row).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,35 +18,67 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from evaluator.competition import is_private_row
-from evaluator.datasets import read_table
 from evaluator.scoring import score_files
+from evaluator.scoring.sources import LabelsSource, PredictionsSource
+
+_BATCH_ROWS = 1 << 16
 
 
-def split_for_scoring(labels: Path, predictions: Path, *, row_id_column: str, benchmark_id: str, fraction: float,
-                      out_dir: Path) -> dict[str, tuple[Path, Path]]:
-    """Write {public, private} pairs of (labels, predictions) Parquet files; return their paths."""
+def split_for_scoring(labels: Path, predictions: Path, *, row_id_column: str, target_column: str = "target",
+                      benchmark_id: str, fraction: float, out_dir: Path, task: str = "classification",
+                      expected_rows: int | None = None) -> dict[str, tuple[Path, Path]]:
+    """Write {public, private} pairs of (labels, predictions) Parquet files; return their paths.
+
+    The label parts name their columns row_id and target.
+
+    Raises:
+        PredictionsInvalid: the predictions fail the checks of PredictionsSource.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {"labels": read_table(labels), "predictions": pq.read_table(predictions)}
-    id_columns = {"labels": row_id_column, "predictions": "row_id"}
+    label_source = LabelsSource(labels, row_id_column, target_column, _BATCH_ROWS)
+    rows = expected_rows if expected_rows is not None else label_source.exact_rows()
+    sources = {"labels": label_source.batches(),
+               "predictions": PredictionsSource(predictions, _BATCH_ROWS, with_proba=task == "classification",
+                                                expected_rows=rows).batches()}
     paths: dict[str, list[Path]] = {"public": [], "private": []}
-    for name, table in tables.items():
-        ids = table.column(id_columns[name]).to_pylist()
-        private = pa.array([is_private_row(i, benchmark_id, fraction) for i in ids], type=pa.bool_())
-        for part, mask in (("private", private), ("public", pc.invert(private))):
-            path = out_dir / f"{part}-{name}.parquet"
-            pq.write_table(table.filter(mask), path)
+    for name, batches in sources.items():
+        parts = {part: out_dir / f"{part}-{name}.parquet" for part in paths}
+        _split(batches, parts, benchmark_id, fraction)
+        for part, path in parts.items():
             paths[part].append(path)
     return {part: (pair[0], pair[1]) for part, pair in paths.items()}
 
 
+def _split(batches: Iterator[pa.RecordBatch], paths: dict[str, Path], benchmark_id: str, fraction: float) -> None:
+    writers: dict[str, pq.ParquetWriter] = {}
+    schema = None
+    try:
+        for batch in batches:
+            schema = batch.schema
+            ids = batch.column("row_id").to_pylist()
+            private = pa.array([is_private_row(i, benchmark_id, fraction) for i in ids], type=pa.bool_())
+            for part, mask in (("private", private), ("public", pc.invert(private))):
+                if part not in writers:
+                    writers[part] = pq.ParquetWriter(paths[part], schema)
+                writers[part].write_batch(batch.filter(mask))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    for part, path in paths.items():
+        if part not in writers:  # NOTE: no batch at all: still a valid, empty file
+            pq.write_table(pa.table({"row_id": pa.array([], pa.int64())}) if schema is None else schema.empty_table(),
+                           path)
+
+
 def score_parts(task: str, labels: Path, predictions: Path, *, row_id_column: str, target_column: str,
                 metrics: list[str] | None, primary_metric: str | None, private_split: tuple[str, float] | None,
-                work_dir: Path) -> tuple[dict, dict | None]:
+                work_dir: Path, expected_rows: int | None = None) -> tuple[dict, dict | None]:
     """Score predictions: (document, None) without a split, (public, private) documents with one."""
-    score = functools.partial(score_files, task, row_id_column=row_id_column, target_column=target_column,
-                              metrics=metrics, primary_metric=primary_metric)
+    score = functools.partial(score_files, task, metrics=metrics, primary_metric=primary_metric)
     if private_split is None:
-        return score(labels, predictions), None
-    parts = split_for_scoring(labels, predictions, row_id_column=row_id_column, benchmark_id=private_split[0],
-                              fraction=private_split[1], out_dir=work_dir / "split")
+        return score(labels, predictions, row_id_column=row_id_column, target_column=target_column,
+                     expected_rows=expected_rows), None
+    parts = split_for_scoring(labels, predictions, row_id_column=row_id_column, target_column=target_column,
+                              benchmark_id=private_split[0], fraction=private_split[1], out_dir=work_dir / "split",
+                              task=task, expected_rows=expected_rows)
     return score(*parts["public"]), score(*parts["private"])

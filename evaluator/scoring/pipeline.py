@@ -39,23 +39,22 @@ def score_files(
     bootstrap_seed: int = 0,
     bootstrap_rounds: int = 1000,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    expected_rows: int | None = None,
 ) -> dict:
     """Score predictions against labels and return the validated metrics.json document.
+
+    The predictions are untrusted: their footer is checked before they are decoded; they must
+    have `expected_rows` rows (default: the labels' count when a Parquet footer states it).
 
     Raises:
         PredictionsInvalid: the predictions do not align one to one with the labels, or hold
             nulls, non-finite values or labels of the wrong type.
         ValueError: an unknown task or metric (a benchmark configuration error).
     """
-    if task not in TASK_METRICS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_METRICS)}")
-    primary = primary_metric or default_primary_metric(task)
-    wanted = list(metrics) if metrics else list(TASK_METRICS[task])
-    unknown = [m for m in [*wanted, primary] if m not in TASK_METRICS[task]]
-    if unknown:
-        raise ValueError(f"unknown {task} metrics: {', '.join(unknown)}")
+    wanted, primary = check_task_metrics(task, metrics, primary_metric)
     labels = LabelsSource(Path(labels_path), row_id_column, target_column, chunk_rows)
-    predictions = PredictionsSource(Path(predictions_path), chunk_rows, with_proba=task == "classification")
+    predictions = PredictionsSource(Path(predictions_path), chunk_rows, with_proba=task == "classification",
+                                    expected_rows=expected_rows if expected_rows is not None else labels.exact_rows())
     numeric = task == "regression"
     with tempfile.TemporaryDirectory(prefix="evaluator-scoring-") as tmp:
         directory = Path(tmp)
@@ -78,6 +77,18 @@ def score_files(
     doc = _document(task, result, state, wanted, primary, bootstrap_rounds, bootstrap_seed)
     validate_metrics_document(doc)
     return doc
+
+
+def check_task_metrics(task: str, metrics: list[str] | None, primary_metric: str | None) -> tuple[list[str], str]:
+    """Return the metrics to compute and the primary one; ValueError for an unknown task or metric."""
+    if task not in TASK_METRICS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_METRICS)}")
+    primary = primary_metric or default_primary_metric(task)
+    wanted = list(metrics) if metrics else list(TASK_METRICS[task])
+    unknown = [m for m in [*wanted, primary] if m not in TASK_METRICS[task]]
+    if unknown:
+        raise ValueError(f"unknown {task} metrics: {', '.join(unknown)}")
+    return wanted, primary
 
 
 def _consume(chunks: Iterator[AlignedChunk], task: str, predictions: PredictionsSource, directory: Path,

@@ -39,8 +39,10 @@ It returns either a 1-D array-like of n predictions, or a pandas.DataFrame with 
 `prediction` column and optional `proba__<class>` columns, or a dict with
 `prediction` (n values) and optionally `proba` (n x k) and `classes` (k labels).
 
-Exit status: 0 on success, 2 for a bad manifest or input, 1 for any other error
-(with the traceback in the log, which is the container's stderr).
+Exit status: 0 on success, 2 for a bad manifest or input, 3 when what the model
+returned cannot be written as predictions (wrong count, shape or types: the reason is
+the log line "[evaluator] invalid predictions: ..."), 1 for any other error (with the
+traceback in the log, which is the container's stderr).
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ MANIFEST_MAX_BYTES = 64 * 1024
 
 class BadInput(Exception):
     """Raised when the manifest or the features cannot be used (exit status 2)."""
+
+
+class InvalidPredictions(Exception):
+    """Raised when what the model returned cannot be written as predictions (exit status 3)."""
 
 
 def log(message: str) -> None:
@@ -325,7 +331,11 @@ def run() -> int:
         custom = custom_predictor(manifest, framework, model_path)
 
         def predict(batch):
-            return normalize(custom(batch), len(batch), classes)
+            result = custom(batch)
+            try:
+                return normalize(result, len(batch), classes)
+            except Exception as ex:  # what the model returned is not a prediction result
+                raise InvalidPredictions(str(ex) or type(ex).__name__) from ex
     else:
         model = LOADERS[framework](model_path)
         predictor = PREDICTORS[framework]
@@ -344,10 +354,13 @@ def run() -> int:
             frame = record_batch.to_pandas()
             row_ids = frame.pop(row_id_column).to_numpy()
             predictions, proba, labels = predict(frame.reset_index(drop=True))
-            table = to_table(row_ids, predictions, proba, labels)
-            if writer is None:
-                writer = pq.ParquetWriter(OUTPUT, table.schema)
-            writer.write_table(table.cast(writer.schema))
+            try:
+                table = to_table(row_ids, predictions, proba, labels)
+                if writer is None:
+                    writer = pq.ParquetWriter(OUTPUT, table.schema)
+                writer.write_table(table.cast(writer.schema))
+            except (ValueError, TypeError, KeyError, IndexError, pa.ArrowException) as ex:
+                raise InvalidPredictions(f"{ex} (rows {rows} to {rows + len(frame) - 1})") from ex
             rows += len(frame)
         if writer is None:  # no rows at all: still write a valid, empty file
             pq.write_table(pa.table({"row_id": pa.array([]), "prediction": pa.array([])}), OUTPUT)
@@ -364,6 +377,9 @@ def main() -> int:
     except BadInput as ex:
         log(f"bad input: {ex}")
         return 2
+    except InvalidPredictions as ex:
+        log("invalid predictions: " + " ".join(str(ex).split()))  # NOTE: one line: the worker reads it
+        return 3
     except Exception:  # the loop boundary of the whole program: report and fail
         traceback.print_exc()
         return 1

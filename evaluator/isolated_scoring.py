@@ -1,0 +1,216 @@
+"""Score untrusted predictions in a child process with its own memory limit: a bomb ends the run, not the worker.
+
+The model wrote predictions.parquet byte for byte. The scorer bounds what it decodes
+(evaluator.scoring.footer, sources.DecodeBudget), and this module bounds the rest: the
+scoring runs in `python -m evaluator.isolated_scoring`, which sets its own RLIMIT_DATA
+before it opens a file, so whatever the predictions make it allocate, the worker's memory
+is untouched. Every way the child can end is mapped:
+
+- documents written: the run is scored;
+- a participant failure (PredictionsInvalid and the like): that failure, as the child named it;
+- out of memory (MemoryError, Arrow's allocation failure, std::bad_alloc, SIGKILL): predictions_invalid,
+  saying the predictions exceeded the scoring memory limit;
+- any other exception or crash while reading or scoring the predictions: predictions_invalid;
+- a problem with the labels (EvaluatorError that is not a RunFailure): that error, code internal;
+- the child could not start, or was stopped by SIGTERM/SIGINT: InfrastructureError (retried).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from evaluator.config import Config
+from evaluator.errors import EvaluatorError, InfrastructureError, PredictionsInvalid, RunCancelled, RunFailure
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.05
+_STARTED = "started"
+_STDERR_TAIL = 4096
+_MEMORY_WORDS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "ArrowMemoryError", "out of memory")
+
+
+def score_isolated(task: str, labels: Path, predictions: Path, *, row_id_column: str, target_column: str,
+                   metrics: list[str] | None, primary_metric: str | None, private_split: tuple[str, float] | None,
+                   work_dir: Path, config: Config, expected_rows: int | None = None,
+                   should_cancel: Callable[[], bool] | None = None,
+                   stats: dict | None = None) -> tuple[dict, dict | None]:
+    """Score like splits.score_parts, in a child process limited to config.scoring_memory_bytes.
+
+    `stats`, when given, receives the child's peak RSS, its duration and how it ended.
+
+    Raises:
+        PredictionsInvalid: the predictions are invalid, or made the scorer exceed its limits.
+        EvaluatorError: the labels could not be scored (code internal).
+        InfrastructureError: the scoring process could not start or was stopped from outside.
+        RunCancelled: should_cancel() said so while scoring.
+        ValueError: an unknown task or metric (a benchmark configuration error).
+    """
+    from evaluator.scoring.pipeline import check_task_metrics
+
+    check_task_metrics(task, metrics, primary_metric)  # NOTE: ours to get right, so checked here, not in the child
+    work_dir.mkdir(parents=True, exist_ok=True)
+    request_path, result_path = work_dir / "scoring-request.json", work_dir / "scoring-result.json"
+    stderr_path = work_dir / "scoring-stderr.txt"
+    result_path.unlink(missing_ok=True)
+    request = {"task": task, "labels": str(labels), "predictions": str(predictions), "row_id_column": row_id_column,
+               "target_column": target_column, "metrics": metrics, "primary_metric": primary_metric,
+               "private_split": list(private_split) if private_split else None, "work_dir": str(work_dir),
+               "expected_rows": expected_rows, "memory_bytes": config.scoring_memory_bytes}
+    request_path.write_text(json.dumps(request))
+    started = time.monotonic()
+    with stderr_path.open("wb") as stderr:
+        try:
+            child = subprocess.Popen([sys.executable, "-m", "evaluator.isolated_scoring", str(request_path),
+                                      str(result_path)], stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                                     cwd=work_dir, close_fds=True)
+        except OSError as ex:
+            raise InfrastructureError(f"the scoring process could not start: {ex}") from ex
+        status, usage = _wait(child, config.scoring_timeout_s, should_cancel)
+    seconds = time.monotonic() - started
+    result = _read_result(result_path)
+    # NOTE: the child's own high-water mark; rusage's ru_maxrss survives exec, so it starts at the
+    # worker's size and is only the fallback when the child died before it could report.
+    peak = result.get("peak_rss_bytes") or (usage.ru_maxrss * 1024 if usage is not None else 0)
+    if stats is not None:
+        stats.update(peak_rss_bytes=peak, seconds=round(seconds, 3), exit=status)
+    logger.info("Scoring process ended %s after %.2fs, peak RSS %d MiB", status, seconds, peak >> 20)
+    return _outcome(status, result, stderr_path, config)
+
+
+def _wait(child: subprocess.Popen, timeout_s: float, should_cancel: Callable[[], bool] | None):
+    """Reap the child with os.wait4 (its own rusage); kill it on timeout or cancel."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, code, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(code)  # NOTE: so Popen does not reap it again
+            return child.returncode, usage
+        if time.monotonic() > deadline:
+            _kill(child)
+            raise PredictionsInvalid(f"scoring the predictions took longer than {timeout_s:g} s; the scoring "
+                                     "limit stopped it")
+        if should_cancel is not None and should_cancel():
+            _kill(child)
+            raise RunCancelled("the run was cancelled while its predictions were scored")
+        time.sleep(_POLL_S)
+
+
+def _kill(child: subprocess.Popen) -> None:
+    child.kill()
+    child.wait()
+
+
+def _outcome(status: int, result: dict, stderr_path: Path, config: Config) -> tuple[dict, dict | None]:
+    if "documents" in result:
+        document, private = result["documents"]
+        return document, private
+    if "failure" in result:
+        failure = result["failure"]
+        if failure["kind"] == "run_failure":  # NOTE: scoring raises no other participant failure
+            raise PredictionsInvalid(failure["message"])
+        if failure["kind"] == "memory":
+            raise _memory_exceeded(config)
+        raise EvaluatorError(failure["message"])  # the labels: code internal
+    tail = _tail(stderr_path)
+    if result.get("stage") != _STARTED:
+        raise InfrastructureError(f"the scoring process failed before it read the predictions (exit {status}): "
+                                  f"{tail[-300:]}")
+    if status < 0 and -status in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        raise InfrastructureError(f"the scoring process was stopped by {signal.Signals(-status).name}")
+    logger.warning("Scoring process died (exit %s) while reading predictions: %s", status, tail)
+    if (status < 0 and -status in (signal.SIGKILL, signal.SIGABRT)) or any(word in tail for word in _MEMORY_WORDS):
+        raise _memory_exceeded(config)
+    name = signal.Signals(-status).name if status < 0 else f"exit status {status}"
+    raise PredictionsInvalid(f"the scoring process crashed while it read the predictions ({name}); "
+                             "the file is malformed")
+
+
+def _memory_exceeded(config: Config) -> PredictionsInvalid:
+    return PredictionsInvalid(f"the predictions exceeded the scoring memory limit ({config.scoring_memory_bytes >> 20} "
+                              "MiB) while they were decoded and scored; write one short row id and prediction per row")
+
+
+def _read_result(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - _STDERR_TAIL))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# --- the child ---------------------------------------------------------------------------
+
+
+def _write(path: Path, body: dict) -> None:
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(body, allow_nan=False))
+    os.replace(partial, path)
+
+
+def _limit_memory(limit: int) -> None:
+    if limit > 0:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def child_main(argv: list[str]) -> int:
+    """Run one scoring request; the parent reads the result file, never this process's output."""
+    import pyarrow as pa
+
+    from evaluator.splits import score_parts
+
+    request_path, result_path = Path(argv[0]), Path(argv[1])
+    request = json.loads(request_path.read_text("utf-8"))
+    _limit_memory(int(request["memory_bytes"]))
+    _write(result_path, {"stage": _STARTED})
+    try:
+        documents = score_parts(
+            request["task"], Path(request["labels"]), Path(request["predictions"]),
+            row_id_column=request["row_id_column"], target_column=request["target_column"],
+            metrics=request["metrics"], primary_metric=request["primary_metric"],
+            private_split=tuple(request["private_split"]) if request["private_split"] else None,
+            work_dir=Path(request["work_dir"]), expected_rows=request["expected_rows"])
+        body: dict = {"documents": list(documents)}
+    except RunFailure as ex:
+        body = {"failure": {"kind": "run_failure", "code": ex.code, "message": ex.message}}
+    except (MemoryError, pa.ArrowMemoryError):
+        body = {"failure": {"kind": "memory"}}
+    except EvaluatorError as ex:  # NOTE: raised for the labels, which the platform vouches for
+        body = {"failure": {"kind": "internal", "message": ex.message}}
+    except Exception as ex:  # the loop boundary of this process: whatever the predictions caused
+        import traceback
+
+        traceback.print_exc()
+        memory = any(word in f"{type(ex).__name__} {ex}" for word in _MEMORY_WORDS)
+        body = {"failure": {"kind": "memory"}} if memory else {"failure": {
+            "kind": "run_failure", "code": PredictionsInvalid.code,
+            "message": f"the predictions could not be scored: {type(ex).__name__}: {ex}"}}
+    _write(result_path, {**body, "peak_rss_bytes": _peak_rss()})
+    return 0
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")), 0)
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))
