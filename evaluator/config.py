@@ -18,7 +18,7 @@ class Config:
     # Broker.
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_namespace: str = "evaluator"
-    broker_heartbeat_timeout_ms: int = 15_000
+    broker_heartbeat_timeout_ms: int = 10_000  # every dispatch beats (idle consumers poll each second)
     broker_maintenance_chance: int = 50_000
     # Object store (any S3: SeaweedFS, MinIO, AWS).
     s3_endpoint_url: str = "http://127.0.0.1:8333"
@@ -63,6 +63,10 @@ class Config:
     scoring_timeout_s: int = 3600
     # Worker.
     evaluate_max_retries: int = 5  # infrastructure failures only; then the run ends failed/internal
+    lease_s: int = 30  # a run's lease lasts this long past its last renewal; then another worker takes over
+    lease_renew_s: float = 5.0  # renewal interval: a database outage shorter than lease_s - this is ridden out
+    max_worker_crashes: int = 2  # a run whose worker died this many times ends failed/worker_crashed
+    deployment_id: str = ""  # labels this deployment's sandbox containers; empty: the broker namespace
     # Reconciler.
     reconcile_queued_after_s: int = 300
     reconcile_active_after_s: int = 1800
@@ -81,6 +85,11 @@ class Config:
     def presign_endpoint_url(self) -> str:
         """Return the endpoint clients will use: the Host header is signed."""
         return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    @property
+    def deployment(self) -> str:
+        """Return the id a worker's sweep of sandbox containers is limited to."""
+        return self.deployment_id or self.broker_namespace
 
     @property
     def api_base_url(self) -> str:

@@ -2,7 +2,9 @@
 
 Called by the Dramatiq actor with its collaborators. Participant failures end
 the run with a code; infrastructure errors give the run back to the queue and
-propagate, so the actor's retries apply.
+propagate, so the actor's retries apply. A run leased by a live-looking worker
+raises runs.LeaseHeld (the actor sends the message again for when the lease
+runs out), so a dead worker's run is taken over without the reconciler.
 """
 
 from __future__ import annotations
@@ -10,22 +12,24 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
 
-from evaluator import competition, run_folders, runs, submissions
+from evaluator import competition, run_folders, runs, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import InfrastructureError
 from evaluator.evaluation import Sandbox, evaluate_bundle
-from evaluator.storage import layout
+from evaluator.storage import layout, reconnect
 from evaluator.storage.blobs import BlobStore
-from evaluator.storage.models import TERMINAL_RUN_STATUSES, Benchmark, Dataset, Run, RunStatus, Submission
+from evaluator.storage.db import database
+from evaluator.storage.models import Benchmark, Dataset, Run, RunStatus, Submission
 
 logger = logging.getLogger(__name__)
 
-RENEW_EVERY_S = 5.0
+_evaluating: set[str] = set()  # runs a thread of this process evaluates now: a duplicate message waits
+_evaluating_lock = threading.Lock()
 
 
 class RunSandbox(Sandbox, Protocol):
@@ -34,40 +38,76 @@ class RunSandbox(Sandbox, Protocol):
     def remove_leftovers(self, run_id: str | None = None) -> int: ...
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+class LeaseLost(Exception):
+    """Raised when this worker's lease ran out (renewals failed) or another took the run: record nothing."""
+
+
+def run_folder(config: Config, run_id: str) -> Path:
+    """Return the host folder of a run's attempt (bundle, extracted model, features copy)."""
+    return run_folders.run_folder(config, run_id)  # an opaque name: the sandbox sees this path
 
 
 def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: RunSandbox, config: Config,
                  worker: str | None = None) -> str:
-    """Evaluate one run to a final state; a redelivery of a finished or claimed run does nothing.
+    """Evaluate one run to a final state; a redelivery of a finished run does nothing.
 
     Returns the run's status after this call.
+
+    Raises:
+        runs.LeaseHeld: a live-looking worker holds the run; the message must come back later.
+        LeaseLost: our lease ran out mid-evaluation; the message must come back to re-claim it.
     """
-    worker = worker or worker_name()
-    run = Run.get_or_none(Run.id == run_id)
-    if run is None:
-        logger.info("Run %s does not exist; dropping the message.", run_id)
-        return "missing"
-    if run.status in {s.value for s in TERMINAL_RUN_STATUSES}:
-        logger.info("Run %s is already %s; ignoring redelivery.", run_id, run.status)
-        return run.status
-    if not runs.claim(run_id, worker):
-        logger.info("Run %s is %s and leased by another worker; ignoring this message.", run_id, run.status)
-        return Run.get_by_id(run_id).status
-    run = Run.get_by_id(run_id)
-    if run.attempts > 1:
-        # Taken over from a worker that died: its container may still be there, running or exited.
-        sandbox.remove_leftovers(run_id)
+    worker = worker or workers.worker_name()
+    with _evaluating_lock:
+        if run_id in _evaluating:
+            raise runs.LeaseHeld(run_id, worker, float(config.lease_s))
+        _evaluating.add(run_id)
     try:
-        return _evaluate_claimed(run, blobs=blobs, sandbox=sandbox, config=config, worker=worker)
-    except Exception:
-        # Infrastructure (S3, DB, Docker) or a bug: hand the run back so a retry can claim it at once.
-        runs.release(run_id, worker)
+        return _claim_and_evaluate(run_id, blobs=blobs, sandbox=sandbox, config=config, worker=worker)
+    finally:
+        with _evaluating_lock:
+            _evaluating.discard(run_id)
+
+
+def _claim_and_evaluate(run_id: str, *, blobs: BlobStore, sandbox: RunSandbox, config: Config, worker: str) -> str:
+    claim = runs.acquire(run_id, worker, lease_s=config.lease_s, max_crashes=config.max_worker_crashes)
+    if claim is None:
+        row = Run.select(Run.status).where(Run.id == run_id).first()
+        logger.info("Run %s is %s; ignoring this message.", run_id, row.status if row else "gone")
+        return row.status if row else "missing"
+    if claim.attempt > 1 or claim.poisoned:
+        # A dead attempt's container may still be running here, and its run folder is still there.
+        sandbox.remove_leftovers(run_id)
+        shutil.rmtree(run_folder(config, run_id), ignore_errors=True)
+    if claim.poisoned:
+        return RunStatus.FAILED.value
+    keeper = LeaseKeeper(run_id, worker, claim.attempt, lease_s=config.lease_s, renew_s=config.lease_renew_s)
+    keeper.start()
+    try:
+        run = Run.get_by_id(run_id)
+        return _evaluate_claimed(run, blobs=blobs, sandbox=sandbox, config=config, worker=worker, keeper=keeper)
+    except LeaseLost:
         raise
+    except BaseException:  # NOTE: a worker shutdown (dramatiq's Shutdown) hands the run back too
+        # Infrastructure (S3, DB, Docker), a shutdown or a bug: hand the run back so a retry can claim it
+        # at once, and a graceful restart counts no crash. If the database is down for longer than this,
+        # the retry re-claims the lease it still holds.
+        try:
+            _durable(config, "release", lambda: runs.release(run_id, worker))
+        except reconnect.DATABASE_ERRORS as ex:
+            logger.warning("Run %s could not be released (%s); a retry re-claims it.", run_id, ex)
+        raise
+    finally:
+        keeper.stop()
 
 
-def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config: Config, worker: str) -> str:
+def _durable(config: Config, what: str, call):  # type: ignore[no-untyped-def]
+    """Run a database call of an attempt, riding out an outage shorter than the lease."""
+    return reconnect.retrying(call, within_s=max(config.lease_s - config.lease_renew_s, 1.0), what=what)
+
+
+def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config: Config, worker: str,
+                      keeper: LeaseKeeper) -> str:
     run_id = str(run.id)
     submission = Submission.get_by_id(run.submission_id)
     benchmark = Benchmark.get_by_id(run.benchmark_id)
@@ -81,43 +121,45 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             # NOTE: the object its upload event named (ETag pinned), never one that replaced it later
             sha256 = submissions.fetch_bundle(submission, bundle_path, limit, blobs=blobs)
         except ValueError as ex:
-            return _finish_failed(run_id, "bundle_invalid", str(ex))
+            return _finish_failed(config, run_id, worker, "bundle_invalid", str(ex))
         if dataset.status == "invalid":
-            return _finish_failed(run_id, "internal", f"the benchmark's dataset {dataset.ref} is invalid: "
-                                                      f"{dataset.reason}; the organiser must publish a valid one")
+            return _finish_failed(config, run_id, worker, "internal",
+                                  f"the benchmark's dataset {dataset.ref} is invalid: "
+                                  f"{dataset.reason}; the organiser must publish a valid one")
         features, labels = stage_dataset(dataset, blobs=blobs, config=config)
         download_s = time.monotonic() - stage_started
 
-        watcher = _Watcher(run_id, worker)
         evaluation = evaluate_bundle(
             bundle_path, features, labels, task=benchmark.task, sandbox=sandbox,
             config=_with_limits(config, benchmark.limits), work_dir=run_dir / "work", run_id=run_id,
             row_id_column=dataset.row_id_column, target_column=dataset.target_column,
             metrics=benchmark.metrics or None, primary_metric=benchmark.primary_metric,
-            should_cancel=watcher.should_cancel, allowed_frameworks=benchmark.allowed_frameworks or None,
+            should_cancel=keeper.should_stop, allowed_frameworks=benchmark.allowed_frameworks or None,
             private_split=competition.private_split(benchmark),
             known_sha256={"bundle": sha256, "features": dataset.features_sha256, "labels": dataset.labels_sha256},
-            on_stage=lambda stage: runs.advance(run_id, worker, stage),
+            on_stage=lambda stage: _durable(config, stage, lambda: runs.advance(run_id, worker, stage)),
         )
+        keeper.check()  # lost meanwhile: another worker may be evaluating it; publish nothing over its results
         prefix = layout.results_prefix(benchmark.id, run_id)
         provenance = {**evaluation.provenance, "dataset": dataset.ref, "worker": worker, "attempt": run.attempts}
         provenance.setdefault("durations_s", {})["download"] = round(download_s, 3)
         record = evaluation.to_record()
         publish(blobs, config.results_bucket, prefix, record=record, provenance=provenance,
                 predictions=evaluation.predictions, log=evaluation.log)
-        finished = runs.finish(run_id, status=evaluation.status, metrics=evaluation.metrics,
-                               private_metrics=evaluation.private_metrics,
-                               failure=evaluation.failure, provenance=provenance, results_prefix=prefix)
-        final = Run.get_by_id(run_id).status
+        finished = _durable(config, "finish", lambda: runs.finish(
+            run_id, status=evaluation.status, metrics=evaluation.metrics, private_metrics=evaluation.private_metrics,
+            failure=evaluation.failure, provenance=provenance, results_prefix=prefix, owner=worker))
+        final = _durable(config, "status", lambda: Run.get_by_id(run_id).status)
         logger.info("Run %s ended %s%s.", run_id, final, "" if finished else " (set elsewhere first)")
         return final
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _finish_failed(run_id: str, code: str, message: str) -> str:
-    runs.finish(run_id, status=RunStatus.FAILED.value, failure={"code": code, "message": message})
-    return Run.get_by_id(run_id).status
+def _finish_failed(config: Config, run_id: str, worker: str, code: str, message: str) -> str:
+    _durable(config, "finish", lambda: runs.finish(run_id, status=RunStatus.FAILED.value, owner=worker,
+                                                   failure={"code": code, "message": message}))
+    return _durable(config, "status", lambda: Run.get_by_id(run_id).status)
 
 
 def _with_limits(config: Config, limits: dict) -> Config:
@@ -129,21 +171,61 @@ def _with_limits(config: Config, limits: dict) -> Config:
     )
 
 
-class _Watcher:
-    """Polled by the sandbox while the model runs: renews our lease and reports a cancel."""
+class LeaseKeeper(threading.Thread):
+    """Renew our lease from a thread of its own while the attempt works (staging, sandbox, scoring).
 
-    def __init__(self, run_id: str, worker: str) -> None:
-        self._run_id, self._worker = run_id, worker
-        self._next = 0.0
-        self._cancelled = False
+    A database outage shorter than the lease costs nothing: renewals reconnect
+    and retry every second, and the sandbox keeps running. Once no renewal has
+    succeeded for a whole lease, the lease is lost (another worker may take the
+    run over): the sandbox is stopped and the attempt records nothing.
+    """
 
-    def should_cancel(self) -> bool:
-        now = time.monotonic()
-        if not self._cancelled and now >= self._next:
-            self._next = now + RENEW_EVERY_S
-            status = runs.renew_lease(self._run_id, self._worker)
-            self._cancelled = status in (None, RunStatus.CANCELLED.value)
-        return self._cancelled
+    def __init__(self, run_id: str, worker: str, attempt: int, *, lease_s: float, renew_s: float) -> None:
+        super().__init__(name=f"lease-{run_id[:8]}", daemon=True)
+        self._run_id, self._worker, self._attempt = run_id, worker, attempt
+        self._lease_s, self._renew_s = lease_s, renew_s
+        self._stopped = threading.Event()
+        self._renewed_at = time.monotonic()  # the claim itself set the lease
+        self.state = runs.RENEWED
+
+    def should_stop(self) -> bool:
+        """Polled by the sandbox: True once the run was cancelled elsewhere or our lease is gone."""
+        return self.state != runs.RENEWED
+
+    def check(self) -> None:
+        if self.state == runs.LOST:
+            raise LeaseLost(f"run {self._run_id}: the lease of attempt {self._attempt} was lost")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        wait = self._renew_s
+        while not self._stopped.wait(wait):
+            try:
+                with database.connection_context():
+                    state = runs.renew_lease(self._run_id, self._worker, self._attempt, lease_s=self._lease_s)
+            except reconnect.DATABASE_ERRORS as ex:
+                reconnect.drop_connection()
+                silent_s = time.monotonic() - self._renewed_at
+                if silent_s >= self._lease_s:
+                    logger.warning("Run %s: no lease renewal for %.0fs (%s); the lease is lost, stopping the "
+                                   "attempt.", self._run_id, silent_s, ex)
+                    self.state = runs.LOST
+                    return
+                logger.warning("Run %s: lease renewal failed (%s); %.0fs of the lease left, retrying.",
+                               self._run_id, str(ex).strip().splitlines()[0] if str(ex).strip() else ex,
+                               self._lease_s - silent_s)
+                wait = min(1.0, self._renew_s)
+                continue
+            if state != runs.RENEWED:
+                if state == runs.LOST:
+                    logger.warning("Run %s: attempt %d lost its lease to another worker; stopping it.",
+                                   self._run_id, self._attempt)
+                self.state = state
+                return
+            self._renewed_at, wait = time.monotonic(), self._renew_s
 
 
 def stage_dataset(dataset: Dataset, *, blobs: BlobStore, config: Config) -> tuple[Path, Path]:

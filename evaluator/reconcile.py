@@ -133,7 +133,16 @@ def _requeue_stale_runs(config: Config, queues: Queues, now: datetime.datetime, 
     stale_queued = (Run.status == RunStatus.QUEUED.value) & (Run.updated_at < queued_before)
     dead_worker = Run.status.in_([s.value for s in ACTIVE_RUN_STATUSES]) & (
         Run.lease_expires_at.is_null() | (Run.lease_expires_at < now))
-    for run in Run.select(Run.id).where(stale_queued | dead_worker):
+    for run in Run.select(Run.id, Run.status, Run.updated_at, Run.lease_owner, Run.lease_expires_at).where(
+            stale_queued | dead_worker):
+        if run.status == RunStatus.QUEUED.value:
+            logger.warning("Run %s is stuck queued (%.0fs without a change); sending its message again.",
+                           run.id, (now - run.updated_at).total_seconds())
+        else:
+            logger.warning("Run %s is %s but its worker %s stopped renewing its lease (%s); sending its message "
+                           "again for a takeover.", run.id, run.status, run.lease_owner,
+                           f"expired {(now - run.lease_expires_at).total_seconds():.0f}s ago"
+                           if run.lease_expires_at else "no lease")
         Run.update(updated_at=now).where(Run.id == run.id).execute()  # one nudge per deadline
         queues.evaluate_run(str(run.id))
         report.requeued_runs.append(str(run.id))

@@ -9,7 +9,7 @@ import falcon
 import peewee
 
 from evaluator.api.middleware import RequestMetrics
-from evaluator.storage.models import Run, RunStatus
+from evaluator.storage.models import Run, RunStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -59,5 +59,17 @@ class Metrics:
             counts = dict(Run.select(Run.status, peewee.fn.COUNT(Run.id)).group_by(Run.status).tuples())
         for status in RunStatus:
             lines.append(f'evaluator_runs{{status="{status.value}"}} {counts.get(status.value, 0)}')
+        lines.extend(_recovery_lines(self._database))
         resp.content_type = "text/plain; version=0.0.4"
         resp.text = "\n".join(lines) + "\n"
+
+
+def _recovery_lines(database: peewee.Database) -> list[str]:
+    """Active runs whose worker stopped renewing (dead or stuck), and takeovers after a worker died."""
+    active = [RunStatus.PREPARING.value, RunStatus.RUNNING.value, RunStatus.SCORING.value]
+    with database.connection_context():
+        expired = Run.select().where(Run.status.in_(active) & (
+            Run.lease_expires_at.is_null() | (Run.lease_expires_at < utcnow()))).count()
+        crashes = Run.select(peewee.fn.COALESCE(peewee.fn.SUM(Run.crashes), 0)).scalar()
+    return ["# TYPE evaluator_runs_lease_expired gauge", f"evaluator_runs_lease_expired {expired}",
+            "# TYPE evaluator_run_worker_crashes_total counter", f"evaluator_run_worker_crashes_total {int(crashes)}"]

@@ -13,6 +13,7 @@ output cap. Nothing the container says is parsed beyond that status line.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -31,6 +32,8 @@ from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
 logger = logging.getLogger(__name__)
 
 RUN_LABEL = "evaluator.run_id"
+DEPLOYMENT_LABEL = "evaluator.deployment"  # sweeps touch only containers of their own deployment
+WORKER_LABEL = "evaluator.worker"  # the lease owner that started it: a container of a dead attempt is an orphan
 SANDBOX_USER = "65534:65534"
 CANCEL_POLL_S = 0.5
 _STDOUT = 1
@@ -113,11 +116,31 @@ def _failure(error: RunFailure, log: bytes, image_id: str) -> RunFailure:
     return error
 
 
-class DockerSandbox:
-    """Run a SandboxSpec in a fresh container; never pulls or builds an image."""
+@dataclasses.dataclass(frozen=True)
+class SandboxContainer:
+    """A sandbox container of this deployment, as a sweep sees it."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    id: str
+    run_id: str
+    worker: str
+    status: str  # Docker's: created, running, exited, ...
+
+
+class DockerSandbox:
+    """Run a SandboxSpec in a fresh container; never pulls or builds an image.
+
+    Containers carry the run id, the deployment and the worker that started
+    them; a sweep here touches only this deployment's containers.
+    """
+
+    def __init__(self, client: docker.DockerClient, *, deployment: str = "default", worker: str = "") -> None:
         self._client = client
+        self._deployment = deployment
+        self._worker = worker
+
+    def _labels(self, run_id: str | None = None) -> list[str]:
+        """Filter one run's containers (a run id is unique across deployments), or all of this deployment's."""
+        return [f"{RUN_LABEL}={run_id}"] if run_id else [RUN_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]
 
     def run(self, spec: SandboxSpec, *, should_cancel: Callable[[], bool] | None = None) -> SandboxResult:
         """Run the image's program over /model and /data and collect its predictions.
@@ -158,7 +181,7 @@ class DockerSandbox:
         """Kill every container of a run (e.g. on cancel from another process); return how many."""
         killed = 0
         try:
-            containers = self._client.containers.list(filters={"label": f"{RUN_LABEL}={run_id}"})
+            containers = self._client.containers.list(filters={"label": self._labels(run_id)})
         except _DOCKER_ERRORS as ex:
             raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
         for container in containers:
@@ -170,13 +193,14 @@ class DockerSandbox:
         return killed
 
     def remove_leftovers(self, run_id: str | None = None) -> int:
-        """Remove containers of one run (any state), or every exited sandbox container; return how many.
+        """Remove containers of one run (any state), or every exited one of this deployment; return how many.
 
-        A worker killed mid-run never reaches its `finally`; the redelivered attempt calls
-        this for its run, and a periodic sweep can call it with no run id.
+        A worker killed mid-run never reaches its `finally`; the attempt that takes
+        the run over calls this for its run, and a worker's boot sweep with no run id.
         """
-        label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
-        filters: dict = {"label": label} if run_id else {"label": label, "status": "exited"}
+        filters: dict = {"label": self._labels(run_id)}
+        if not run_id:
+            filters["status"] = "exited"
         try:
             containers = self._client.containers.list(all=True, filters=filters)
         except _DOCKER_ERRORS as ex:
@@ -184,6 +208,24 @@ class DockerSandbox:
         for container in containers:
             self._remove(container)
         return len(containers)
+
+    def containers(self) -> list[SandboxContainer]:
+        """List this deployment's sandbox containers on this Docker host, in any state."""
+        try:
+            found = self._client.containers.list(all=True, filters={"label": self._labels()})
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+        return [SandboxContainer(id=c.id, run_id=c.labels.get(RUN_LABEL, ""), worker=c.labels.get(WORKER_LABEL, ""),
+                                 status=c.status) for c in found]
+
+    def remove_container(self, container_id: str) -> None:
+        """Kill and remove one container (a sweep found it orphaned); gone already is fine."""
+        try:
+            self._remove(self._client.containers.get(container_id))
+        except docker.errors.NotFound:
+            pass
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -203,7 +245,7 @@ class DockerSandbox:
             return self._client.containers.create(
                 spec.image,
                 environment=env,
-                labels={RUN_LABEL: spec.run_id},
+                labels={RUN_LABEL: spec.run_id, DEPLOYMENT_LABEL: self._deployment, WORKER_LABEL: self._worker},
                 network_mode="none",
                 network_disabled=True,
                 read_only=True,

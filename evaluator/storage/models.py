@@ -139,7 +139,8 @@ class Run(BaseModel):
     metrics_history = peewee.JSONField(default=list)  # earlier documents, kept when a run is re-scored
     final = peewee.BooleanField(default=False)  # chosen by its owner for the final leaderboard
     provenance = peewee.JSONField(default=dict)
-    attempts = peewee.IntegerField(default=0)
+    attempts = peewee.IntegerField(default=0)  # claims; each one's worker and times are in provenance.attempts
+    crashes = peewee.IntegerField(default=0)  # times a worker died holding it: the poison-pill guard counts these
     worker_host = peewee.TextField(null=True)
     lease_owner = peewee.TextField(null=True)  # the worker evaluating it now
     lease_expires_at = peewee.DateTimeField(null=True)  # renewed while it works; past it, another may take over

@@ -6,6 +6,7 @@ Import only after evaluator.worker.broker.setup() (or dramatiq.set_broker) has r
 from __future__ import annotations
 
 import logging
+import random
 
 import dramatiq
 
@@ -45,10 +46,30 @@ def _retry_infrastructure_only(retries: int, exception: BaseException) -> bool:
                 retry_when=_retry_infrastructure_only,
                 time_limit=6 * 3600 * 1000,  # backstop only: the sandbox enforces the benchmark's timeout
                 on_retry_exhausted="mark_run_failed", notify_shutdown=True)
-def evaluate_run(run_id: str) -> None:
+def evaluate_run(run_id: str, deferrals: int = 0) -> None:
     from evaluator import pipeline
 
-    pipeline.evaluate_run(run_id, blobs=services.blobs(), sandbox=services.sandbox(), config=services.current_config())
+    config = services.current_config()
+    try:
+        pipeline.evaluate_run(run_id, blobs=services.blobs(), sandbox=services.sandbox(), config=config)
+    except runs.LeaseHeld as ex:
+        # Never dropped: if the holder died, this message must take the run over once its lease runs out.
+        delay_s = min(max(ex.retry_after_s, 0.0), float(config.lease_s)) + random.uniform(0.5, 1.5)
+        log = logger.warning if deferrals == 0 else logger.info  # a duplicate of a long healthy run repeats
+        log("Run %s is leased by %s; this message is deferred %.1fs, until the lease may have run out "
+            "(deferral %d).", run_id, ex.owner, delay_s, deferrals + 1)
+        _send_again(run_id, deferrals + 1, delay_s)
+    except pipeline.LeaseLost as ex:
+        logger.warning("%s; re-claiming it shortly.", ex)
+        _send_again(run_id, deferrals, 1.0)
+
+
+def _send_again(run_id: str, deferrals: int, delay_s: float) -> None:
+    """Send a fresh evaluate_run message (its infrastructure retries start again: this was no failure)."""
+    try:
+        evaluate_run.send_with_options(args=(run_id,), kwargs={"deferrals": deferrals}, delay=int(delay_s * 1000))
+    except Exception as ex:  # noqa: BLE001 - the broker is down: fail this message so Retries brings it back
+        raise InfrastructureError(f"could not defer the message of run {run_id}: {ex}") from ex
 
 
 @dramatiq.actor(queue_name=EVALUATIONS, max_retries=10)

@@ -38,7 +38,12 @@ class DatabaseConnection(dramatiq.Middleware):
 
 
 class PeriodicReconcile(dramatiq.Middleware):
-    """Run the reconciler every interval in one worker process of the fleet (a Redis lock elects it)."""
+    """Run the reconciler every interval in one worker process of the fleet (a Redis lock elects it).
+
+    Every worker process also sweeps its host for orphans of dead attempts
+    (containers and run folders of its deployment) a few times per lease, so a
+    run cancelled after its worker died loses its container within one lease.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -46,6 +51,7 @@ class PeriodicReconcile(dramatiq.Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         threading.Thread(target=self._sweep_containers, name="sweep", daemon=True).start()
+        threading.Thread(target=self._sweep_orphans, name="orphans", daemon=True).start()
         if self.config.reconcile_interval_s > 0:
             threading.Thread(target=self._loop, args=(broker,), name="reconcile", daemon=True).start()
 
@@ -66,7 +72,7 @@ class PeriodicReconcile(dramatiq.Middleware):
                 logger.error("Periodic reconcile failed", exc_info=True)
 
     def _sweep_containers(self) -> None:
-        """Remove exited sandbox containers a killed worker on this host left behind."""
+        """Remove exited sandbox containers of this deployment a killed worker on this host left behind."""
         from evaluator.worker import services
 
         try:
@@ -75,6 +81,19 @@ class PeriodicReconcile(dramatiq.Middleware):
                 logger.info("Removed %d leftover sandbox containers", removed)
         except Exception:  # noqa: BLE001 - a thread boundary: Docker may be down; runs will say so
             logger.error("Could not sweep leftover containers", exc_info=True)
+
+    def _sweep_orphans(self) -> None:
+        from evaluator import orphans
+        from evaluator.storage.db import database
+        from evaluator.worker import services
+
+        interval = max(1.0, self.config.lease_s / 3)
+        while not self._stop.wait(interval * random.uniform(0.8, 1.0)):
+            try:
+                with database.connection_context():
+                    orphans.sweep(services.sandbox(), self.config)
+            except Exception:  # noqa: BLE001 - a loop boundary: Docker or the database may be down; next tick
+                logger.warning("Could not sweep orphaned containers and run folders", exc_info=True)
 
     def _run_once(self) -> None:
         from evaluator import reconcile

@@ -36,5 +36,6 @@ def sandbox() -> Any:
     import docker
 
     from evaluator.sandbox.runner import DockerSandbox
+    from evaluator.workers import worker_name
 
-    return DockerSandbox(docker.from_env(timeout=120))
+    return DockerSandbox(docker.from_env(timeout=120), deployment=current_config().deployment, worker=worker_name())
