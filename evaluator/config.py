@@ -6,7 +6,11 @@ import dataclasses
 import os
 from typing import Mapping
 
+from evaluator.errors import ConfigInvalid
+
 _PREFIX = "EVALUATOR_"
+# Published in .env.example and docker-compose.yml: never a secret, so never accepted.
+EVENTS_TOKEN_PLACEHOLDER = "change-me-events-token"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +46,12 @@ class Config:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 2
+    api_threads: int = 8  # request threads per worker; slow clients wait in the poller, not here
+    api_header_timeout_s: float = 10.0  # a request head not complete by then is answered 408
+    api_body_timeout_s: float = 30.0  # a request body not complete this long after its head: 408
+    api_max_body_bytes: int = 1024 * 1024  # every route, the webhook included: larger bodies get 413
     api_url: str = ""  # how workers/CLI reach the API; defaults to http://api_host:api_port
-    events_token: str = "change-me-events-token"
+    events_token: str = ""  # the store's webhook secret; required (check_events_token)
     token: str = ""  # the CLI client's API token (`evaluator submit`, `runs`, ...)
     # Sandbox.
     image_prefix: str = "evaluator-"
@@ -90,6 +98,15 @@ class Config:
     def deployment(self) -> str:
         """Return the id a worker's sweep of sandbox containers is limited to."""
         return self.deployment_id or self.broker_namespace
+
+    def check_events_token(self) -> None:
+        """Refuse an empty or published events token: it decides who may start evaluations."""
+        token = self.events_token.strip()
+        if not token or token.lower().startswith(EVENTS_TOKEN_PLACEHOLDER[:9]):
+            raise ConfigInvalid(
+                f"EVALUATOR_EVENTS_TOKEN is {'the published placeholder' if token else 'not set'}; set it to a "
+                "random secret (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) and give "
+                "the same value to the object store's webhook")
 
     @property
     def api_base_url(self) -> str:

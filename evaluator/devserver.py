@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import secrets
 import socketserver
 import threading
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from evaluator.config import Config
+from evaluator.errors import ConfigInvalid
 from evaluator.storage.seaweed import SeaweedServer, Webhook
 
 logger = logging.getLogger(__name__)
@@ -34,11 +37,43 @@ def dev_config(config: Config) -> Config:
     """Fill in what the embedded default decides: SQLite in the data folder, its own S3 credentials."""
     data = Path(config.data_dir).resolve()
     changes: dict = {"work_dir": str(data / "work"), "data_dir": str(data)}
+    try:
+        config.check_events_token()
+    except ConfigInvalid:  # unset or the placeholder: the embedded platform makes its own
+        changes["events_token"] = events_token(data)
     if config.database_url == Config().database_url:
         changes["database_url"] = f"sqlite:///{data / 'evaluator.db'}"
     if config.s3_endpoint_url == Config().s3_endpoint_url:
         changes["s3_endpoint_url"] = f"http://127.0.0.1:{DEFAULT_S3_PORT}"
     return config.replace(**changes)
+
+
+def events_token(data: Path) -> str:
+    """Return the webhook secret kept in the data folder, created (mode 600) on first start.
+
+    Kept, not regenerated: the filer's notification.toml and any other sender
+    configured by hand keep working across restarts.
+    """
+    path = data / "events.token"
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if _unusable(token):
+        data.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    return token
+
+
+def _unusable(token: str) -> bool:
+    try:
+        Config(events_token=token).check_events_token()
+    except ConfigInvalid:
+        return True
+    return False
 
 
 def redis_reachable(url: str) -> bool:

@@ -8,7 +8,8 @@ import falcon
 import peewee
 
 from evaluator.api import benchmarks, datasets, errors, events, health, openapi, runs, submissions, tokens
-from evaluator.api.middleware import BearerAuth, DatabaseConnection, RequestId, RequestMetrics
+from evaluator.api.middleware import (BearerAuth, BodyLimit, DatabaseConnection, RequestId, RequestMetrics,
+                                      SafeParameters)
 from evaluator.config import Config
 from evaluator.intake import Queues
 from evaluator.storage.blobs import BlobStore
@@ -18,7 +19,8 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
                health_checks: Mapping[str, health.HealthCheck]) -> falcon.App:
     """Wire resources to their collaborators; no I/O happens here."""
     metrics = RequestMetrics()
-    app = falcon.App(middleware=[RequestId(), metrics, DatabaseConnection(database), BearerAuth()])
+    app = falcon.App(middleware=[RequestId(), metrics, BodyLimit(config.api_max_body_bytes), SafeParameters(),
+                                 DatabaseConnection(database), BearerAuth()])
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
 
@@ -58,6 +60,7 @@ def get_app(config: Config | None = None) -> falcon.App:
     from evaluator.worker.broker import setup
 
     config = config or Config.from_env()
+    config.check_events_token()  # http/gunicorn.conf.py exits first with one line; this covers other servers
     configure_logging(config)
     broker = setup(config)  # NOTE: sets the broker before the actors are imported (STYLE R9)
     app = build_app(config)

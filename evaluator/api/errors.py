@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import falcon
+import peewee
 
 from evaluator.errors import EvaluatorError
 
@@ -62,8 +63,15 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
     raise _Error(500, "internal", "an internal error occurred; it has been logged")
 
 
+def handle_data_error(req: falcon.Request, resp: falcon.Response, ex: peewee.DataError, params: dict) -> None:
+    """The database refused a value the request carried (e.g. an offset past bigint): the caller's to fix."""
+    logger.warning("%s %s: the database refused a value: %s", req.method, req.path, ex, exc_info=ex)
+    raise _Error(400, "bad_request", "a value in the request is out of range or malformed")
+
+
 def register(app: falcon.App) -> None:
     """Route every failure through one serializer (order: most generic first)."""
     app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(peewee.DataError, handle_data_error)
     app.add_error_handler(EvaluatorError, handle_evaluator_error)
     app.set_error_serializer(serialize_error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 import falcon
 import peewee
@@ -10,7 +11,9 @@ import peewee
 from evaluator import events, intake
 from evaluator.api.hooks import json_body
 from evaluator.config import Config
-from evaluator.errors import Unauthorized
+from evaluator.errors import ConfigInvalid, Unauthorized
+
+logger = logging.getLogger(__name__)
 
 
 class S3Events:
@@ -22,11 +25,16 @@ class S3Events:
         self._queues = queues
 
     def _check_token(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+        try:
+            self._config.check_events_token()  # the entry points refuse to start too; this covers any other
+        except ConfigInvalid:
+            logger.error("Refused an event: EVALUATOR_EVENTS_TOKEN is empty or the published placeholder")
+            raise ConfigInvalid("the events endpoint has no usable token configured") from None
         header = req.get_header("Authorization") or ""
         scheme, _, token = header.partition(" ")
         # NOTE: constant-time comparison; the token gates who may start evaluations.
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 self._config.events_token.encode()):
+                                                                 self._config.events_token.strip().encode()):
             raise Unauthorized("the events endpoint needs the store's shared bearer token")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:

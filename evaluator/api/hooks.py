@@ -8,10 +8,19 @@ import falcon
 
 from evaluator.errors import BadRequest, Forbidden, Unauthorized, ValidationFailed
 
+MAX_JSON_DEPTH = 32  # our bodies are a few levels deep; a deeper one is an attack on the parser or its callers
+
 
 def json_body(req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
-    """Parse the body into req.context.body (an object), with 400/422 for bad JSON."""
-    raw = req.bounded_stream.read()
+    """Parse the body into req.context.body (an object), with 400/422 for bad JSON.
+
+    The body's size is already bounded (middleware.BodyLimit); its depth and
+    its NULs (PostgreSQL stores neither a NUL in text nor \\u0000 in jsonb) are checked here.
+    """
+    try:
+        raw = req.bounded_stream.read()
+    except OSError as ex:  # TimeoutError included: the server bounds how long a body may take
+        raise falcon.HTTPError(falcon.HTTP_408, description="the request body did not arrive in time") from ex
     if not raw.strip():
         req.context.body = {}
         return
@@ -19,9 +28,27 @@ def json_body(req: falcon.Request, resp: falcon.Response, resource: object, para
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as ex:
         raise BadRequest(f"the body is not valid JSON: {ex}") from None
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object", field="body")
+    _refuse_nul(body)
     req.context.body = body
+
+
+def _refuse_nul(value: object, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequest(f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationFailed("a string in the body contains a NUL character", field="body")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, depth + 1)
+            _refuse_nul(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_nul(item, depth + 1)
 
 
 def authenticated(req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:

@@ -1,7 +1,9 @@
-"""Cross-cutting request concerns: DB connection, request id, bearer auth, request metrics."""
+"""Cross-cutting request concerns: body limit, safe parameters, DB connection, request id, auth, metrics."""
 
 from __future__ import annotations
 
+import io
+import re
 import threading
 import time
 import uuid
@@ -11,6 +13,58 @@ import falcon
 import peewee
 
 from evaluator import tokens
+from evaluator.errors import BadRequest, PayloadTooLarge
+
+# C0 controls, DEL and C1 controls: psycopg2 refuses NUL, terminals act on escapes, no id or filter has one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_READ_CHUNK = 64 * 1024
+
+
+class BodyLimit:
+    """Answer 413 to a body over max_bytes, on every route: by Content-Length up front, else while reading.
+
+    A body without Content-Length (chunked) is read here, at most max_bytes + 1
+    of it, and handed on as if it had one; where the server does not delimit
+    such a body (wsgi.input_terminated unset, e.g. wsgiref), it is not read.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        length = req.content_length  # a malformed value is Falcon's 400
+        if length is not None:
+            if length > self._max:
+                raise self._too_large(f"{length} bytes")
+            return
+        if not req.get_header("Transfer-Encoding") or not req.env.get("wsgi.input_terminated"):
+            return
+        data = bytearray()
+        try:
+            while chunk := req.stream.read(min(_READ_CHUNK, self._max + 1 - len(data))):
+                data += chunk
+                if len(data) > self._max:
+                    raise self._too_large("more than that")
+        except OSError as ex:  # TimeoutError included: the server bounds how long a body may take
+            raise falcon.HTTPError(falcon.HTTP_408, description="the request body did not arrive in time") from ex
+        req.env["CONTENT_LENGTH"] = str(len(data))
+        req.env["wsgi.input"] = req.stream = io.BytesIO(bytes(data))  # bounded_stream wraps wsgi.input
+
+    def _too_large(self, size: str) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body is {size}; this API takes at most {self._max} bytes")
+
+
+class SafeParameters:
+    """Answer 400 to a control character in the path or the query, before any resource or query sees it."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if _CONTROL.search(req.path):
+            raise BadRequest("the URL path contains a control character; no id or name has one")
+        for name, value in req.params.items():
+            for text in (name, *(value if isinstance(value, list) else [value])):
+                if _CONTROL.search(text):
+                    raise BadRequest(f"the query parameter {name[:40]!r} contains a control character")
 
 
 class DatabaseConnection:
@@ -33,7 +87,8 @@ class DatabaseConnection:
 
 class RequestId:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.request_id = req.get_header("X-Request-ID") or uuid.uuid4().hex
+        sent = req.get_header("X-Request-ID") or ""
+        req.context.request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
         resp.set_header("X-Request-ID", req.context.request_id)
 
 

@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_worker(args: argparse.Namespace, config: Config) -> int:
+    config.check_events_token()  # before the fork: one line from the CLI instead of one per process
     # One message at a time per thread: a slow or killed worker must not sit on prefetched runs.
     env = {**os.environ, "dramatiq_queue_prefetch": "1"}
     command = [sys.executable, "-m", "dramatiq", "evaluator.worker.broker:setup", "evaluator.worker.actors",
@@ -37,6 +38,7 @@ def run_worker(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_api(args: argparse.Namespace, config: Config) -> int:
+    config.check_events_token()
     command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "http" / "gunicorn.conf.py")]
     os.execvp(command[0], command)
     return 0  # not reached

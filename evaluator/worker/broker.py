@@ -91,15 +91,28 @@ def setup(config: Config | None = None) -> dramatiq.Broker:
 
     `dramatiq evaluator.worker.broker:setup evaluator.worker.actors` calls this
     before it imports the actors, so they bind to the configured broker.
+    Called so (without a config), it first refuses an unusable events token.
     """
     from evaluator.logs import configure_logging
 
-    config = config or Config.from_env()
+    if config is None:  # the worker's own entry point: refuse a forgeable webhook secret before anything starts
+        config = Config.from_env()
+        refuse_to_start_unless_configured(config)
     configure_logging(config)
     broker = create_broker(config)
     _add_worker_middleware(broker, config)
     dramatiq.set_broker(broker)
     return broker
+
+
+def refuse_to_start_unless_configured(config: Config) -> None:
+    """Exit with one line (no traceback) when the events token is empty or the published placeholder."""
+    from evaluator.errors import ConfigInvalid
+
+    try:
+        config.check_events_token()
+    except ConfigInvalid as ex:
+        raise SystemExit(f"error: {ex.code}: {ex.message}") from None
 
 
 def _add_worker_middleware(broker: dramatiq.Broker, config: Config) -> None:
