@@ -20,12 +20,21 @@ _CODES = {
     408: "timeout",
     411: "length_required",
     413: "too_large",
+    414: "too_large",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "invalid",
     429: "quota_exceeded",
+    431: "too_large",
     500: "internal",
+    501: "not_implemented",
     503: "unavailable",
 }
+
+
+def code_for(status: int) -> str:
+    """Return our stable error code for an HTTP status (also used for the server's own errors)."""
+    return _CODES.get(status, "error")
 
 
 def serialize_error(req: falcon.Request, resp: falcon.Response, exception: falcon.HTTPError) -> None:

@@ -17,6 +17,7 @@ encrypted head): terminate TLS in a proxy in front.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
@@ -27,6 +28,8 @@ from functools import partial
 
 from gunicorn import http
 from gunicorn.workers.gthread import ThreadWorker, TConn
+
+from evaluator.api.errors import code_for
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,34 @@ class DeadlineSocket:
 
     def __getattr__(self, name: str):
         return getattr(self._sock, name)
+
+
+class _JsonErrors:
+    """The client socket as gunicorn's handle_error sees it: its HTML error page leaves as our JSON error."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(json_error_response(data))
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def json_error_response(page: bytes) -> bytes:
+    """Rewrite gunicorn's error response (a malformed request line, a bad header) as {"error": ...}."""
+    head, _, body = page.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    status = int(status_line.split(" ", 2)[1])
+    found = re.search(r"</h1>\s*(.*?)\s*</body>", body.decode("latin-1"), re.S)
+    message = html.unescape(found.group(1)) if found else ""
+    if status == 500:
+        message = "an internal error occurred; it has been logged"
+    message = message or status_line[9:].strip()
+    body = json.dumps({"error": {"code": code_for(status), "message": message[:500]}}).encode()  # ASCII: escapes
+    return (f"{status_line}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
 
 
 class _Pending:
@@ -173,6 +204,9 @@ class PollerReadWorker(ThreadWorker):
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
             pass
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        super().handle_error(req, _JsonErrors(client), addr, exc)
 
     def murder_pending(self) -> None:
         """Refuse requests not complete in time (the run loop calls this about once a second)."""

@@ -196,3 +196,24 @@ def test_a_chunked_body_over_the_limit_gets_413_while_it_is_read(api_server):
                           headers={**EVENTS_HEADERS, "Content-Type": "application/json"})
     assert small.status_code == 200, small.text
     assert requests.get(api_server.url + "/health", timeout=5).status_code == 200
+
+
+def test_a_request_head_over_64_kib_gets_431_without_a_thread(api_server):
+    with socket.create_connection(("127.0.0.1", api_server.config.api_port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * (70 * 1024) + b"\r\n")
+        status, body = read_response(sock)
+    assert status == 431 and body["error"]["code"] == "too_large"
+    assert requests.get(api_server.url + "/health", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("request_line", [
+    b"GET /v1/benchmarks/\x00 HTTP/1.1", b"GET /v1/benchmarks/\x1b[2J HTTP/1.1", b"GET /v1/runs?status=\x01 HTTP/1.1",
+    b"GET /v1/benchmarks/\xff HTTP/1.1", b"GET /v1/benchmarks/" + b"a" * 5000 + b" HTTP/1.1",
+    b"GET /v1/benchmarks/%00 HTTP/1.1", b"GET /v1/benchmarks/%zz%c0%80 HTTP/1.1",
+])
+def test_raw_control_bytes_in_the_request_line_get_a_4xx_json_error(api_server, request_line):
+    with socket.create_connection(("127.0.0.1", api_server.config.api_port), timeout=10) as sock:
+        sock.sendall(request_line + b"\r\nHost: x\r\n\r\n")
+        status, body = read_response(sock)
+    assert 400 <= status < 500 and set(body["error"]) >= {"code", "message"}
+    assert body["error"]["code"] != "error"

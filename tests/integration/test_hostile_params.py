@@ -79,3 +79,14 @@ def test_hostile_json_bodies_are_refused_on_every_route_that_takes_one(api, admi
             response = api.simulate_request(method, path, headers={**admin, "Content-Type": "application/json"},
                                             body=body)
             assert_json_4xx(response, f"{method} {path} {body[:40]}")
+
+
+def test_a_body_over_the_limit_is_413_on_every_route(api, admin, config):
+    limit = config.api_max_body_bytes
+    for method, template in routes(api.app):
+        path = template.replace("{", "").replace("}", "")
+        response = api.simulate_request(method, path, headers={**admin, "Content-Type": "application/json"},
+                                        body=b"{" + b" " * limit + b"}")
+        assert response.status_code == 413, (method, path, response.status_code)
+        if method != "HEAD":
+            assert response.json["error"]["code"] == "too_large", (method, path)
