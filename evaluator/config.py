@@ -23,7 +23,7 @@ class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_namespace: str = "evaluator"
     broker_heartbeat_timeout_ms: int = 10_000  # every dispatch beats (idle consumers poll each second)
-    broker_maintenance_chance: int = 50_000
+    broker_maintenance_chance: int = 200_000  # per million commands; a dead worker's messages return in seconds
     # Object store (any S3: SeaweedFS, MinIO, AWS).
     s3_endpoint_url: str = "http://127.0.0.1:8333"
     s3_public_endpoint_url: str = ""  # what clients use for presigned URLs; defaults to s3_endpoint_url

@@ -43,10 +43,17 @@ class Swept:
     folders: list[str] = dataclasses.field(default_factory=list)
 
 
-def _why_orphaned(run: Run | None, worker: str, now: datetime.datetime, grace: datetime.timedelta) -> str | None:
-    """Return why a container started by `worker` for this run is an orphan, None if its attempt goes on."""
+def _why_orphaned(run: Run | None, worker: str, now: datetime.datetime, grace: datetime.timedelta,
+                  patience: datetime.timedelta) -> str | None:
+    """Return why a container started by `worker` for this run is an orphan, None if its attempt goes on.
+
+    A live worker of this host stops its own container once it sees the run end
+    or move (within a renewal interval); it gets `patience` before the sweep does.
+    """
     if run is None:
         return "the run no longer exists"
+    if workers.is_live_here(worker) and run.updated_at is not None and run.updated_at > now - patience:
+        return None
     if run.status not in _ACTIVE:
         return f"the run is {run.status}"
     if worker and run.lease_owner != worker:
@@ -61,11 +68,12 @@ def _why_orphaned(run: Run | None, worker: str, now: datetime.datetime, grace: d
 def sweep(sandbox: SweptSandbox, config: Config, *, run_folders: Path | None = None) -> Swept:
     """Remove orphaned containers of this deployment and orphaned run folders of this host."""
     now, grace = utcnow(), datetime.timedelta(seconds=config.lease_renew_s)
+    patience = datetime.timedelta(seconds=max(config.lease_renew_s * 3, 5.0))
     swept = Swept()
     containers = sandbox.containers()
     runs = _runs({c.run_id for c in containers})
     for container in containers:
-        why = _why_orphaned(runs.get(container.run_id), container.worker, now, grace)
+        why = _why_orphaned(runs.get(container.run_id), container.worker, now, grace, patience)
         if why is None:
             continue
         sandbox.remove_container(container.id)
@@ -74,10 +82,12 @@ def sweep(sandbox: SweptSandbox, config: Config, *, run_folders: Path | None = N
                        container.run_id, container.worker or "an unknown worker", why)
     folders = run_folders or Path(config.work_dir) / "runs"
     for folder in sorted(folders.iterdir()) if folders.is_dir() else []:
-        if _folder_orphaned(run_id_of(folder) or folder.name):  # names are opaque: read the label
+        run_id = run_id_of(folder) or folder.name  # names are opaque: read the label
+        if _folder_orphaned(run_id):
             shutil.rmtree(folder, ignore_errors=True)
-            swept.folders.append(folder.name)
-            logger.warning("Removed the run folder of run %s: no live worker of this host holds it.", folder.name)
+            swept.folders.append(run_id)
+            logger.warning("Removed the run folder %s of run %s: no live worker of this host holds it.",
+                           folder.name, run_id)
     return swept
 
 
@@ -100,5 +110,6 @@ def _runs(run_ids: set[str]) -> dict[str, Run]:
             continue
     if not ids:
         return {}
-    query = Run.select(Run.id, Run.status, Run.lease_owner, Run.lease_expires_at).where(Run.id.in_(ids))
+    query = Run.select(Run.id, Run.status, Run.lease_owner, Run.lease_expires_at, Run.updated_at).where(
+        Run.id.in_(ids))
     return {str(run.id): run for run in query}
