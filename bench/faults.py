@@ -11,8 +11,15 @@ Each part is a function returning its figures; the last line is for scripts (`na
    how many of --blips runs were evaluated again (attempts > 1).
 3. orphans: a run's worker killed -9, the run cancelled, another worker up: containers of those runs
    still there one lease period after the cancel.
+4. redis: a PRIVATE redis-server (`--save ""`): (a) --redis-runs runs queued, Redis killed and started
+   empty; (b) Redis down during an upload. Seconds from Redis back to each run `succeeded` (max of
+   both); baseline: upload -> succeeded on the normal path.
+5. webhook_down: the API killed during an upload (the filer drops its event): seconds from the upload
+   to the run's creation by a worker's check of pending uploads, periodic reconciler off (max over
+   --webhook-runs); baseline: upload -> run created through the webhook.
 
-    .venv/bin/python bench/faults.py [--kills 10] [--blips 3] [--orphans 3] [--only takeover,pg_blip,orphans]
+    .venv/bin/python bench/faults.py [--kills 10] [--blips 3] [--orphans 3] [--redis-runs 3] [--webhook-runs 3]
+                                     [--only takeover,pg_blip,orphans,redis,webhook_down]
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from _stack import KEY, ROOT, SECRET, services
 
 from evaluator.config import Config
 from evaluator.storage.seaweed import SeaweedServer, Webhook, free_port, wait_for_port
-from tests.e2e.bundles import sleepy_bundle
+from tests.e2e.bundles import sklearn_bundle, sleepy_bundle
 from tests.integration.helpers import iris_like, parquet_bytes
 
 BIN = Path(sys.executable).parent
@@ -46,7 +53,10 @@ EVENTS = "bench-events"
 # Measured on main before issue 17 (its text): takeovers waited for the periodic reconciler.
 BASELINE = {"takeover_median_s": "58.7 (33.8-106.6) s, 9 of 10 by the reconciler; with it off: never",
             "pg_blip_reruns": "3 of 3 runs re-run from scratch 63-102 s later",
-            "orphan_containers": "every one: nothing killed a container of a terminal run"}
+            "orphan_containers": "every one: nothing killed a container of a terminal run",
+            "redis_restart_max_s": "320-376 s after a restart without persistence; 301 s (webhook 500) when down "
+                                   "during an upload",
+            "webhook_down_create_s": "30-82 s (the reconciler's full listing); with it off: never"}
 
 
 class Platform:
@@ -270,6 +280,104 @@ def orphans(count: int) -> dict:
     return {"orphan_containers": left}
 
 
+def _grant(stack: Platform, bundle: bytes, name: str) -> dict:
+    return stack.call("POST", "/v1/benchmarks/bench/submissions", stack.alice,
+                      json={"name": name, "method": "put", "size": len(bundle)})
+
+
+def _upload(grant: dict, bundle: bytes) -> tuple[str, float]:
+    """PUT the bundle; return (submission id, monotonic time the upload finished)."""
+    upload = grant["upload"]
+    requests.put(upload["url"], data=bundle, headers=upload.get("headers") or {}, timeout=30).raise_for_status()
+    return grant["submission"]["id"], time.monotonic()
+
+
+def _submit(stack: Platform, bundle: bytes, name: str) -> tuple[str, float]:
+    return _upload(_grant(stack, bundle, name), bundle)
+
+
+def _run_of(submission_id: str, timeout_s: float) -> str:
+    """The submission's run id, read from PostgreSQL (the API may be down)."""
+    from evaluator.storage.models import Run
+
+    return str(Platform.wait(lambda: Run.get_or_none(Run.submission == submission_id), timeout_s, poll_s=0.05).id)
+
+
+def _finished(stack: Platform, run_id: str, timeout_s: float) -> float:
+    """Monotonic time the run was seen `succeeded`; exits on any other final state."""
+    run = stack.wait(lambda: (r := stack.run(run_id))["status"] in FINAL and r, timeout_s, poll_s=0.1)
+    if run["status"] != "succeeded":
+        raise SystemExit(f"run {run_id} ended {run['status']}: {run.get('failure')}")
+    return time.monotonic()
+
+
+def _normal_path(stack: Platform, runs: int) -> tuple[float, float]:
+    """Median seconds upload -> run created and upload -> succeeded, nothing broken."""
+    created, done = [], []
+    for n in range(runs):
+        submission_id, uploaded = _submit(stack, sklearn_bundle(seed=n + 1), f"normal-{n}")
+        run_id = _run_of(submission_id, 60)
+        created.append(time.monotonic() - uploaded)
+        done.append(_finished(stack, run_id, 120) - uploaded)
+    return statistics.median(created), statistics.median(done)
+
+
+def redis(runs: int) -> dict:
+    """Seconds from a private Redis back to each run `succeeded`: restarted empty, and down during an upload."""
+    from tests.e2e.redis_server import PrivateRedis
+
+    server = PrivateRedis(Path(tempfile.mkdtemp(prefix="evaluator-bench-redis-"))).start()
+    try:
+        with platform(redis_url=server.url) as stack:
+            _, baseline = _normal_path(stack, 3)
+            worker = stack.workers.pop()
+            stack.kill(worker, signal.SIGTERM)  # nobody consumes: the runs wait in Redis
+            queued = [_run_of(_submit(stack, sklearn_bundle(seed=n + 1), f"queued-{n}")[0], 60)
+                      for n in range(runs)]
+            server.restart()  # SIGKILL, then an empty server: every message is gone
+            back = time.monotonic()
+            stack.start_worker()
+            restart_s = [_finished(stack, run_id, 300) - back for run_id in queued]
+            print(f"  Redis restarted without persistence, {runs} runs queued: succeeded "
+                  f"{', '.join(f'{s:.1f}' for s in restart_s)} s after Redis returned", flush=True)
+            server.stop()
+            submission_id, _ = _submit(stack, sklearn_bundle(), "while-down")
+            run_id = _run_of(submission_id, 60)  # the webhook answered 2xx: the run is committed
+            server.start()
+            back = time.monotonic()
+            down_s = _finished(stack, run_id, 300) - back
+            print(f"  Redis down during an upload: succeeded {down_s:.1f} s after Redis returned", flush=True)
+    finally:
+        server.stop()
+    worst = max(*restart_s, down_s)
+    print(f"redis: every run succeeded within {worst:.1f} s of Redis returning; normal path upload -> "
+          f"succeeded {baseline:.1f} s (median of 3)")
+    print(f"  baseline: {BASELINE['redis_restart_max_s']}")
+    return {"redis_restart_max_s": worst}
+
+
+def webhook_down(runs: int) -> dict:
+    """Seconds from an upload made while the API is down to its run's creation, periodic reconciler off."""
+    created = []
+    with platform() as stack:
+        baseline, _ = _normal_path(stack, 3)
+        for n in range(runs):
+            bundle = sklearn_bundle(seed=n + 1)
+            grant = _grant(stack, bundle, f"down-{n}")
+            stack.kill(stack.api)  # the filer's one POST fails and it drops the event
+            submission_id, uploaded = _upload(grant, bundle)
+            _run_of(submission_id, 120)
+            created.append(time.monotonic() - uploaded)
+            print(f"  upload while the API is down: run created {created[-1]:.1f} s later", flush=True)
+            stack.api = stack._spawn([str(BIN / "evaluator"), "api"])
+            wait_for_port(stack.config.api_port, 60, proc=stack.api)
+        interval = stack.config.reconcile_uploads_interval_s
+    print(f"webhook_down: runs created {max(created):.1f} s (max of {runs}) after an upload the webhook missed, "
+          f"by the {interval:g} s check of pending uploads; through the webhook: {baseline:.2f} s (median of 3)")
+    print(f"  baseline: {BASELINE['webhook_down_create_s']}")
+    return {"webhook_down_create_s": max(created)}
+
+
 def summary(figures: dict) -> str:
     names = ("takeover_median_s", "pg_blip_reruns", "redis_restart_max_s", "webhook_down_create_s",
              "orphan_containers")
@@ -287,7 +395,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--blips", type=int, default=3)
     parser.add_argument("--orphans", type=int, default=3)
-    parser.add_argument("--only", default="takeover,pg_blip,orphans")
+    parser.add_argument("--redis-runs", type=int, default=3)
+    parser.add_argument("--webhook-runs", type=int, default=3)
+    parser.add_argument("--only", default="takeover,pg_blip,orphans,redis,webhook_down")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     figures: dict = {}
@@ -297,6 +407,10 @@ def main() -> None:
         figures.update(pg_blip(args.blips))
     if "orphans" in parts:
         figures.update(orphans(args.orphans))
+    if "redis" in parts:
+        figures.update(redis(args.redis_runs))
+    if "webhook_down" in parts:
+        figures.update(webhook_down(args.webhook_runs))
     print(summary(figures))
 
 

@@ -126,6 +126,8 @@ def resend_lost(queues: object, held: Held, *, older_than_s: float, now: datetim
     if holding is None:
         return []
     lost = [run_id for run_id in candidates if run_id not in holding]
+    logger.debug("Queued runs: %d untouched for %.0f s, %d without a recent message, %d the broker lacks",
+                 len(stale), older_than_s, len(candidates), len(lost))
     if not lost:
         return []
     with database.atomic():

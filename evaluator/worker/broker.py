@@ -65,16 +65,21 @@ def held_arguments(broker: dramatiq.Broker, actor_name: str, *, cap: int = HELD_
 
 
 def started_empty(broker: dramatiq.Broker) -> bool:
-    """Return True once per Redis dataset: in the first process to see Redis without its epoch key.
+    """Return True while Redis lacks the epoch key `mark_epoch` sets: it is new, or it lost its data.
 
     The key has no expiry, so it is missing only on a new Redis or one that lost
     its data (a restart without persistence, a flush): then every queued run's
     message may be gone, and the caller compares them with the broker at once.
     """
     client = getattr(broker, "client", None)
-    if client is None:
-        return False
-    return bool(client.set(f"{broker.namespace}:epoch", f"{socket.gethostname()}:{os.getpid()}", nx=True))
+    return client is not None and not client.exists(f"{broker.namespace}:epoch")
+
+
+def mark_epoch(broker: dramatiq.Broker) -> None:
+    """Record that this Redis's queued runs were compared (see started_empty)."""
+    client = getattr(broker, "client", None)
+    if client is not None:
+        client.set(f"{broker.namespace}:epoch", f"{socket.gethostname()}:{os.getpid()}")
 
 
 def elect(broker: dramatiq.Broker, name: str, ttl_s: float) -> bool:

@@ -6,15 +6,22 @@ one in each dramatiq worker process (after its fork).
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 import redis
 
 from evaluator import outbox
 from evaluator.config import Config
-from evaluator.worker.broker import elect, held_arguments, started_empty
+from evaluator.worker.broker import elect, held_arguments, mark_epoch, started_empty
+
+logger = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 600.0
-FRESH_REDIS_GRACE_S = 1.0  # after Redis started empty, runs untouched this long are compared at once
+# After Redis started empty every queued run is compared, however new: a message sent before the loss is gone,
+# one sent since is in Redis (held), and one still pending in the outbox is skipped by resend_lost.
+FRESH_REDIS_GRACE_S = 0.0
+FRESH_LOCK_S = 5.0  # one process compares them; another retries when this runs out
 
 
 def build_relay(config: Config, broker: dramatiq.Broker) -> outbox.Relay:
@@ -28,14 +35,18 @@ def build_relay(config: Config, broker: dramatiq.Broker) -> outbox.Relay:
     check_s, uploads_s = config.outbox_check_interval_s, config.reconcile_uploads_interval_s
     resend_every_s = min(check_s, config.outbox_relay_interval_s) if check_s > 0 else 0  # 0: off
 
+    def held(kind: str) -> set[str] | None:
+        return held_arguments(broker, kind)
+
     def resend_lost() -> None:
-        if started_empty(broker):  # checked about every second: a Redis restart costs a second, not a check
-            older_than_s = FRESH_REDIS_GRACE_S
+        # Checked about every second: a Redis that restarted empty costs a second, not a check interval.
+        if started_empty(broker) and elect(broker, "outbox-fresh", FRESH_LOCK_S):
+            logger.warning("Redis has no epoch key (it is new, or it lost its data): comparing queued runs with "
+                           "its messages now")
+            outbox.resend_lost(queues, held, older_than_s=FRESH_REDIS_GRACE_S)
+            mark_epoch(broker)  # NOTE: only once compared: a failed pass is retried when the lock expires
         elif elect(broker, "outbox-check", check_s * 0.9):
-            older_than_s = config.outbox_resend_after_s
-        else:
-            return
-        outbox.resend_lost(queues, lambda kind: held_arguments(broker, kind), older_than_s=older_than_s)
+            outbox.resend_lost(queues, held, older_than_s=config.outbox_resend_after_s)
 
     def pending_uploads() -> None:
         try:
@@ -61,6 +72,11 @@ class OutboxRelay(dramatiq.Middleware):
         self.relay: outbox.Relay | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from evaluator.storage.db import database, init_database
+
+        # NOTE: dramatiq runs after_* hooks in reverse order: DatabaseConnection's has not bound the proxy yet.
+        if database.obj is None:
+            init_database(self.config.database_url)
         self.relay = build_relay(self.config, broker).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
