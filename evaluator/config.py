@@ -64,7 +64,7 @@ class Config:
     sandbox_output_bytes: int = 256 * 1024 * 1024
     sandbox_log_bytes: int = 64 * 1024
     work_dir: str = "/tmp/evaluator-runs"
-    images_dir: str = ""  # the images/ folder to build from; defaults to the checkout's images/
+    images_dir: str = ""  # the build contexts to build from; defaults to the package's evaluator/images/
     rootfs_dir: str = "/var/cache/evaluator/rootfs-bookworm"  # debootstrap root of the base image
     # Scoring: untrusted predictions are scored in a child process with these limits.
     scoring_memory_bytes: int = 1 << 30  # its RLIMIT_DATA; past it the run ends predictions_invalid

@@ -65,7 +65,7 @@ fi
 inputs=$( {
   echo "$base_id"
   find Dockerfile .dockerignore setup.cfg pyproject.toml README.md scripts/platform-requirements.py \
-       evaluator http storage images "$WHEELS" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+       evaluator http "$WHEELS" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum
 } | sha256sum | cut -c1-16)
 image="$REPOSITORY:$inputs"

@@ -6,11 +6,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from evaluator.config import Config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     worker.add_argument("--processes", type=int, default=2)
     worker.add_argument("--threads", type=int, default=1, help="concurrent runs per process")
     worker.set_defaults(func=run_worker)
-    api = subparsers.add_parser("api", help="run the API under gunicorn (http/gunicorn.conf.py)")
+    api = subparsers.add_parser("api", help="run the API under gunicorn (settings: evaluator.api.gunicorn_settings)")
     api.set_defaults(func=run_api)
     reconcile = subparsers.add_parser("reconcile", help="re-enqueue lost uploads and stuck runs once")
     reconcile.set_defaults(func=run_reconcile)
@@ -39,9 +36,10 @@ def run_worker(args: argparse.Namespace, config: Config) -> int:
 
 def run_api(args: argparse.Namespace, config: Config) -> int:
     config.check_events_token()
-    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "http" / "gunicorn.conf.py")]
-    os.execvp(command[0], command)
-    return 0  # not reached
+    from evaluator.api.gunicorn_settings import ApiServer, settings
+
+    ApiServer(settings(config)).run()  # returns only by SystemExit (gunicorn's arbiter halts)
+    return 0
 
 
 def run_reconcile(args: argparse.Namespace, config: Config) -> int:

@@ -1,10 +1,13 @@
-"""Build the framework images from images/: content-hash tags, offline wheelhouse, debootstrap base.
+"""Build the framework images from evaluator/images/: content-hash tags, offline wheelhouse, debootstrap base.
 
-Each image is tagged `<prefix><name>:<hash>` and `<prefix><name>:latest`, where the hash
-covers its inputs: its folder (Dockerfile, requirements.txt - the pinned wheel list - and,
-for the base, the in-image program) plus the id of the image it is built FROM. Where the
-pinned wheels come from (index or wheelhouse) is not an input. A tag that
-already exists means nothing changed, and the build is skipped.
+The build contexts ship inside the package (evaluator/images/<name>/), so an
+installed wheel builds the same images as a checkout. Each image is tagged
+`<prefix><name>:<hash>` and `<prefix><name>:latest`, where the hash covers its
+inputs: its folder's files by path relative to the folder (Dockerfile,
+requirements.txt - the pinned wheel list - and, for the base, the in-image
+program) plus the id of the image it is built FROM. Where the folder lives, and
+where the pinned wheels come from (index or wheelhouse), is not an input. A tag
+that already exists means nothing changed, and the build is skipped.
 
 The root of the base image comes from one of:
   pull         config.base_image (python:3.11-slim), pulled when missing;
@@ -23,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import http.server
+import importlib.resources
 import logging
 import pathlib
 import shutil
@@ -58,17 +62,31 @@ class BuiltImage:
     built: bool
 
 
+def packaged_images_dir() -> pathlib.Path:
+    """Return the images' build contexts shipped in the package (evaluator/images/)."""
+    folder = importlib.resources.files("evaluator") / "images"
+    if not isinstance(folder, pathlib.Path):  # a zipped install: Docker needs a folder to send
+        raise SandboxError(f"the image build contexts ({folder}) are not files on disk; "
+                           "install evaluator unzipped or set EVALUATOR_IMAGES_DIR")
+    return folder
+
+
 def default_images_dir(config: Config) -> pathlib.Path:
-    """Return images/ of this checkout unless config.images_dir says otherwise."""
+    """Return the packaged build contexts unless config.images_dir says otherwise."""
     if config.images_dir:
         return pathlib.Path(config.images_dir)
-    return pathlib.Path(__file__).resolve().parents[2] / "images"
+    return packaged_images_dir()
 
 
 def content_hash(folder: pathlib.Path, parent_id: str) -> str:
-    """Hash every file of an image folder (pinned wheel list included) and its parent image id."""
+    """Hash every file of an image folder (pinned wheel list included) and its parent image id.
+
+    Paths are relative to the folder and byte-code caches are skipped (pip compiles the
+    packaged in-image program on install), so a checkout and an installed wheel agree.
+    """
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.suffix != ".pyc"):
         digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(f"parent={parent_id}".encode())
     return digest.hexdigest()[:16]
@@ -126,7 +144,7 @@ def serve_wheelhouse(wheelhouse: pathlib.Path) -> Iterator[str]:
 
 
 class ImageBuilder:
-    """Build images/ into local images with a Docker client; never used by a run."""
+    """Build evaluator/images/ into local images with a Docker client; never used by a run."""
 
     def __init__(
         self,
