@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from evaluator import competition, scoring
+from evaluator import competition, disclosure, scoring
 from evaluator.storage.models import Benchmark, Run, RunStatus, isoformat
 
 
@@ -26,7 +26,9 @@ def _sort_key(values: list[float], directions: list[str]) -> tuple:
     return tuple(-v if d == "maximize" else v for v, d in zip(values, directions))
 
 
-def build(benchmark: Benchmark, *, private: bool) -> dict:
+def build(benchmark: Benchmark, *, private: bool, exact: bool = False) -> dict:
+    """Rank on exact values; show them exactly only when `exact` (managers), else rounded."""
+    shown = (lambda value: value) if exact else disclosure.coarsen
     settings = competition.settings_of(benchmark)
     metrics = [benchmark.primary_metric, *settings["tie_breakers"]]
     directions = [scoring.direction(m) for m in metrics]
@@ -51,9 +53,9 @@ def build(benchmark: Benchmark, *, private: bool) -> dict:
             rank, previous = position, key[:-1]
         document = _document(run, private) or {}
         entries.append({
-            "rank": rank, "participant": run.owner, "score": values[0],
-            "tie_breakers": dict(zip(metrics[1:], values[1:])),
-            "ci": (document.get("primary_metric") or {}).get("ci"),
+            "rank": rank, "participant": run.owner, "score": shown(values[0]),
+            "tie_breakers": shown(dict(zip(metrics[1:], values[1:]))),
+            "ci": shown((document.get("primary_metric") or {}).get("ci")),
             "run_id": str(run.id), "final": run.final, "finished_at": isoformat(run.finished_at),
         })
     return {

@@ -9,7 +9,7 @@ import uuid
 
 import peewee
 
-from evaluator import workers
+from evaluator import disclosure, workers
 from evaluator.errors import Conflict, NotFound, ValidationFailed, WorkerCrashed, clean_message
 from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
@@ -288,7 +288,8 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False) ->
     """Shape a run for a reader; managers (admin, the benchmark's owner) see everything.
 
     Others never see the dataset's hashes nor the cause of a platform failure (an exception's text),
-    and see the private score only when `show_private` (after the benchmark closes).
+    see metric values rounded (evaluator.disclosure) and the private score only when `show_private`
+    (after the benchmark closes).
     """
     return {
         "id": str(run.id),
@@ -296,8 +297,9 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False) ->
         "benchmark": run.benchmark_id,
         "owner": run.owner,
         "status": run.status,
-        "metrics": run.metrics,
-        "private_metrics": run.private_metrics if show_private or manager else None,
+        "metrics": run.metrics if manager else disclosure.coarsen(run.metrics),
+        "private_metrics": (run.private_metrics if manager
+                            else disclosure.coarsen(run.private_metrics) if show_private else None),
         "final": run.final,
         "failure": _failure(run, manager),
         "provenance": run.provenance if manager else _participant_provenance(run.provenance),

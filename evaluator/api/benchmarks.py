@@ -53,8 +53,9 @@ class Leaderboard:
         benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
         closed = competition.is_closed(benchmark)
         # Managers may preview the private ranking before close (?view=private); everyone sees it after.
-        wants_private = req.get_param("view") == "private" and competition.manages(benchmark, req.context.principal)
-        resp.media = leaderboard.build(benchmark, private=closed or wants_private)
+        manager = competition.manages(benchmark, req.context.principal)
+        wants_private = req.get_param("view") == "private" and manager
+        resp.media = leaderboard.build(benchmark, private=closed or wants_private, exact=manager)
 
 
 class Quota:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from evaluator.storage.models import Benchmark, Dataset, Run, Submission
+from evaluator.storage.models import Benchmark, Dataset, Run, Submission, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +63,37 @@ def test_the_datasets_hashes_are_shown_to_managers_only(api, internal_failure, a
         assert run["provenance"]["bundle_sha256"] == "ef" * 32  # her own upload's hash stays hers to see
     provenance = api.simulate_get(f"/v1/runs/{run_id}", headers=admin).json["provenance"]
     assert (provenance["labels_sha256"], provenance["features_sha256"]) == ("ab" * 32, "cd" * 32)
+
+
+def _succeeded_run(dataset_name: str, owner: str, log_loss: float) -> str:
+    dataset = Dataset.get_or_create(name=dataset_name, version="1", features_key="f", labels_key="l")[0]
+    Benchmark.get_or_create(id="ll", defaults=dict(title="ll", dataset=dataset, task="classification",
+                                                   primary_metric="log_loss", direction="minimize", owner="olga"))
+    submission = Submission.create(benchmark="ll", owner=owner, name="m", version="1", bucket="b",
+                                   object_key=f"bundles/ll/{owner}/m/1/x.tar.gz", status="uploaded")
+    document = {"metrics": {"log_loss": log_loss, "accuracy": 0.123456789},
+                "primary_metric": {"name": "log_loss", "value": log_loss, "direction": "minimize",
+                                   "ci": {"low": log_loss - 0.0123456, "high": log_loss + 0.0123456}}}
+    run = Run.create(submission=submission, benchmark="ll", owner=owner, status="succeeded", metrics=document,
+                     finished_at=utcnow())
+    return str(run.id)
+
+
+def test_participants_read_metrics_too_coarse_to_carry_row_labels_and_managers_exact_ones(api, db, alice, admin):
+    # Given two runs whose exact log loss differs only past the 4th decimal: an attacker's encoding of
+    # the labels of many rows (each row adding its own power of two) lives in those digits
+    exact = 0.693147180559945
+    encoded = exact + sum(2.0 ** -(i + 20) for i in range(0, 30, 2))  # "labels" of 15 rows, 1 = set
+    first, second = _succeeded_run("d", "alice", exact), _succeeded_run("d", "bob", encoded)
+    # When alice reads her run, and the leaderboard
+    mine = api.simulate_get(f"/v1/runs/{first}", headers=alice).json["metrics"]
+    board = api.simulate_get("/v1/benchmarks/ll/leaderboard", headers=alice).json["entries"]
+    # Then every figure is rounded, and the two runs are indistinguishable to her
+    assert mine["metrics"] == {"log_loss": 0.6931, "accuracy": 0.1235}
+    assert mine["primary_metric"]["ci"] == {"low": 0.6808, "high": 0.7055}
+    assert {entry["score"] for entry in board} == {0.6931}
+    # ... while a manager reads the exact values
+    assert api.simulate_get(f"/v1/runs/{second}", headers=admin).json["metrics"]["metrics"]["log_loss"] == encoded
+    scores = {e["participant"]: e["score"] for e in
+              api.simulate_get("/v1/benchmarks/ll/leaderboard", headers=admin).json["entries"]}
+    assert scores == {"alice": exact, "bob": encoded}
