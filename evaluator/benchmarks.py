@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from evaluator import competition, fields, quotas, scoring
 from evaluator.config import Config
-from evaluator.datasets import dataset_field, may_use
+from evaluator.datasets import dataset_field, may_use, require_ready
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from evaluator.sandbox.frameworks import FRAMEWORKS
 from evaluator.storage.models import Benchmark, isoformat
@@ -46,7 +46,7 @@ def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Ben
     metric_names = scoring.metric_names(task)
     primary = fields.choice(body, "primary_metric", metric_names, scoring.default_primary_metric(task))
     metrics = fields.string_list(body, "metrics", list(metric_names), allowed=metric_names)
-    dataset = dataset_field(body, principal)  # an owner attaches only her own datasets
+    dataset = require_ready(dataset_field(body, principal))  # an owner attaches only her own datasets
     if Benchmark.get_or_none(Benchmark.id == benchmark_id):
         raise Conflict(f"benchmark {benchmark_id} already exists")
     return Benchmark.create(
@@ -79,7 +79,7 @@ def update_benchmark(benchmark_id: str, body: dict, principal: Principal) -> Ben
         Benchmark.metrics: fields.string_list(body, "metrics", benchmark.metrics, allowed=names),
     }
     if "dataset" in body:
-        changes[Benchmark.dataset] = dataset_field(body, principal)
+        changes[Benchmark.dataset] = require_ready(dataset_field(body, principal))
     if "settings" in body:
         changes[Benchmark.settings] = competition.parse_settings(body, names, primary)
     if "title" in body:

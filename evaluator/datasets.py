@@ -87,6 +87,17 @@ def dataset_field(body: dict, principal: Principal) -> Dataset:
     return row
 
 
+def require_ready(dataset: Dataset) -> Dataset:
+    """Refuse (409, with the reason) a dataset that is not registered: a benchmark on it fails every run."""
+    if dataset.status == DatasetStatus.READY.value:
+        return dataset
+    if dataset.status == DatasetStatus.PENDING.value:
+        raise Conflict(f"dataset {dataset.ref} is pending: both its files must be uploaded and registered first "
+                       f"(`evaluator datasets show {dataset.ref}` says when it is ready)")
+    raise Conflict(f"dataset {dataset.ref} is {dataset.status}: {dataset.reason or 'no reason recorded'}; "
+                   "upload corrected files as a new version")
+
+
 def may_use(dataset: Dataset, principal: Principal) -> bool:
     return principal.is_admin or (dataset.owner is not None and dataset.owner == principal.owner)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,8 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def register_dataset_over_http(api, admin, *, name="iris", version="1", features=None, labels=None) -> dict:
+def register_dataset_over_http(api, admin, *, name="iris", version="1", features=None, labels=None,
+                               register: bool = True) -> dict:
     """Declare a dataset and upload both files to their presigned URLs; returns the API's dataset."""
     if features is None:
         features, labels = iris_like()
@@ -38,7 +40,32 @@ def register_dataset_over_http(api, admin, *, name="iris", version="1", features
     for part, table in (("features", features), ("labels", labels)):
         put = requests.put(response.json["uploads"][part]["url"], data=parquet_bytes(table), timeout=30)
         assert put.status_code == 200, put.text
-    return response.json
+    if not register:  # left pending, for its upload events to register
+        return response.json
+    registered = register_uploaded(response.json)
+    return {**response.json, "status": registered.status, "reason": registered.reason}
+
+
+def register_uploaded(declared: dict):
+    """Run the real registration of an uploaded dataset, as its upload events would on a worker.
+
+    A benchmark stands only on a ready dataset; TestClient tests start no worker, so the helper does it.
+    """
+    import tempfile
+    from urllib.parse import urlsplit
+
+    from evaluator.config import Config
+    from evaluator.datasets import register_dataset
+    from evaluator.storage.blobs import BlobStore
+    from tests.conftest import S3_KEY, S3_SECRET
+
+    url = urlsplit(declared["uploads"]["features"]["url"])
+    bucket = url.path.lstrip("/").split("/", 1)[0]
+    config = Config(s3_endpoint_url=f"{url.scheme}://{url.netloc}", s3_access_key=S3_KEY, s3_secret_key=S3_SECRET,
+                    datasets_bucket=bucket)
+    with tempfile.TemporaryDirectory(prefix="register-") as work:
+        return register_dataset(declared["id"], blobs=BlobStore.from_config(config), config=config,
+                                work_dir=Path(work))
 
 
 def create_benchmark(api, admin, *, benchmark_id="iris", dataset="iris:1", **extra) -> dict:

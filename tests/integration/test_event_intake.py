@@ -80,7 +80,7 @@ def test_a_bundle_dropped_in_by_hand_starts_nothing(api, uploaded, blobs, config
 
 
 def test_dataset_upload_events_queue_registration(api, admin, config, sent):
-    dataset = register_dataset_over_http(api, admin, name="ds", version="3")
+    dataset = register_dataset_over_http(api, admin, name="ds", version="3", register=False)
     response = post_event(api, minio_event(config.datasets_bucket, "datasets/ds/3/labels.parquet", 10, "e"))
     assert response.json["outcomes"][0]["action"] == "dataset"
     assert sent.datasets == [dataset["id"]]
