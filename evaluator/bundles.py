@@ -53,13 +53,15 @@ class Manifest:
     name: str
     version: str
     framework: str
-    model: str
+    model: str | None  # None: a code-only bundle whose predict needs no model file
     root: pathlib.Path
     predict: str | None = None
     classes: list | None = None
 
     def to_dict(self) -> dict:
-        body = {"name": self.name, "version": self.version, "framework": self.framework, "model": self.model}
+        body = {"name": self.name, "version": self.version, "framework": self.framework}
+        if self.model is not None:
+            body["model"] = self.model
         if self.predict:
             body["predict"] = self.predict
         return body
@@ -172,9 +174,12 @@ def read_manifest(directory: pathlib.Path, limits: BundleLimits | None = None) -
     limits = limits or BundleLimits()
     path = find_manifest(directory)
     document = _parse_manifest(path, limits)
-    for key in ("name", "version", "framework", "model"):
+    for key in ("name", "version", "framework"):
         if document.get(key) in (None, ""):
             raise BundleInvalid(f"{path.name}: '{key}' is required")
+    if document.get("model") is None and not document.get("predict"):
+        raise BundleInvalid(f"{path.name}: 'model' is required (the model file or folder), unless a 'predict' "
+                            "entry point needs none")
     name, version = str(document["name"]), str(document["version"])
     if not _NAME.fullmatch(name):
         raise BundleInvalid(f"{path.name}: name {name!r} must be 1-128 letters, digits, '.', '_' or '-'")
@@ -186,8 +191,11 @@ def read_manifest(directory: pathlib.Path, limits: BundleLimits | None = None) -
             f"{path.name}: framework {framework!r} is not supported; use one of {', '.join(sorted(FRAMEWORKS))}"
         )
     root = path.parent
-    model = str(document["model"])
-    _inside(root, model, "model")
+    model = None if document.get("model") is None else str(document["model"])
+    if model is not None:
+        if not model:
+            raise BundleInvalid(f"{path.name}: 'model' must name a file or folder in the bundle (or be left out)")
+        _inside(root, model, "model")
     predict = document.get("predict")
     if predict is not None:
         predict = str(predict)

@@ -7,7 +7,8 @@ and imports a framework only when the manifest asks for it.
 Input
   /model                  the extracted bundle; its manifest is evaluator.yaml,
                           evaluator.yml or evaluator.json:
-                            name, version, framework, model (file or folder),
+                            name, version, framework, model (file or folder;
+                            optional when `predict` takes one parameter),
                             predict (optional "file.py:function"),
                             classes (optional list: labels of output columns for
                             pytorch/tensorflow/onnx models that emit a score matrix)
@@ -275,8 +276,11 @@ def custom_predictor(manifest: dict, framework: str, model_path: pathlib.Path):
         raise BadInput(f"{file_name} has no function {function_name!r}")
     if len(inspect.signature(function).parameters) < 2:
         return lambda batch: function(batch)
-    loader = getattr(module, "load", None) or LOADERS[framework]
-    model = loader(model_path)
+    loader = getattr(module, "load", None)
+    if loader is None and manifest.get("model") is None:
+        raise BadInput(f"{function_name}(batch, model) needs a 'model' in the manifest, or a load(model_path) "
+                       f"in {file_name}; a predict(batch) of one parameter needs neither")
+    model = (loader or LOADERS[framework])(model_path)
     return lambda batch: function(batch, model)
 
 
@@ -319,13 +323,14 @@ def run() -> int:
     framework = str(manifest.get("framework", ""))
     if framework not in LOADERS:
         raise BadInput(f"framework {framework!r} is not one of {sorted(LOADERS)}")
-    if "model" not in manifest:
-        raise BadInput("manifest has no 'model'")
-    model_path = inside(MODEL_DIR, str(manifest["model"]))
+    if manifest.get("model") is None and not manifest.get("predict"):
+        raise BadInput("manifest has no 'model' (only a 'predict' entry point may do without one)")
+    # A code-only bundle (no `model`): its own load() gets the bundle folder, a framework loader nothing.
+    model_path = MODEL_DIR if manifest.get("model") is None else inside(MODEL_DIR, str(manifest["model"]))
     classes = manifest.get("classes")
     row_id_column = os.environ.get("EVALUATOR_ROW_ID_COLUMN", "row_id")
     batch_size = int(os.environ.get("EVALUATOR_BATCH_SIZE", "10000"))
-    log(f"{manifest.get('name')}:{manifest.get('version')} framework={framework} model={manifest['model']}")
+    log(f"{manifest.get('name')}:{manifest.get('version')} framework={framework} model={manifest.get('model')}")
 
     if manifest.get("predict"):
         custom = custom_predictor(manifest, framework, model_path)
