@@ -23,6 +23,7 @@ class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_namespace: str = "evaluator"
     broker_heartbeat_timeout_ms: int = 10_000  # every dispatch beats (idle consumers poll each second)
+    broker_worker_timeout_ms: int = 100  # an idle consumer waits at most this long for a new message
     broker_maintenance_chance: int = 200_000  # per million commands; a dead worker's messages return in seconds
     # Object store (any S3: SeaweedFS, MinIO, AWS).
     s3_endpoint_url: str = "http://127.0.0.1:8333"
@@ -63,6 +64,9 @@ class Config:
     sandbox_pids: int = 256
     sandbox_output_bytes: int = 256 * 1024 * 1024
     sandbox_log_bytes: int = 64 * 1024
+    sandbox_runtime: str = ""  # a Docker runtime for sandboxes, e.g. runsc (gVisor); empty: the daemon's default
+    sandbox_pool_size: int = 1  # warm single-use containers kept per pooled image (0: every run starts cold)
+    sandbox_pool_images: str = "sklearn"  # comma-separated images (sklearn, onnx, pytorch, tensorflow) to pool
     work_dir: str = "/tmp/evaluator-runs"
     images_dir: str = ""  # the build contexts to build from; defaults to the package's evaluator/images/
     rootfs_dir: str = "/var/cache/evaluator/rootfs-bookworm"  # debootstrap root of the base image

@@ -114,7 +114,7 @@ class DevPlatform:
         self.http = make_server(config.api_host, config.api_port, app, server_class=_ThreadingWSGIServer,
                                 handler_class=_QuietHandler)
         threading.Thread(target=self.http.serve_forever, name="api", daemon=True).start()
-        self.worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=200)
+        self.worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=config.broker_worker_timeout_ms)
         self.worker.start()
         logger.info("API on %s, S3 on %s, database %s, broker %s", config.api_base_url, config.s3_endpoint_url,
                     config.database_url, self.broker_kind)
@@ -148,6 +148,7 @@ class DevPlatform:
         for middleware in worker_middleware(self.config):
             broker.add_middleware(middleware)
         broker.add_middleware(OutboxRelay(self.config))
+        broker.add_middleware(services.SandboxPool())
         dramatiq.set_broker(broker)
         return broker
 

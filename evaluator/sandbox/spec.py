@@ -23,6 +23,7 @@ class Limits:
     # /dev/shm: enough for multiprocessing's semaphores and small shared arrays, noexec, and
     # counted against memory too (joblib falls back to /tmp when it is this small).
     shm_bytes: int = 16 * 1024 * 1024
+    runtime: str = ""  # a Docker runtime name (e.g. "runsc" for gVisor); empty: the daemon's default
 
     @property
     def nano_cpus(self) -> int:
@@ -43,6 +44,7 @@ class Limits:
             output_bytes=int(config.sandbox_output_bytes),
             log_bytes=int(config.sandbox_log_bytes),
             tmp_bytes=int(config.sandbox_output_bytes),
+            runtime=str(config.sandbox_runtime),
         )
 
     def to_dict(self) -> dict:

@@ -129,3 +129,20 @@ def _add_worker_middleware(broker: dramatiq.Broker, config: Config) -> None:
     for middleware in worker_middleware(config):
         broker.add_middleware(middleware)
     broker.add_middleware(OutboxRelay(config))
+    broker.add_middleware(PickupTimeout(config.broker_worker_timeout_ms))
+    broker.add_middleware(services.SandboxPool())
+
+
+class PickupTimeout(dramatiq.Middleware):
+    """Set how long an idle consumer waits for a message (Dramatiq's worker_timeout, 1,000 ms by default).
+
+    An idle Redis consumer backs off up to worker_timeout between looks, so a run
+    queued into an idle worker waited up to a second before pickup. The dramatiq
+    CLI has no option for it; the worker's consumers are made after this hook.
+    """
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.timeout_ms = max(1, int(timeout_ms))
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        worker.worker_timeout = self.timeout_ms

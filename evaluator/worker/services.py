@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
+
+import dramatiq
 
 from evaluator.config import Config
 from evaluator.storage.blobs import BlobStore
@@ -14,9 +17,9 @@ _config: Config | None = None
 def configure(config: Config) -> None:
     """Use this Config (set by broker.setup, tests and `evaluator dev`) and forget built clients."""
     global _config
+    close_sandbox()
     _config = config
     blobs.cache_clear()
-    sandbox.cache_clear()
 
 
 def current_config() -> Config:
@@ -33,9 +36,38 @@ def blobs() -> BlobStore:
 
 @functools.lru_cache(maxsize=1)
 def sandbox() -> Any:
+    """Return this process's sandbox: a warm pool when EVALUATOR_SANDBOX_POOL_SIZE > 0, else cold containers."""
     import docker
 
+    from evaluator.sandbox.pool import WarmPoolSandbox, pooled_images
     from evaluator.sandbox.runner import DockerSandbox
+    from evaluator.sandbox.spec import Limits
     from evaluator.workers import worker_name
 
-    return DockerSandbox(docker.from_env(timeout=120), deployment=current_config().deployment, worker=worker_name())
+    config = current_config()
+    client = docker.from_env(timeout=120)
+    images = pooled_images(config.sandbox_pool_images, config.image_prefix)
+    if config.sandbox_pool_size <= 0 or not images:
+        return DockerSandbox(client, deployment=config.deployment, worker=worker_name())
+    return WarmPoolSandbox(client, deployment=config.deployment, worker=worker_name(),
+                           limits=Limits.from_config(config), images=images, size=config.sandbox_pool_size,
+                           root=Path(config.work_dir) / "pool").start()
+
+
+def close_sandbox() -> None:
+    """Remove this process's idle warm containers (worker shutdown, reconfiguration); a no-op when none."""
+    if sandbox.cache_info().currsize:
+        built = sandbox()
+        if hasattr(built, "close"):
+            built.close()
+    sandbox.cache_clear()
+
+
+class SandboxPool(dramatiq.Middleware):
+    """Start the warm pool when a worker process boots, and remove its containers when it stops."""
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        sandbox()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        close_sandbox()

@@ -1,0 +1,298 @@
+"""WarmPoolSandbox: single-use containers started before their run exists, each used once.
+
+A cold run spends most of its time starting a container and importing the
+framework (seconds for scikit-learn), work that does not depend on the run. The
+pool does it ahead: per pooled image it keeps `size` containers created with the
+exact options of the cold path (runner.container_options), started in the
+in-image program's `--warm` mode, which imports the framework and blocks on a go
+line on stdin. Each container's /model and /data are bind mounts of an empty
+per-slot host folder: it holds no tenant data until it is handed a run. Then the
+run's files are hard-linked (or copied) into the slot folder, the go line is
+written, and the run is watched exactly like a cold one. Whatever happens, the
+container and its folder are removed after that one run, and a background thread
+starts a replacement. A container is never reused.
+
+Runs whose limits or image the pool was not built for take the cold path.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import docker
+import docker.errors
+
+from evaluator import workers
+from evaluator.errors import InfrastructureError
+from evaluator.sandbox.runner import (
+    _DOCKER_ERRORS,
+    DEPLOYMENT_LABEL,
+    WORKER_LABEL,
+    DockerSandbox,
+    SandboxContainer,
+    _Streams,
+    container_options,
+    create_failure,
+)
+from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
+
+logger = logging.getLogger(__name__)
+
+POOL_LABEL = "evaluator.pool"  # the pooled image; a warm container has no run label (sweeps skip it while idle)
+REFILL_CHECK_S = 1.0
+RETRY_AFTER_FAILURE_S = 10.0
+
+
+@dataclasses.dataclass
+class Slot:
+    """One warm container: its attached streams and its (empty until hand-over) host folder."""
+
+    image: str
+    container: object
+    sock: object
+    streams: _Streams
+    folder: Path
+
+    def alive(self) -> bool:
+        return self.streams.is_alive()  # the streams end when the container exits
+
+
+class WarmPoolSandbox(DockerSandbox):
+    """A DockerSandbox that hands runs of the pooled images and limits to warm containers."""
+
+    def __init__(self, client: docker.DockerClient, *, deployment: str = "default", worker: str = "",
+                 limits: Limits, images: dict[str, str], size: int, root: Path) -> None:
+        """`images` maps an image name (evaluator-sklearn) to its folder name (sklearn), the warm argument."""
+        super().__init__(client, deployment=deployment, worker=worker)
+        self._limits = limits
+        self._images = dict(images)
+        self._size = size
+        self._root = root
+        self._ready: dict[str, collections.deque[Slot]] = {image: collections.deque() for image in images}
+        self._running: dict[str, Slot] = {}
+        self._changed = threading.Condition()
+        self._closed = False
+        self._filler: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> WarmPoolSandbox:
+        """Start the background thread that keeps `size` warm containers per image."""
+        with self._changed:
+            if self._filler is None and self._size > 0:
+                self._filler = threading.Thread(target=self._fill_loop, name="sandbox-pool", daemon=True)
+                self._filler.start()
+        return self
+
+    def close(self) -> None:
+        """Stop refilling and remove every idle warm container (worker shutdown)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if self._filler is not None:
+            self._filler.join(timeout=60)
+        with self._changed:
+            idle = [slot for slots in self._ready.values() for slot in slots]
+            for slots in self._ready.values():
+                slots.clear()
+        for slot in idle:
+            self._discard(slot)
+
+    def ready(self, image: str) -> list[str]:
+        """Return the ids of the live warm containers of an image (for tests and `evaluator dev`)."""
+        with self._changed:
+            return [slot.container.id for slot in self._ready.get(image, ()) if slot.alive()]  # type: ignore
+
+    # --- the Sandbox protocol -------------------------------------------------------------
+
+    def run(self, spec: SandboxSpec, *, should_cancel: Callable[[], bool] | None = None) -> SandboxResult:
+        """Run the spec in a warm container when one fits, else cold (see DockerSandbox.run)."""
+        slot = self._take(spec) if self._fits(spec) else None
+        if slot is None:
+            return super().run(spec, should_cancel=should_cancel)
+        try:
+            self._running[spec.run_id] = slot
+            started = time.monotonic()
+            self._hand_over(slot, spec)
+            try:
+                slot.sock._sock.sendall((json.dumps(spec.env) + "\n").encode())  # type: ignore[attr-defined]
+            except OSError:  # it died between the liveness check and now: nothing ran yet
+                logger.info("Warm container %s died before its go line; running %s cold",
+                            slot.container.short_id, spec.run_id)  # type: ignore[attr-defined]
+                self._discard(slot)
+                return super().run(spec, should_cancel=should_cancel)
+            image_id = slot.container.attrs.get("Image", "")  # type: ignore[attr-defined]
+            self._watch(slot.container, slot.streams, spec, started, should_cancel, image_id)
+            return self._result(slot.container, slot.streams, spec, started, image_id, should_cancel)
+        finally:
+            self._running.pop(spec.run_id, None)
+            self._discard(slot)
+            with self._changed:
+                self._changed.notify_all()
+
+    def kill_run(self, run_id: str) -> int:
+        killed = super().kill_run(run_id)
+        slot = self._running.get(run_id)
+        if slot is not None:
+            try:
+                slot.container.kill()  # type: ignore[attr-defined]
+                killed += 1
+            except docker.errors.APIError as ex:
+                logger.info("Warm container of run %s was not killed: %s", run_id, ex)
+        return killed
+
+    def containers(self) -> list[SandboxContainer]:
+        """This deployment's run containers, and the warm containers of workers that are gone (as run-less)."""
+        found = super().containers()
+        return found + [SandboxContainer(id=c.id, run_id="", worker=c.labels.get(WORKER_LABEL, ""), status=c.status)
+                        for c in self._orphaned_pool_containers()]
+
+    def remove_leftovers(self, run_id: str | None = None) -> int:
+        removed = super().remove_leftovers(run_id)
+        if run_id:
+            return removed
+        orphans = self._orphaned_pool_containers()
+        for container in orphans:
+            self._remove_with_folder(container)
+        return removed + len(orphans)
+
+    def remove_container(self, container_id: str) -> None:
+        try:
+            self._remove_with_folder(self._client.containers.get(container_id))
+        except docker.errors.NotFound:
+            pass
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _fits(self, spec: SandboxSpec) -> bool:
+        return (self._size > 0 and spec.image in self._images and spec.limits == self._limits
+                and all(str(key).startswith("EVALUATOR_") for key in spec.env))
+
+    def _take(self, spec: SandboxSpec) -> Slot | None:
+        """Pop a live warm container of the spec's image; a dead one is discarded, none means cold."""
+        while True:
+            with self._changed:
+                slots = self._ready.get(spec.image)
+                slot = slots.popleft() if slots else None
+                self._changed.notify_all()  # the filler starts a replacement now
+            if slot is None or slot.alive():
+                return slot
+            self._discard(slot)
+
+    def _hand_over(self, slot: Slot, spec: SandboxSpec) -> None:
+        """Put the run's model and features in the slot's folders (hard links when the filesystem allows)."""
+        for source, name in ((spec.model_dir, "model"), (spec.data_dir, "data")):
+            shutil.copytree(source, slot.folder / name, symlinks=True, copy_function=_link_or_copy,
+                            dirs_exist_ok=True)
+            (slot.folder / name).chmod(0o755)
+
+    def _fill_loop(self) -> None:
+        while True:
+            with self._changed:
+                if self._closed:
+                    return
+                missing = [image for image, slots in self._ready.items() if self._prune(slots) < self._size]
+                if not missing:
+                    self._changed.wait(timeout=REFILL_CHECK_S)
+                    continue
+            for image in missing:
+                try:
+                    slot = self._start_slot(image)
+                except Exception as ex:  # the pool's loop boundary: Docker down, image missing; runs go cold
+                    logger.warning("Could not start a warm %s sandbox (runs take the cold path): %s", image, ex)
+                    with self._changed:
+                        self._changed.wait(timeout=RETRY_AFTER_FAILURE_S)
+                    break
+                with self._changed:
+                    if self._closed:
+                        self._discard(slot)
+                        return
+                    self._ready[image].append(slot)
+
+    def _prune(self, slots: collections.deque[Slot]) -> int:
+        """Discard the dead slots (called under the lock); return how many live ones remain."""
+        for slot in [slot for slot in slots if not slot.alive()]:
+            slots.remove(slot)
+            logger.info("Warm container %s exited while idle; replacing it",
+                        slot.container.short_id)  # type: ignore[attr-defined]
+            threading.Thread(target=self._discard, args=(slot,), daemon=True).start()
+        return len(slots)
+
+    def _start_slot(self, image: str) -> Slot:
+        folder = self._root / secrets.token_hex(16)  # opaque: Docker shows the host path in mountinfo
+        for path in (self._root.parent, self._root, folder, folder / "model", folder / "data"):
+            path.mkdir(exist_ok=True)
+            path.chmod(0o755)
+        options = container_options(
+            self._limits, env={},
+            labels={POOL_LABEL: image, DEPLOYMENT_LABEL: self._deployment, WORKER_LABEL: self._worker},
+            volumes={str(folder / "model"): {"bind": "/model", "mode": "ro"},
+                     str(folder / "data"): {"bind": "/data", "mode": "ro"}})
+        try:
+            container = self._client.containers.create(image, command=["--warm", self._images[image]],
+                                                       stdin_open=True, **options)
+        except _DOCKER_ERRORS as ex:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise create_failure(ex, image, self._limits) from ex
+        try:
+            sock = self._client.api.attach_socket(
+                container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            getattr(sock, "_sock", sock).settimeout(None)
+            streams = _Streams(sock, self._limits)
+            streams.start()
+            container.start()
+        except BaseException:
+            self._remove(container)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return Slot(image=image, container=container, sock=sock, streams=streams, folder=folder)
+
+    def _discard(self, slot: Slot) -> None:
+        """Remove a slot's container and folder; never raises (the run's result matters more)."""
+        try:
+            slot.sock.close()  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        self._remove(slot.container)
+        shutil.rmtree(slot.folder, ignore_errors=True)
+
+    def _orphaned_pool_containers(self) -> list:
+        try:
+            found = self._client.containers.list(
+                all=True, filters={"label": [POOL_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]})
+        except _DOCKER_ERRORS as ex:
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+        return [c for c in found if workers.is_gone(c.labels.get(WORKER_LABEL)) or
+                (c.status == "exited" and c.labels.get(WORKER_LABEL) != self._worker)]
+
+    def _remove_with_folder(self, container) -> None:  # type: ignore[no-untyped-def]
+        folders = {Path(m.get("Source", "")).parent for m in container.attrs.get("Mounts", [])
+                   if m.get("Type") == "bind"}
+        self._remove(container)
+        for folder in folders:
+            if folder.parent == self._root:  # only a slot folder of ours, never a run's
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, destination, follow_symlinks=False)
+
+
+def pooled_images(names: str, prefix: str) -> dict[str, str]:
+    """Parse EVALUATOR_SANDBOX_POOL_IMAGES ("sklearn,onnx") into {image name: image folder}."""
+    return {f"{prefix}{name}": name for name in (part.strip() for part in names.split(",")) if name}

@@ -1,0 +1,200 @@
+"""The warm pool: single-use containers started ahead, handed one run each, never holding data before it."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import docker.errors
+import pytest
+
+from evaluator.evaluation import evaluate_bundle
+from evaluator.sandbox.pool import POOL_LABEL, WarmPoolSandbox, pooled_images
+from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, DockerSandbox
+from evaluator.sandbox.spec import Limits
+from evaluator.workers import worker_name
+from tests.integration import sandbox_fixtures as fx
+from tests.integration.test_sandbox import HOSTILE, good_bundle
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+IMAGE = "evaluator-sklearn"
+TMP_PROBE = '''
+import os
+def predict(batch):
+    seen = os.path.exists("/tmp/probe")
+    open("/tmp/probe", "w").write("x")
+    print("TMP-SEEN" if seen else "TMP-FRESH", flush=True)
+    return [0] * len(batch)
+'''
+
+
+@pytest.fixture
+def data(tmp_path):
+    return fx.classification_data(tmp_path / "data")
+
+
+@pytest.fixture
+def pool(docker_client, images_built, sandbox_work_dir):
+    images_built("sklearn")
+    deployment = f"pool-test-{uuid.uuid4().hex[:8]}"
+    sandbox = WarmPoolSandbox(docker_client, deployment=deployment, worker=worker_name(),
+                              limits=Limits.from_config(HOSTILE), images=pooled_images("sklearn", "evaluator-"),
+                              size=1, root=sandbox_work_dir.parent / f"{deployment}-pool").start()
+    yield sandbox
+    sandbox.close()
+    left = docker_client.containers.list(all=True, filters={"label": f"{DEPLOYMENT_LABEL}={deployment}"})
+    assert left == [], "the pool left containers behind at shutdown"
+
+
+@pytest.fixture
+def run(pool, data, sandbox_work_dir):
+    _, _, features, labels = data
+
+    def evaluate(bundle, config=HOSTILE, sandbox=pool, should_cancel=None):
+        run_id = f"test-{uuid.uuid4().hex[:8]}"
+        return evaluate_bundle(bundle, features, labels, task="classification", sandbox=sandbox, config=config,
+                               work_dir=sandbox_work_dir / run_id, run_id=run_id, should_cancel=should_cancel)
+
+    return evaluate
+
+
+def wait_ready(pool: WarmPoolSandbox, other_than: str = "") -> str:
+    deadline = time.monotonic() + 90
+    while True:
+        ready = [c for c in pool.ready(IMAGE) if c != other_than]
+        if ready:
+            return ready[0]
+        assert time.monotonic() < deadline, "no warm container came up"
+        time.sleep(0.1)
+
+
+def gone(client, container_id: str) -> bool:
+    try:
+        client.containers.get(container_id)
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
+def bind_folders(client, container_id: str) -> list[Path]:
+    mounts = client.api.inspect_container(container_id)["Mounts"]
+    return [Path(m["Source"]) for m in mounts if m["Type"] == "bind"]
+
+
+def test_a_warm_container_serves_exactly_one_run_and_is_removed(pool, run, docker_client, tmp_path, data):
+    first = wait_ready(pool)
+    folders = bind_folders(docker_client, first)
+
+    evaluation = run(good_bundle(tmp_path, data))
+
+    assert evaluation.status == "succeeded", evaluation.failure
+    assert gone(docker_client, first)
+    assert not any(folder.exists() for folder in folders)
+    assert wait_ready(pool, other_than=first) != first
+
+
+def test_two_runs_never_share_a_container_a_folder_or_a_tmp(pool, run, docker_client, tmp_path):
+    bundle = fx.predict_bundle(tmp_path / "b.tar.gz", TMP_PROBE)
+    first = wait_ready(pool)
+    first_folders = bind_folders(docker_client, first)
+    one = run(bundle)
+    second = wait_ready(pool, other_than=first)
+    second_folders = bind_folders(docker_client, second)
+    two = run(bundle)
+
+    assert one.status == two.status == "succeeded"
+    assert b"TMP-FRESH" in one.log and b"TMP-FRESH" in two.log
+    assert second != first and set(first_folders).isdisjoint(second_folders)
+
+
+def test_a_pool_holds_no_tenant_data_before_hand_over(pool, docker_client):
+    container = wait_ready(pool)
+    folders = bind_folders(docker_client, container)
+
+    assert sorted(Path(f).name for f in folders) == ["data", "model"]
+    assert all(list(os.walk(folder)) == [(str(folder), [], [])] for folder in folders)
+    attrs = docker_client.api.inspect_container(container)
+    assert all(m["RW"] is False for m in attrs["Mounts"] if m["Type"] == "bind")
+    assert attrs["HostConfig"]["NetworkMode"] == "none" and attrs["HostConfig"]["ReadonlyRootfs"]
+    assert attrs["Config"]["User"] == "65534:65534" and attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    assert attrs["HostConfig"]["Memory"] == attrs["HostConfig"]["MemorySwap"] > 0
+    assert RUN_LABEL not in attrs["Config"]["Labels"] and attrs["Config"]["Labels"][POOL_LABEL] == IMAGE
+
+
+def test_a_warm_container_that_dies_while_waiting_is_replaced(pool, run, docker_client, tmp_path, data):
+    first = wait_ready(pool)
+    docker_client.containers.get(first).kill()
+
+    replacement = wait_ready(pool, other_than=first)
+    evaluation = run(good_bundle(tmp_path, data))
+
+    assert replacement != first
+    assert evaluation.status == "succeeded", evaluation.failure
+    assert gone(docker_client, replacement)
+
+
+def test_a_warm_run_past_its_time_limit_is_killed(docker_client, images_built, data, tmp_path, sandbox_work_dir):
+    images_built("sklearn")
+    limited = HOSTILE.replace(sandbox_timeout_s=3)
+    pool = WarmPoolSandbox(docker_client, deployment=f"pool-test-{uuid.uuid4().hex[:8]}", worker=worker_name(),
+                           limits=Limits.from_config(limited), images=pooled_images("sklearn", "evaluator-"),
+                           size=1, root=sandbox_work_dir.parent / f"pool-{uuid.uuid4().hex[:8]}").start()
+    try:
+        container = wait_ready(pool)
+        _, _, features, labels = data
+        evaluation = evaluate_bundle(fx.predict_bundle(tmp_path / "b.tar.gz", fx.SLEEPS_FOREVER), features, labels,
+                                     task="classification", sandbox=pool, config=limited,
+                                     work_dir=sandbox_work_dir / "timeout", run_id="test-pool-timeout")
+        assert evaluation.status == "timed_out" and evaluation.failure["code"] == "timeout"
+        assert gone(docker_client, container)
+    finally:
+        pool.close()
+
+
+def test_cancelling_a_warm_run_kills_its_container(pool, run, docker_client, tmp_path):
+    container = wait_ready(pool)
+    cancelled, outcome = threading.Event(), []
+    thread = threading.Thread(target=lambda: outcome.append(
+        run(fx.predict_bundle(tmp_path / "b.tar.gz", fx.SLEEPS_FOREVER), should_cancel=cancelled.is_set)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while container in pool.ready(IMAGE):  # handed over
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    cancelled.set()
+    thread.join(timeout=30)
+
+    assert outcome[0].status == "cancelled"
+    assert gone(docker_client, container)
+
+
+@pytest.mark.parametrize("source, code", [(fx.ALLOCATES_WITHOUT_BOUND, "out_of_memory")])
+def test_hostile_models_are_contained_in_warm_containers(pool, run, docker_client, tmp_path, source, code):
+    container = wait_ready(pool)
+
+    evaluation = run(fx.predict_bundle(tmp_path / "b.tar.gz", source))
+
+    assert evaluation.status == "failed" and evaluation.failure["code"] == code
+    assert gone(docker_client, container)
+
+
+def test_runs_with_other_limits_take_the_cold_path(pool, run, docker_client, tmp_path, data):
+    container = wait_ready(pool)
+
+    evaluation = run(good_bundle(tmp_path, data), config=HOSTILE.replace(sandbox_memory="300m"))
+
+    assert evaluation.status == "succeeded", evaluation.failure
+    assert container in pool.ready(IMAGE)  # untouched: the run had a fresh cold container
+
+
+def test_a_missing_container_runtime_is_a_sandbox_error_naming_the_fix(docker_client, run, tmp_path, data):
+    evaluation = run(good_bundle(tmp_path, data), config=HOSTILE.replace(sandbox_runtime="runsc-not-installed"),
+                     sandbox=DockerSandbox(docker_client))
+
+    assert evaluation.status == "failed" and evaluation.failure["code"] == "sandbox_error"
+    assert "apt-get install runsc" in evaluation.failure["message"]
