@@ -13,6 +13,11 @@ from evaluator.scoring.sources import PROBA_PREFIX
 from evaluator.scoring.value_counts import SortedValueCounts
 
 _EPS = float(np.finfo(np.float64).eps)
+# How far past [0, 1] a probability may be and still be float32 rounding (8 ulps of 1.0 in float32): ONNX
+# models emit float32, and a forest's averaged trees give 1.0000001. Such values are clipped into [0, 1];
+# scikit-learn clips every probability to [eps, 1 - eps] anyway, so the loss is the one it computes on the
+# clipped array. Anything further out is not a probability, and log_loss is skipped as scikit-learn refuses it.
+FLOAT32_ROUNDING = 1e-6
 
 
 def roc_auc_from_counts(counts: SortedValueCounts) -> float | None:
@@ -54,6 +59,7 @@ class ProbabilityAccumulator:
         self._rows_not_summing_to_one = 0  # log_loss's warning tolerance
         self._rows_not_allclose_to_one = 0  # multiclass roc_auc's hard requirement
         self._rows_without_column = 0
+        self._values_rounded_past = 0  # probabilities within FLOAT32_ROUNDING outside [0, 1], clipped
         self._budget_values = max(1, budget_bytes // 8)  # NOTE: 8 bytes a score; the columns share the budget
         share = max(1, self._budget_values // len(self.names))
         self._scores: list[SortedValueCounts | None] = [SortedValueCounts(2, directory, max_in_memory=share)
@@ -67,6 +73,7 @@ class ProbabilityAccumulator:
         column = lookup[true_codes]
         self._minimum = min(self._minimum, float(matrix.min(initial=math.inf)))
         self._maximum = max(self._maximum, float(matrix.max(initial=-math.inf)))
+        self._values_rounded_past += int(np.sum((matrix < 0) | (matrix > 1)))
         sums = matrix.sum(axis=1)
         self._rows_not_summing_to_one += int(np.sum(~(np.abs(sums - 1.0) <= 1e-8 + math.sqrt(_EPS))))
         self._rows_not_allclose_to_one += int(np.sum(~(np.abs(1.0 - sums) <= 1e-8 + 1e-5 * np.abs(sums))))
@@ -93,8 +100,12 @@ class ProbabilityAccumulator:
     def _log_loss(self, n: int) -> float | str:
         if len(self.labels) < 2:
             return "log_loss needs probability columns for at least two classes"
-        if self._minimum < 0 or self._maximum > 1:
+        if self._minimum < -FLOAT32_ROUNDING or self._maximum > 1 + FLOAT32_ROUNDING:
             return f"probabilities outside [0, 1] (min {self._minimum}, max {self._maximum})"
+        if self._values_rounded_past:
+            self.warnings.append(f"log_loss: {self._values_rounded_past} probabilities were outside [0, 1] by at "
+                                 f"most {FLOAT32_ROUNDING:g} (min {self._minimum}, max {self._maximum}: float32 "
+                                 "rounding) and were clipped into it")
         if self._rows_without_column:
             return (f"{self._rows_without_column} rows have a true label with no proba__<class> column "
                     f"(columns: {', '.join(self.names)})")
