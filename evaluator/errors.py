@@ -80,6 +80,16 @@ class NotFound(EvaluatorError):
     code, http_status = "not_found", 404
 
 
+class ObjectMissing(NotFound):
+    """Raised by the object store adapter for a key that does not exist (S3 NoSuchKey / 404).
+
+    Never retried: who must act (participant or operator) depends on the object, so the
+    caller that knows what it asked for turns it into its own failure (BundleMissing, ...).
+    """
+
+    code = "object_missing"
+
+
 class Conflict(EvaluatorError):
     """Raised when an object already exists or is in the wrong state."""
 
@@ -115,9 +125,18 @@ class QuotaExceeded(EvaluatorError):
 
 
 class RunFailure(EvaluatorError):
-    """Raised when a run must end failed with a code the participant can act on."""
+    """Raised when a run must end failed with a code the participant can act on.
+
+    A failure raised while the model ran carries what the run keeps of it: the sandbox's
+    `log` and the `image_id` it ran in (empty when it never got that far).
+    """
 
     status = "failed"
+
+    def __init__(self, message: str, *, field: str | None = None, log: bytes = b"", image_id: str = "") -> None:
+        super().__init__(message, field=field)
+        self.log = log
+        self.image_id = image_id
 
 
 class BundleInvalid(RunFailure):
@@ -156,6 +175,18 @@ class PredictionsInvalid(RunFailure):
     code, http_status = "predictions_invalid", 422
 
 
+class BundleMissing(RunFailure):
+    """Raised when the uploaded bundle is no longer in the store (deleted between its event and its run)."""
+
+    code, http_status = "bundle_missing", 404
+
+
+class DatasetMissing(RunFailure):
+    """Raised when a ready dataset's file is gone from the store: the organiser must publish it again."""
+
+    code, http_status = "dataset_missing", 404
+
+
 class WorkerCrashed(RunFailure):
     """Raised (recorded) when a run's evaluation killed its worker too many times: the poison-pill guard."""
 
@@ -175,6 +206,22 @@ class InfrastructureError(EvaluatorError):
     """Raised when a service we depend on is unavailable; the actor retries."""
 
     code, http_status = "unavailable", 503
+
+
+def retryable_types() -> tuple[type[BaseException], ...]:
+    """What a retry may cure: ours, and the database driver's and the OS's errors that reach the core as they are.
+
+    The adapters (storage.blobs, sandbox.daemon) turn S3 and Docker errors into InfrastructureError,
+    so no botocore or docker type belongs here.
+    """
+    import peewee  # NOTE: here, not at the top: the CLI imports this module and must start light
+
+    return (InfrastructureError, peewee.OperationalError, peewee.InterfaceError, OSError)
+
+
+def is_retryable(exception: BaseException) -> bool:
+    """True when the failure is the platform's and passing (a retry may succeed), never a participant's."""
+    return isinstance(exception, retryable_types()) and not isinstance(exception, RunFailure)
 
 
 # --- configuration (an entry point refuses to start) -----------------------------

@@ -201,9 +201,9 @@ def evaluate_bundle(
         durations["scoring"] = round(time.monotonic() - clock, 3)
     except RunFailure as ex:
         durations[current] = round(time.monotonic() - clock, 3)
-        log = getattr(ex, "log", log)
-        if getattr(ex, "image_id", None):
-            provenance["image_id"] = ex.image_id  # type: ignore[attr-defined]
+        log = ex.log or log
+        if ex.image_id:
+            provenance["image_id"] = ex.image_id
         logger.info("Run %s ended %s at %s: %s: %s", run_id, ex.status, current, ex.code, ex.message)
         return Evaluation(ex.status, None, {"code": ex.code, "message": ex.message}, provenance, predictions, log)
     durations["total"] = round(sum(durations.values()), 3)

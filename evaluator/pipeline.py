@@ -19,7 +19,7 @@ from typing import Protocol
 
 from evaluator import competition, run_folders, runs, submissions, workers
 from evaluator.config import Config
-from evaluator.errors import InfrastructureError
+from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle
 from evaluator.storage import layout, reconnect
 from evaluator.storage.blobs import BlobStore
@@ -122,11 +122,16 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             sha256 = submissions.fetch_bundle(submission, bundle_path, limit, blobs=blobs)
         except ValueError as ex:
             return _finish_failed(config, run_id, worker, "bundle_invalid", str(ex))
+        except RunFailure as ex:  # the bundle is gone: the participant's to resubmit, no retry helps
+            return _finish_failed(config, run_id, worker, ex.code, ex.message)
         if dataset.status == "invalid":
             return _finish_failed(config, run_id, worker, "internal",
                                   f"the benchmark's dataset {dataset.ref} is invalid: "
                                   f"{dataset.reason}; the organiser must publish a valid one")
-        features, labels = stage_dataset(dataset, blobs=blobs, config=config)
+        try:
+            features, labels = stage_dataset(dataset, blobs=blobs, config=config)
+        except RunFailure as ex:
+            return _finish_failed(config, run_id, worker, ex.code, ex.message)
         download_s = time.monotonic() - stage_started
 
         evaluation = evaluate_bundle(
@@ -232,6 +237,10 @@ def stage_dataset(dataset: Dataset, *, blobs: BlobStore, config: Config) -> tupl
     """Download a dataset's files once per worker host (content-addressed by their sha256).
 
     The cache lives outside every run folder: nothing here is ever mounted into a sandbox.
+
+    Raises:
+        DatasetMissing: a file of the dataset is no longer in the store (the operator's to fix).
+        InfrastructureError: the dataset is not ready yet, or the store failed.
     """
     if dataset.status != "ready":  # still registering: retried, and the reconciler re-queues it later
         raise InfrastructureError(f"dataset {dataset.ref} is {dataset.status}, not ready")
@@ -242,7 +251,11 @@ def stage_dataset(dataset: Dataset, *, blobs: BlobStore, config: Config) -> tupl
     folder.mkdir(parents=True, exist_ok=True)
     for key, path in zip((dataset.features_key, dataset.labels_key), paths):
         partial = path.with_suffix(f".part-{os.getpid()}")
-        blobs.download(config.datasets_bucket, key, partial)
+        try:
+            blobs.download(config.datasets_bucket, key, partial)
+        except ObjectMissing:
+            raise DatasetMissing(f"a file of the benchmark's dataset {dataset.ref} is gone from the store; "
+                                 "the organiser must publish the dataset again") from None
         os.replace(partial, path)
     return paths
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from evaluator import competition, fields, quotas
 from evaluator.benchmarks import get_benchmark
 from evaluator.config import Config
-from evaluator.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from evaluator.errors import BundleMissing, Conflict, NotFound, ObjectMissing, PayloadTooLarge, ValidationFailed
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore, ObjectChanged
 from evaluator.storage.models import Submission, SubmissionStatus, isoformat, utcnow
@@ -155,12 +155,15 @@ def fetch_bundle(submission: Submission, path: Path, max_bytes: int, *, blobs: B
     """Download the very object its upload event named (ETag pinned); returns its sha256.
 
     A bundle replaced after its event is refused, never evaluated; one over the
-    limit is deleted from the store. Raises ValueError with the participant's sentence.
+    limit is deleted from the store. Raises ValueError with the participant's sentence, and
+    BundleMissing when the bundle was deleted after its upload event.
     """
     bucket, key = submission.bucket, submission.object_key
+    missing = BundleMissing("the uploaded bundle is no longer in the store (deleted after it was uploaded); "
+                            "submit it again")
     head = blobs.head(bucket, key)
     if head is None:
-        raise ValueError("the uploaded bundle is no longer in the store; submit it again")
+        raise missing
     if submission.etag is None:  # an event without an ETag: pin the object as it is now, once
         (Submission.update(etag=head["etag"])
          .where((Submission.id == submission.id) & Submission.etag.is_null()).execute())
@@ -176,6 +179,8 @@ def fetch_bundle(submission: Submission, path: Path, max_bytes: int, *, blobs: B
         sha256 = blobs.download(bucket, key, path, max_bytes=max_bytes, if_match=submission.etag)
     except ObjectChanged:
         raise replaced from None
+    except ObjectMissing:
+        raise missing from None
     except ValueError:
         _discard(submission, blobs)
         raise ValueError(f"the uploaded bundle is over this benchmark's limit of {max_bytes} bytes") from None

@@ -21,12 +21,11 @@ from typing import Callable
 
 import docker
 import docker.errors
-import requests
 from docker.types import LogConfig
 from docker.utils.socket import frames_iter
 
-from evaluator.errors import (InfrastructureError, OutOfMemory, RunCancelled, RunFailure, SandboxError,
-                              SandboxTimeout)
+from evaluator.errors import InfrastructureError, OutOfMemory, RunCancelled, SandboxError, SandboxTimeout
+from evaluator.sandbox.daemon import DOCKER_ERRORS, DockerGone, docker_errors
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ WORKER_LABEL = "evaluator.worker"  # the lease owner that started it: a containe
 SANDBOX_USER = "65534:65534"
 CANCEL_POLL_S = 0.5
 _STDOUT = 1
-_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError)
+_DOCKER_ERRORS = DOCKER_ERRORS
 
 
 class LogCapture:
@@ -109,77 +108,6 @@ def _split_status(stdout: bytes) -> tuple[int | None, bytes | None]:
     return status, predictions or None
 
 
-def _failure(error: RunFailure, log: bytes, image_id: str) -> RunFailure:
-    """Attach the log and image id to a participant failure, so the run keeps them."""
-    error.log = log  # type: ignore[attr-defined]
-    error.image_id = image_id  # type: ignore[attr-defined]
-    return error
-
-
-def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict) -> dict:
-    """Return every lock-down setting of a sandbox container: the cold path and the warm pool share it."""
-    threads = str(limits.threads)
-    return dict(
-        environment={
-            "EVALUATOR_ROW_ID_COLUMN": "row_id",
-            "OMP_NUM_THREADS": threads,
-            "OPENBLAS_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "TF_NUM_INTRAOP_THREADS": threads,
-            "TF_NUM_INTEROP_THREADS": "1",
-            **env,
-        },
-        labels=labels,
-        network_mode="none",
-        network_disabled=True,
-        read_only=True,
-        user=SANDBOX_USER,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        ipc_mode="private",
-        cgroupns="private",  # /proc/self/cgroup and the cgroup mounts then name no container id
-        mem_limit=limits.memory,
-        memswap_limit=limits.memory,
-        nano_cpus=limits.nano_cpus,
-        pids_limit=limits.pids,
-        # msgqueue 0: no POSIX message queue can hold a byte (mq_open needs no /dev/mqueue).
-        ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),
-                 docker.types.Ulimit(name="msgqueue", soft=0, hard=0)],
-        tmpfs={
-            "/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
-            "/output": f"rw,nosuid,nodev,size={limits.output_bytes},mode=1777",
-            # Replace Docker's 64 MiB /dev/shm and its writable mqueue filesystem (a mount of
-            # ours at either path makes Docker skip its own): small and noexec, and read-only.
-            "/dev/shm": f"rw,nosuid,nodev,noexec,size={limits.shm_bytes},mode=1777",
-            "/dev/mqueue": "ro,nosuid,nodev,noexec,size=4k,mode=0555",
-        },
-        volumes=volumes,
-        # Everything is read through the attached streams; this file only bounds the daemon's copy.
-        log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
-        hostname="sandbox",
-        working_dir="/tmp",
-        runtime=limits.runtime or None,  # None: the daemon's default (runc)
-    )
-
-
-def create_failure(ex: BaseException, image: str, limits: Limits) -> Exception:
-    """Translate a failed container create into the error a run records."""
-    if isinstance(ex, docker.errors.ImageNotFound):
-        framework = image.rsplit("-", 1)[-1].split(":")[0]
-        return SandboxError(f"image {image} is not built on this worker; run `evaluator images build {framework}`")
-    if isinstance(ex, docker.errors.APIError):
-        explanation = str(ex.explanation or ex)
-        if limits.runtime and "runtime" in explanation.lower():
-            return SandboxError(
-                f"the container runtime {limits.runtime!r} is not registered with this worker's Docker; install it "
-                f"(`apt-get install runsc` for gVisor) and register it with scripts/machine.sh, or unset "
-                f"EVALUATOR_SANDBOX_RUNTIME / the benchmark's limits.runtime")
-        if ex.status_code is not None and ex.status_code < 500:
-            return SandboxError(f"the sandbox container could not be created: {explanation}")
-        return InfrastructureError(f"Docker daemon error: {explanation}")
-    return InfrastructureError(f"Docker daemon unavailable: {ex}")
-
-
 @dataclasses.dataclass(frozen=True)
 class SandboxContainer:
     """A sandbox container of this deployment, as a sweep sees it."""
@@ -221,16 +149,12 @@ class DockerSandbox:
         streams = None
         sock = None
         try:
-            try:
+            with docker_errors("the sandbox container could not start", refusal_fails_run=True):
                 sock = self._client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
                 getattr(sock, "_sock", sock).settimeout(None)  # a quiet model may think for hours
                 streams = _Streams(sock, spec.limits)
                 streams.start()
                 container.start()
-            except docker.errors.APIError as ex:
-                raise SandboxError(f"the sandbox container could not start: {ex.explanation or ex}") from ex
-            except _DOCKER_ERRORS as ex:
-                raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
             self._watch(container, streams, spec, started, should_cancel, image_id)
             return self._result(container, streams, spec, started, image_id, should_cancel)
         finally:
@@ -244,16 +168,16 @@ class DockerSandbox:
     def kill_run(self, run_id: str) -> int:
         """Kill every container of a run (e.g. on cancel from another process); return how many."""
         killed = 0
-        try:
+        with docker_errors("the run's containers could not be listed"):
             containers = self._client.containers.list(filters={"label": self._labels(run_id)})
-        except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
         for container in containers:
             try:
-                container.kill()
+                with docker_errors(f"container {container.short_id} of run {run_id} was not killed",
+                                   refusal_fails_run=True):
+                    container.kill()
                 killed += 1
-            except docker.errors.APIError as ex:
-                logger.info("Container %s of run %s was not killed: %s", container.short_id, run_id, ex)
+            except SandboxError as ex:  # it exited meanwhile
+                logger.info("%s", ex)
         return killed
 
     def remove_leftovers(self, run_id: str | None = None) -> int:
@@ -265,44 +189,90 @@ class DockerSandbox:
         filters: dict = {"label": self._labels(run_id)}
         if not run_id:
             filters["status"] = "exited"
-        try:
+        with docker_errors("the sandbox containers could not be listed"):
             containers = self._client.containers.list(all=True, filters=filters)
-        except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
         for container in containers:
             self._remove(container)
         return len(containers)
 
     def containers(self) -> list[SandboxContainer]:
         """List this deployment's sandbox containers on this Docker host, in any state."""
-        try:
+        with docker_errors("the sandbox containers could not be listed"):
             found = self._client.containers.list(all=True, filters={"label": self._labels()})
-        except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
         return [SandboxContainer(id=c.id, run_id=c.labels.get(RUN_LABEL, ""), worker=c.labels.get(WORKER_LABEL, ""),
                                  status=c.status) for c in found]
 
     def remove_container(self, container_id: str) -> None:
         """Kill and remove one container (a sweep found it orphaned); gone already is fine."""
         try:
-            self._remove(self._client.containers.get(container_id))
-        except docker.errors.NotFound:
-            pass
-        except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+            with docker_errors(f"container {container_id[:12]} could not be found"):
+                container = self._client.containers.get(container_id)
+        except DockerGone:
+            return
+        self._remove(container)
 
     # --- steps ---------------------------------------------------------------------------
 
     def _create(self, spec: SandboxSpec):  # type: ignore[no-untyped-def]
-        options = container_options(
-            spec.limits, env=spec.env,
-            labels={RUN_LABEL: spec.run_id, DEPLOYMENT_LABEL: self._deployment, WORKER_LABEL: self._worker},
-            volumes={str(spec.model_dir): {"bind": "/model", "mode": "ro"},
-                     str(spec.data_dir): {"bind": "/data", "mode": "ro"}})
+        limits = spec.limits
+        threads = str(limits.threads)
+        env = {
+            "EVALUATOR_ROW_ID_COLUMN": "row_id",
+            "OMP_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "TF_NUM_INTRAOP_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": "1",
+            **spec.env,
+        }
         try:
-            return self._client.containers.create(spec.image, **options)
+            return self._client.containers.create(
+                spec.image,
+                environment=env,
+                labels={RUN_LABEL: spec.run_id, DEPLOYMENT_LABEL: self._deployment, WORKER_LABEL: self._worker},
+                network_mode="none",
+                network_disabled=True,
+                read_only=True,
+                user=SANDBOX_USER,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                ipc_mode="private",
+                cgroupns="private",  # /proc/self/cgroup and the cgroup mounts then name no container id
+                mem_limit=limits.memory,
+                memswap_limit=limits.memory,
+                nano_cpus=limits.nano_cpus,
+                pids_limit=limits.pids,
+                # msgqueue 0: no POSIX message queue can hold a byte (mq_open needs no /dev/mqueue).
+                ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),
+                         docker.types.Ulimit(name="msgqueue", soft=0, hard=0)],
+                tmpfs={
+                    "/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
+                    "/output": f"rw,nosuid,nodev,size={limits.output_bytes},mode=1777",
+                    # Replace Docker's 64 MiB /dev/shm and its writable mqueue filesystem (a mount of
+                    # ours at either path makes Docker skip its own): small and noexec, and read-only.
+                    "/dev/shm": f"rw,nosuid,nodev,noexec,size={limits.shm_bytes},mode=1777",
+                    "/dev/mqueue": "ro,nosuid,nodev,noexec,size=4k,mode=0555",
+                },
+                volumes={
+                    str(spec.model_dir): {"bind": "/model", "mode": "ro"},
+                    str(spec.data_dir): {"bind": "/data", "mode": "ro"},
+                },
+                # Everything is read through the attached streams; this file only bounds the daemon's copy.
+                log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+                hostname="sandbox",
+                working_dir="/tmp",
+            )
+        except docker.errors.ImageNotFound:
+            framework = spec.image.rsplit("-", 1)[-1].split(":")[0]
+            raise SandboxError(
+                f"image {spec.image} is not built on this worker; run `evaluator images build {framework}`"
+            ) from None
+        except docker.errors.APIError as ex:
+            if ex.status_code is not None and ex.status_code < 500:
+                raise SandboxError(f"the sandbox container could not be created: {ex.explanation or ex}") from ex
+            raise InfrastructureError(f"Docker daemon error: {ex.explanation or ex}") from ex
         except _DOCKER_ERRORS as ex:
-            raise create_failure(ex, spec.image, spec.limits) from ex
+            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
 
     def _watch(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
                should_cancel: Callable[[], bool] | None, image_id: str) -> None:
@@ -313,66 +283,61 @@ class DockerSandbox:
             now = time.monotonic()
             if streams.overflow:
                 self._kill(container, streams)
-                raise _failure(SandboxError(
-                    f"the sandbox wrote more than {spec.limits.output_bytes} bytes of predictions"),
-                    streams.log.getvalue(), image_id)
+                raise SandboxError(f"the sandbox wrote more than {spec.limits.output_bytes} bytes of predictions",
+                                   log=streams.log.getvalue(), image_id=image_id)
             if now >= deadline:
                 self._kill(container, streams)
-                raise _failure(SandboxTimeout(
-                    f"the model ran past its {spec.limits.timeout_s:g}s limit; the container was killed"),
-                    streams.log.getvalue(), image_id)
+                raise SandboxTimeout(
+                    f"the model ran past its {spec.limits.timeout_s:g}s limit; the container was killed",
+                    log=streams.log.getvalue(), image_id=image_id)
             if should_cancel is not None and now >= next_cancel_check:
                 next_cancel_check = now + CANCEL_POLL_S
                 if should_cancel():
                     self._kill(container, streams)
-                    raise _failure(RunCancelled("the run was cancelled; the container was killed"),
-                                   streams.log.getvalue(), image_id)
+                    raise RunCancelled("the run was cancelled; the container was killed", log=streams.log.getvalue(),
+                                       image_id=image_id)
 
     def _result(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
                 image_id: str, should_cancel: Callable[[], bool] | None) -> SandboxResult:
-        try:
+        with docker_errors("the sandbox container's end could not be read"):
             container.wait(timeout=30)
             container.reload()
-        except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
         state = container.attrs.get("State", {})
         log = streams.log.getvalue()
         status, predictions = _split_status(streams.stdout)
         if state.get("OOMKilled") and status != 0:
-            raise _failure(OutOfMemory(f"the model used more than {spec.limits.memory} of memory and was killed"),
-                           log, image_id)
+            raise OutOfMemory(f"the model used more than {spec.limits.memory} of memory and was killed", log=log,
+                              image_id=image_id)
         if status is None and should_cancel is not None and should_cancel():  # killed by kill_run()
-            raise _failure(RunCancelled("the run was cancelled; the container was killed"), log, image_id)
+            raise RunCancelled("the run was cancelled; the container was killed", log=log, image_id=image_id)
         if status is None:
-            raise _failure(SandboxError(
-                f"the sandbox exited with code {state.get('ExitCode')} before its program reported a status"),
-                log, image_id)
+            raise SandboxError(
+                f"the sandbox exited with code {state.get('ExitCode')} before its program reported a status",
+                log=log, image_id=image_id)
         return SandboxResult(exit_code=status, predictions=predictions, log=log, image_id=image_id,
                              duration_s=round(time.monotonic() - started, 3))
 
     def _kill(self, container, streams: _Streams) -> None:  # type: ignore[no-untyped-def]
         try:
-            container.kill()
-        except docker.errors.APIError as ex:  # it may have exited meanwhile
-            logger.debug("kill of %s: %s", container.short_id, ex)
-        except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+            with docker_errors(f"container {container.short_id} was not killed", refusal_fails_run=True):
+                container.kill()
+        except SandboxError as ex:  # it may have exited meanwhile
+            logger.debug("%s", ex)
         streams.join(timeout=5)
 
     def _remove(self, container) -> None:  # type: ignore[no-untyped-def]
         try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
+            with docker_errors(f"sandbox container {container.short_id} was not removed"):
+                container.remove(force=True)
+        except DockerGone:
             pass
-        except _DOCKER_ERRORS as ex:
-            logger.warning("Sandbox container %s was not removed: %s", container.short_id, ex)
+        except (SandboxError, InfrastructureError) as ex:
+            logger.warning("%s", ex)
 
 
 def connect(timeout: int = 120) -> docker.DockerClient:
     """Return a client of the local Docker Engine (DOCKER_HOST honoured), or raise InfrastructureError."""
-    try:
+    with docker_errors("the worker cannot reach it"):
         client = docker.from_env(timeout=timeout)
         client.ping()
-    except _DOCKER_ERRORS as ex:
-        raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
     return client

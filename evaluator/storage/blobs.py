@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -9,11 +10,12 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 import boto3
+import boto3.exceptions
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
 from evaluator.config import Config
-from evaluator.errors import InfrastructureError
+from evaluator.errors import InfrastructureError, ObjectMissing
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,33 @@ _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 
 class ObjectChanged(ValueError):
     """The object under a key is not the version that was pinned (it was replaced after its event)."""
+
+
+def _error_code(ex: botocore.exceptions.ClientError) -> tuple[str, int]:
+    return (str(ex.response.get("Error", {}).get("Code", "")),
+            int(ex.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0))
+
+
+@contextlib.contextmanager
+def s3_errors(bucket: str, key: str = "", *, if_match: str | None = None) -> Iterator[None]:
+    """Turn botocore's errors into ours, so no caller (and no retry predicate) needs to know botocore.
+
+    A missing object or bucket is ObjectMissing (never retried: the caller names whose problem it is);
+    a pinned version that is gone is ObjectChanged; everything else (5xx, throttling, connection and
+    read errors, and a store that refuses our credentials) is InfrastructureError, which is retried.
+    """
+    where = f"s3://{bucket}/{key}"
+    try:
+        yield
+    except botocore.exceptions.ClientError as ex:
+        code, status = _error_code(ex)
+        if code in _MISSING or status == 404:
+            raise ObjectMissing(f"{where} does not exist") from None
+        if if_match and (code in {"PreconditionFailed", "412"} or status == 412):
+            raise ObjectChanged(f"{where} is no longer the object with ETag {if_match}") from None
+        raise InfrastructureError(f"object store error on {where}: {code or status}: {ex}") from ex
+    except (botocore.exceptions.BotoCoreError, boto3.exceptions.Boto3Error) as ex:  # connection, timeouts, cut body
+        raise InfrastructureError(f"object store unavailable ({where}): {ex}") from ex
 
 
 def make_s3_client(config: Config, endpoint_url: str | None = None) -> Any:
@@ -61,13 +90,17 @@ class BlobStore:
     def ensure_buckets(self, *buckets: str) -> None:
         """Create the buckets that do not exist yet (idempotent)."""
         for bucket in dict.fromkeys(buckets):
-            try:
-                self._client.head_bucket(Bucket=bucket)
-            except botocore.exceptions.ClientError:
+            with s3_errors(bucket):
+                try:
+                    self._client.head_bucket(Bucket=bucket)
+                    continue
+                except botocore.exceptions.ClientError as ex:
+                    if _error_code(ex)[0] not in _MISSING and _error_code(ex)[1] != 404:
+                        raise
                 try:
                     self._client.create_bucket(Bucket=bucket)
                 except botocore.exceptions.ClientError as ex:
-                    if ex.response["Error"]["Code"] not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    if _error_code(ex)[0] not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                         raise
 
     def ping(self, bucket: str) -> None:
@@ -75,7 +108,7 @@ class BlobStore:
         try:
             self._client.head_bucket(Bucket=bucket)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as ex:
-            raise InfrastructureError(f"object store unavailable: {ex}") from ex
+            raise InfrastructureError(f"object store unavailable: {ex}") from ex  # a missing bucket too
 
     # --- presigned grants ------------------------------------------------------------
 
@@ -112,7 +145,8 @@ class BlobStore:
 
     def start_multipart(self, bucket: str, key: str, content_type: str | None = None) -> str:
         extra = {"ContentType": content_type} if content_type else {}
-        return self._client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        with s3_errors(bucket, key):
+            return self._client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
 
     def presign_part(self, bucket: str, key: str, upload_id: str, part_number: int, expires_s: int,
                      size: int | None = None) -> str:
@@ -124,10 +158,11 @@ class BlobStore:
 
     def complete_multipart(self, bucket: str, key: str, upload_id: str, parts: list[dict]) -> str:
         """Join the parts ([{PartNumber, ETag}]); returns the object's ETag."""
-        result = self._client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])},
-        )
+        with s3_errors(bucket, key):
+            result = self._client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])},
+            )
         return result.get("ETag", "").strip('"')
 
     def abort_multipart(self, bucket: str, key: str, upload_id: str) -> bool:
@@ -144,11 +179,10 @@ class BlobStore:
     def head(self, bucket: str, key: str) -> dict | None:
         """Return {size, etag, version} of an object, or None if it does not exist."""
         try:
-            meta = self._client.head_object(Bucket=bucket, Key=key)
-        except botocore.exceptions.ClientError as ex:
-            if ex.response["Error"]["Code"] in _MISSING:
-                return None
-            raise
+            with s3_errors(bucket, key):
+                meta = self._client.head_object(Bucket=bucket, Key=key)
+        except ObjectMissing:
+            return None
         return {
             "size": meta["ContentLength"],
             "etag": meta.get("ETag", "").strip('"'),
@@ -159,21 +193,24 @@ class BlobStore:
         """Return a streaming body; the caller reads it in chunks and closes it.
 
         With `if_match` (an ETag) the store serves only that version: ObjectChanged otherwise.
+
+        Raises:
+            ObjectMissing: no object under the key. InfrastructureError: the store failed.
         """
         extra = {"IfMatch": f'"{if_match.strip(chr(34))}"'} if if_match else {}
-        try:
+        with s3_errors(bucket, key, if_match=if_match):
             return self._client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
-        except botocore.exceptions.ClientError as ex:
-            code = ex.response.get("Error", {}).get("Code")
-            if if_match and code in {"PreconditionFailed", "412"}:
-                raise ObjectChanged(f"s3://{bucket}/{key} is no longer the object with ETag {if_match}") from None
-            raise
 
     def iter_chunks(self, bucket: str, key: str, chunk_size: int = CHUNK, *,
                     if_match: str | None = None) -> Iterator[bytes]:
         body = self.open(bucket, key, if_match=if_match)
         try:
-            yield from iter(lambda: body.read(chunk_size), b"")
+            while True:
+                with s3_errors(bucket, key):
+                    chunk = body.read(chunk_size)
+                if not chunk:
+                    return
+                yield chunk
         finally:
             body.close()
 
@@ -197,21 +234,29 @@ class BlobStore:
         return json.loads(self.get_bytes(bucket, key))
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        return self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)["ETag"].strip('"')
+        with s3_errors(bucket, key):
+            result = self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        return result["ETag"].strip('"')
 
     def put_json(self, bucket: str, key: str, document: Any) -> str:
         data = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
         return self.put_bytes(bucket, key, data, "application/json")
 
     def upload_file(self, bucket: str, key: str, path: Path) -> None:
-        self._client.upload_file(str(path), bucket, key)
+        with s3_errors(bucket, key):
+            self._client.upload_file(str(path), bucket, key)
 
     def list_keys(self, bucket: str, prefix: str) -> Iterator[dict]:
         """Yield {key, size, etag} for every object under a prefix."""
-        paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        pages = iter(self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+        while True:
+            with s3_errors(bucket, prefix):
+                page = next(pages, None)
+            if page is None:
+                return
             for item in page.get("Contents", []):
                 yield {"key": item["Key"], "size": item["Size"], "etag": item.get("ETag", "").strip('"')}
 
     def delete(self, bucket: str, key: str) -> None:
-        self._client.delete_object(Bucket=bucket, Key=key)
+        with s3_errors(bucket, key):
+            self._client.delete_object(Bucket=bucket, Key=key)

@@ -10,7 +10,7 @@ import random
 
 import dramatiq
 
-from evaluator.errors import InfrastructureError
+from evaluator.errors import InfrastructureError, is_retryable
 
 if dramatiq.broker.global_broker is None:
     # @dramatiq.actor would silently create a default broker on localhost (STYLE R9).
@@ -30,16 +30,13 @@ MAINTENANCE = "maintenance"
 
 
 def _retry_infrastructure_only(retries: int, exception: BaseException) -> bool:
-    """Retry what S3, the DB or Docker caused, never the participant's own failure (a final state)."""
-    import botocore.exceptions
-    import docker.errors
-    import peewee
-    import requests
+    """Retry what the platform's services caused (errors.is_retryable), never the participant's own failure.
 
-    retryable = (InfrastructureError, peewee.OperationalError, peewee.InterfaceError, botocore.exceptions.BotoCoreError,
-                 botocore.exceptions.ClientError, docker.errors.APIError, requests.exceptions.RequestException,
-                 dramatiq.middleware.TimeLimitExceeded, dramatiq.middleware.Shutdown, OSError)
-    return retries < services.current_config().evaluate_max_retries and isinstance(exception, retryable)
+    Besides, a message cut short by this worker's shutdown or time limit comes back.
+    """
+    interrupted = isinstance(exception, (dramatiq.middleware.TimeLimitExceeded, dramatiq.middleware.Shutdown))
+    return (retries < services.current_config().evaluate_max_retries
+            and (interrupted or is_retryable(exception)))
 
 
 @dramatiq.actor(queue_name=EVALUATIONS, min_backoff=2_000, max_backoff=60_000,
