@@ -108,6 +108,70 @@ def _split_status(stdout: bytes) -> tuple[int | None, bytes | None]:
     return status, predictions or None
 
 
+def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict) -> dict:
+    """Return every lock-down setting of a sandbox container: the cold path and the warm pool share it."""
+    threads = str(limits.threads)
+    return dict(
+        environment={
+            "EVALUATOR_ROW_ID_COLUMN": "row_id",
+            "OMP_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "TF_NUM_INTRAOP_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": "1",
+            **env,
+        },
+        labels=labels,
+        network_mode="none",
+        network_disabled=True,
+        read_only=True,
+        user=SANDBOX_USER,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        ipc_mode="private",
+        cgroupns="private",  # /proc/self/cgroup and the cgroup mounts then name no container id
+        mem_limit=limits.memory,
+        memswap_limit=limits.memory,
+        nano_cpus=limits.nano_cpus,
+        pids_limit=limits.pids,
+        # msgqueue 0: no POSIX message queue can hold a byte (mq_open needs no /dev/mqueue).
+        ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),
+                 docker.types.Ulimit(name="msgqueue", soft=0, hard=0)],
+        tmpfs={
+            "/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
+            "/output": f"rw,nosuid,nodev,size={limits.output_bytes},mode=1777",
+            # Replace Docker's 64 MiB /dev/shm and its writable mqueue filesystem (a mount of
+            # ours at either path makes Docker skip its own): small and noexec, and read-only.
+            "/dev/shm": f"rw,nosuid,nodev,noexec,size={limits.shm_bytes},mode=1777",
+            "/dev/mqueue": "ro,nosuid,nodev,noexec,size=4k,mode=0555",
+        },
+        volumes=volumes,
+        # Everything is read through the attached streams; this file only bounds the daemon's copy.
+        log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+        hostname="sandbox",
+        working_dir="/tmp",
+        runtime=limits.runtime or None,  # None: the daemon's default (runc)
+    )
+
+
+def create_failure(ex: BaseException, image: str, limits: Limits) -> Exception:
+    """Translate a failed container create into the error a run records."""
+    if isinstance(ex, docker.errors.ImageNotFound):
+        framework = image.rsplit("-", 1)[-1].split(":")[0]
+        return SandboxError(f"image {image} is not built on this worker; run `evaluator images build {framework}`")
+    if isinstance(ex, docker.errors.APIError):
+        explanation = str(ex.explanation or ex)
+        if limits.runtime and "runtime" in explanation.lower():
+            return SandboxError(
+                f"the container runtime {limits.runtime!r} is not registered with this worker's Docker; install it "
+                f"(`apt-get install runsc` for gVisor) and register it with scripts/machine.sh, or unset "
+                f"EVALUATOR_SANDBOX_RUNTIME / the benchmark's limits.runtime")
+        if ex.status_code is not None and ex.status_code < 500:
+            return SandboxError(f"the sandbox container could not be created: {explanation}")
+        return InfrastructureError(f"Docker daemon error: {explanation}")
+    return InfrastructureError(f"Docker daemon unavailable: {ex}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SandboxContainer:
     """A sandbox container of this deployment, as a sweep sees it."""
@@ -214,65 +278,15 @@ class DockerSandbox:
     # --- steps ---------------------------------------------------------------------------
 
     def _create(self, spec: SandboxSpec):  # type: ignore[no-untyped-def]
-        limits = spec.limits
-        threads = str(limits.threads)
-        env = {
-            "EVALUATOR_ROW_ID_COLUMN": "row_id",
-            "OMP_NUM_THREADS": threads,
-            "OPENBLAS_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "TF_NUM_INTRAOP_THREADS": threads,
-            "TF_NUM_INTEROP_THREADS": "1",
-            **spec.env,
-        }
+        options = container_options(
+            spec.limits, env=spec.env,
+            labels={RUN_LABEL: spec.run_id, DEPLOYMENT_LABEL: self._deployment, WORKER_LABEL: self._worker},
+            volumes={str(spec.model_dir): {"bind": "/model", "mode": "ro"},
+                     str(spec.data_dir): {"bind": "/data", "mode": "ro"}})
         try:
-            return self._client.containers.create(
-                spec.image,
-                environment=env,
-                labels={RUN_LABEL: spec.run_id, DEPLOYMENT_LABEL: self._deployment, WORKER_LABEL: self._worker},
-                network_mode="none",
-                network_disabled=True,
-                read_only=True,
-                user=SANDBOX_USER,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                ipc_mode="private",
-                cgroupns="private",  # /proc/self/cgroup and the cgroup mounts then name no container id
-                mem_limit=limits.memory,
-                memswap_limit=limits.memory,
-                nano_cpus=limits.nano_cpus,
-                pids_limit=limits.pids,
-                # msgqueue 0: no POSIX message queue can hold a byte (mq_open needs no /dev/mqueue).
-                ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),
-                         docker.types.Ulimit(name="msgqueue", soft=0, hard=0)],
-                tmpfs={
-                    "/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
-                    "/output": f"rw,nosuid,nodev,size={limits.output_bytes},mode=1777",
-                    # Replace Docker's 64 MiB /dev/shm and its writable mqueue filesystem (a mount of
-                    # ours at either path makes Docker skip its own): small and noexec, and read-only.
-                    "/dev/shm": f"rw,nosuid,nodev,noexec,size={limits.shm_bytes},mode=1777",
-                    "/dev/mqueue": "ro,nosuid,nodev,noexec,size=4k,mode=0555",
-                },
-                volumes={
-                    str(spec.model_dir): {"bind": "/model", "mode": "ro"},
-                    str(spec.data_dir): {"bind": "/data", "mode": "ro"},
-                },
-                # Everything is read through the attached streams; this file only bounds the daemon's copy.
-                log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
-                hostname="sandbox",
-                working_dir="/tmp",
-            )
-        except docker.errors.ImageNotFound:
-            framework = spec.image.rsplit("-", 1)[-1].split(":")[0]
-            raise SandboxError(
-                f"image {spec.image} is not built on this worker; run `evaluator images build {framework}`"
-            ) from None
-        except docker.errors.APIError as ex:
-            if ex.status_code is not None and ex.status_code < 500:
-                raise SandboxError(f"the sandbox container could not be created: {ex.explanation or ex}") from ex
-            raise InfrastructureError(f"Docker daemon error: {ex.explanation or ex}") from ex
+            return self._client.containers.create(spec.image, **options)
         except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
+            raise create_failure(ex, spec.image, spec.limits) from ex
 
     def _watch(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
                should_cancel: Callable[[], bool] | None, image_id: str) -> None:
