@@ -7,7 +7,7 @@ from typing import Mapping
 import falcon
 import peewee
 
-from evaluator.api import benchmarks, datasets, errors, events, health, openapi, runs, submissions, tokens
+from evaluator.api import benchmarks, datasets, docs, errors, events, health, openapi, runs, submissions, tokens
 from evaluator.api.middleware import (BearerAuth, BodyLimit, DatabaseConnection, RequestId, RequestMetrics,
                                       SafeParameters)
 from evaluator.config import Config
@@ -26,8 +26,10 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
 
     app.add_route("/health", health.Health(health_checks))
     app.add_route("/metrics", health.Metrics(metrics, database))
-    app.add_route("/openapi.json", openapi.OpenApi())
-    app.add_route("/docs", openapi.Docs())
+    app.add_route("/openapi.json", openapi.OpenApi(app))
+    docs_page = docs.Docs(app)
+    app.add_route("/docs", docs_page)
+    app.add_route("/docs/{asset}", docs_page, suffix="asset")
 
     app.add_route("/v1/datasets", datasets.DatasetCollection(config, blobs))
     app.add_route("/v1/datasets/{dataset_id}", datasets.DatasetItem())

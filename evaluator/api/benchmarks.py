@@ -5,8 +5,9 @@ from __future__ import annotations
 import falcon
 
 from evaluator import benchmarks, competition, leaderboard, quotas
-from evaluator.api.hooks import authenticated, json_body, optional_auth, publisher
+from evaluator.api.operations import OPTIONAL, TOKEN, operation, roles
 from evaluator.config import Config
+from evaluator.contract import inputs, outputs
 from evaluator.intake import Queues
 
 
@@ -14,12 +15,14 @@ class BenchmarkCollection:
     def __init__(self, config: Config) -> None:
         self._config = config
 
-    @falcon.before(optional_auth)  # public benchmarks are listed to anyone
+    @operation("listBenchmarks", "Benchmarks visible to the caller (public ones to anyone)", tag="benchmarks",
+               access=OPTIONAL, responses={200: outputs.BenchmarkList})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"items": [benchmarks.serialize(b) for b in benchmarks.visible_to(req.context.principal)]}
 
-    @falcon.before(publisher)
-    @falcon.before(json_body)
+    @operation("createBenchmark", "Create a benchmark (admin or owner)", tag="benchmarks",
+               access=roles("admin", "owner"), body=inputs.BenchmarkIn, responses={201: outputs.Benchmark},
+               errors=(409,))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         benchmark = benchmarks.create_benchmark(req.context.body, req.context.principal, config=self._config)
         resp.status, resp.location = falcon.HTTP_201, f"/v1/benchmarks/{benchmark.id}"
@@ -30,17 +33,20 @@ class BenchmarkItem:
     def __init__(self, queues: Queues) -> None:
         self._queues = queues
 
-    @falcon.before(optional_auth)
+    @operation("getBenchmark", "One benchmark", tag="benchmarks", access=OPTIONAL,
+               responses={200: outputs.Benchmark}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         resp.media = benchmarks.serialize(benchmarks.get_benchmark(benchmark_id, req.context.principal))
 
-    @falcon.before(authenticated)
-    @falcon.before(json_body)
+    @operation("updateBenchmark", "Change metrics, primary metric, dataset, title or settings (admin or owner)",
+               tag="benchmarks", access=TOKEN, body=inputs.BenchmarkPatch, responses={200: outputs.Benchmark},
+               errors=(403, 404))
     def on_patch(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         benchmark = benchmarks.update_benchmark(benchmark_id, req.context.body, req.context.principal)
         resp.media = benchmarks.serialize(benchmark)
 
-    @falcon.before(authenticated)
+    @operation("rescoreBenchmark", "Re-score every succeeded run from its stored predictions (admin or owner)",
+               tag="benchmarks", access=TOKEN, responses={202: outputs.RescoreQueued}, errors=(403, 404))
     def on_post_rescore(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         run_ids = benchmarks.rescore_benchmark(benchmark_id, req.context.principal, self._queues.rescore_run)
         resp.status = falcon.HTTP_202
@@ -48,18 +54,20 @@ class BenchmarkItem:
 
 
 class Leaderboard:
-    @falcon.before(optional_auth)
+    @operation("getLeaderboard", "Best run per participant, ranked", tag="benchmarks", access=OPTIONAL,
+               query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
         closed = competition.is_closed(benchmark)
         # Managers may preview the private ranking before close (?view=private); everyone sees it after.
         manager = competition.manages(benchmark, req.context.principal)
-        wants_private = req.get_param("view") == "private" and manager
+        wants_private = req.context.query.view == "private" and manager
         resp.media = leaderboard.build(benchmark, private=closed or wants_private, exact=manager)
 
 
 class Quota:
-    @falcon.before(authenticated)
+    @operation("getQuota", "The caller's remaining submissions and when they reset", tag="benchmarks",
+               access=TOKEN, responses={200: outputs.QuotaState}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
         resp.media = quotas.state(benchmark, req.context.principal.owner).to_dict()

@@ -9,8 +9,9 @@ import falcon
 import peewee
 
 from evaluator import events, intake
-from evaluator.api.hooks import json_body
+from evaluator.api.operations import ANYONE, EMPTY, EVENTS, operation
 from evaluator.config import Config
+from evaluator.contract import inputs, outputs
 from evaluator.errors import ConfigInvalid, Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ class S3Events:
         self._database = database
         self._queues = queues
 
-    def _check_token(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+    def check_token(self, req: falcon.Request) -> None:
+        """Admit only the store's shared secret (operations.EVENTS runs this before the body is read)."""
         try:
             self._config.check_events_token()  # the entry points refuse to start too; this covers any other
         except ConfigInvalid:
@@ -37,15 +39,16 @@ class S3Events:
                                                                  self._config.events_token.strip().encode()):
             raise Unauthorized("the events endpoint needs the store's shared bearer token")
 
+    @operation("receiveBucketEvent", "Bucket notifications (MinIO webhook, SeaweedFS filer webhook)",
+               tag="events", access=EVENTS, body=inputs.EventNotification, responses={200: outputs.EventsAccepted})
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._check_token(req, resp, self, {})
-        json_body(req, resp, self, {})
         records = events.parse_notification(req.context.body)
         outcomes = intake.ingest(records, database=self._database, config=self._config, queues=self._queues)
         resp.media = {"accepted": len(records), "outcomes": [
             {"key": o.key, "action": o.action, "detail": o.detail, "run_id": o.run_id, "dataset_id": o.dataset_id}
             for o in outcomes]}
 
+    @operation("probeBucketEvents", "MinIO probes its webhook target with HEAD before it sends", tag="events",
+               access=ANYONE, responses={200: EMPTY})
     def on_head(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """MinIO probes its webhook target with HEAD before it sends."""
         resp.status = falcon.HTTP_200

@@ -9,6 +9,8 @@ import falcon
 import peewee
 
 from evaluator.api.middleware import RequestMetrics
+from evaluator.api.operations import ANYONE, TEXT, operation
+from evaluator.contract import outputs
 from evaluator.storage.models import Run, RunStatus, utcnow
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,8 @@ class Health:
     def __init__(self, checks: Mapping[str, HealthCheck]) -> None:
         self._checks = checks
 
+    @operation("getHealth", "Reachability of the database, broker and object store", tag="meta", access=ANYONE,
+               responses={200: outputs.Health, 503: outputs.Health})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         results, healthy = {}, True
         for name, check in self._checks.items():
@@ -45,6 +49,8 @@ class Metrics:
         self._metrics = metrics
         self._database = database
 
+    @operation("getMetrics", "Prometheus metrics: this process's requests, runs by status, recovery gauges",
+               tag="meta", access=ANYONE, responses={200: TEXT})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         lines = ["# TYPE evaluator_http_requests_total counter"]
         with self._metrics.lock:

@@ -1,140 +1,192 @@
-"""The OpenAPI document of /v1 and a self-contained docs page that renders it."""
+"""/openapi.json built from the app's router and each responder's @operation, and /docs (Swagger UI).
+
+Nothing here is written by hand per route: the schemas are the pydantic models
+the requests are validated against. A responder without an @operation is
+logged and listed as "Undocumented" (tests/integration/test_api_contract.py fails on it).
+"""
 
 from __future__ import annotations
 
-import html
+import functools
+import logging
+import re
+from typing import Any, Iterator
 
 import falcon
+import pydantic
+from pydantic.json_schema import models_json_schema
 
 import evaluator
+from evaluator.api.operations import ANY_JSON, ANYONE, EMPTY, Access, Media, Operation, operation
+from evaluator.contract.outputs import Error
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+logger = logging.getLogger(__name__)
 
-
-def _op(summary: str, *, auth: str | None = "bearer", body: str | None = None, ok: str = "200",
-        errors: tuple[int, ...] = (401, 404)) -> dict:
-    operation = {"summary": summary, "responses": {ok: {"description": "OK", "content": {"application/json": {}}}}}
-    for status in errors:
-        operation["responses"][str(status)] = {
-            "description": "error", "content": {"application/json": {"schema": _ERROR}}}
-    if auth:
-        operation["security"] = [{auth: []}]
-    if body:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
-    return operation
-
-
-PATHS = {
-    "/health": {"get": _op("Reachability of the database, broker and object store", auth=None, errors=(503,))},
-    "/metrics": {"get": _op("Prometheus metrics of this API process", auth=None, errors=())},
-    "/v1/datasets": {
-        "get": _op("List datasets (admin)", errors=(401, 403)),
-        "post": _op("Declare a dataset and get upload URLs for its features and labels (admin)", body="DatasetIn",
-                    ok="201", errors=(400, 401, 403, 409, 422)),
-    },
-    "/v1/datasets/{dataset_id}": {"get": _op("One dataset, by id or name:version (admin)", errors=(401, 403, 404))},
-    "/v1/benchmarks": {
-        "get": _op("Benchmarks visible to the caller", errors=(401,)),
-        "post": _op("Create a benchmark (admin)", body="BenchmarkIn", ok="201", errors=(400, 401, 403, 404, 409, 422)),
-    },
-    "/v1/benchmarks/{benchmark_id}": {
-        "get": _op("One benchmark"),
-        "patch": _op("Change metrics, primary metric, dataset or settings (admin or owner)", body="BenchmarkIn",
-                     errors=(400, 401, 403, 404, 422))},
-    "/v1/benchmarks/{benchmark_id}/rescore": {
-        "post": _op("Re-score every succeeded run from its stored predictions (admin or owner)", ok="202",
-                    errors=(401, 403, 404))},
-    "/v1/benchmarks/{benchmark_id}/submissions": {
-        "get": _op("The caller's submissions to a benchmark"),
-        "post": _op("Create a submission and get its upload grant (presigned PUT, POST policy or multipart)",
-                    body="SubmissionIn", ok="201", errors=(400, 401, 403, 404, 413, 422, 429)),
-    },
-    "/v1/benchmarks/{benchmark_id}/quota": {"get": _op("The caller's remaining submissions and when they reset")},
-    "/v1/benchmarks/{benchmark_id}/leaderboard": {"get": _op("Best run per participant, ranked")},
-    "/v1/submissions/{submission_id}": {"get": _op("One of the caller's submissions")},
-    "/v1/submissions/{submission_id}/complete": {
-        "post": _op("Complete a multipart upload", body="MultipartComplete", errors=(400, 401, 404, 409, 422))},
-    "/v1/runs": {"get": _op("The caller's runs (filters: benchmark, status, owner; limit/offset)")},
-    "/v1/runs/{run_id}": {"get": _op("One run: status, metrics, failure, provenance")},
-    "/v1/runs/{run_id}/logs": {"get": _op("The run's capped sandbox log")},
-    "/v1/runs/{run_id}/predictions": {"get": _op("A short-lived presigned GET of the run's predictions")},
-    "/v1/runs/{run_id}/final": {"post": _op("Select (or unselect) the run for the final leaderboard",
-                                            errors=(401, 404, 409, 422))},
-    "/v1/runs/{run_id}/cancel": {"post": _op("Cancel a run (stops its container)", errors=(401, 404, 409))},
-    "/v1/tokens": {"post": _op("Issue an API token, shown once (admin)", ok="201", errors=(401, 403, 422))},
-    "/v1/tokens/{token_id}": {"delete": _op("Revoke an API token (admin)", ok="204", errors=(401, 403, 404))},
-    "/v1/events/s3": {"post": _op("Bucket notifications (MinIO webhook, SeaweedFS filer webhook)", auth="events",
-                                  errors=(400, 401))},
+REF = "#/components/schemas/{model}"
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+TAGS = [
+    {"name": "meta", "description": "Health, metrics and this document"},
+    {"name": "datasets", "description": "Hidden test sets: features + labels, registered from their upload events"},
+    {"name": "benchmarks", "description": "A dataset + task + metrics + limits; leaderboards and quotas"},
+    {"name": "submissions", "description": "Upload grants (presigned PUT, POST policy or multipart) and bundles"},
+    {"name": "runs", "description": "Evaluations: status, metrics, logs, predictions, final selections"},
+    {"name": "tokens", "description": "API tokens (admins)"},
+    {"name": "events", "description": "Bucket notifications from the object store"},
+]
+_STATUS_TEXT = {
+    400: "The request cannot be parsed (bad JSON, a control character in the URL)",
+    401: "No valid bearer token (or a wrong one was sent)",
+    403: "The token's role may not do this",
+    404: "Not found, or not visible to the caller",
+    408: "The request body did not arrive in time",
+    409: "Conflicts with the object's state",
+    413: "The body (or the declared bundle) is too large",
+    422: "A field is invalid; `error.field` names it",
+    429: "The submission quota is used up; `error.resets_at` says until when",
+    500: "An internal error; it has been logged",
+    503: "A part of the platform is unavailable",
 }
-
-SCHEMAS = {
-    "Error": {"type": "object", "properties": {"error": {
-        "type": "object", "required": ["code", "message"], "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}},
-    "DatasetIn": {"type": "object", "required": ["name"], "properties": {
-        "name": {"type": "string"}, "version": {"type": "string", "default": "1"},
-        "format": {"enum": ["parquet", "csv"]}, "row_id_column": {"type": "string", "default": "row_id"},
-        "target_column": {"type": "string", "default": "target"}}},
-    "BenchmarkIn": {"type": "object", "required": ["id", "dataset", "task"], "properties": {
-        "id": {"type": "string"}, "title": {"type": "string"},
-        "dataset": {"type": "string", "description": "id or name:version"},
-        "task": {"enum": ["classification", "regression"]}, "primary_metric": {"type": "string"},
-        "metrics": {"type": "array", "items": {"type": "string"}},
-        "limits": {"type": "object", "properties": {"timeout_s": {"type": "integer"}, "memory": {"type": "string"},
-                                                    "cpus": {"type": "number"}, "pids": {"type": "integer"},
-                                                    "max_bundle_bytes": {"type": "integer"}}},
-        "allowed_frameworks": {"type": "array", "items": {"type": "string"}},
-        "quota": {"type": "object"}, "visibility": {"enum": ["public", "participants", "private"]}}},
-    "SubmissionIn": {"type": "object", "required": ["name"], "properties": {
-        "name": {"type": "string"}, "version": {"type": "string"},
-        "filename": {"type": "string", "default": "bundle.tar.gz"},
-        "size": {"type": "integer", "description": "declared size in bytes; over the limit is refused with 413"},
-        "method": {"enum": ["put", "post", "multipart"]}}},
-    "MultipartComplete": {"type": "object", "required": ["parts"], "properties": {"parts": {"type": "array", "items": {
-        "type": "object", "properties": {"part_number": {"type": "integer"}, "etag": {"type": "string"}}}}}},
-}
+_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+_DESCRIPTIONS = {"benchmark_id": "the benchmark's id", "dataset_id": "a dataset id or name:version",
+                 "submission_id": "a submission id", "run_id": "a run id", "token_id": "a token id",
+                 "asset": "a file of the Swagger UI page"}
 
 
-def document() -> dict:
+def operations(app: falcon.App) -> Iterator[tuple[str, str, Operation]]:
+    """Yield (OpenAPI path, method, operation) for every responder the app routes to."""
+    # NOTE: Falcon has no public router walk; falcon.inspect reads the same _roots.
+    stack = list(app._router._roots)
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.resource is None:
+            continue
+        path = _PARAMETER.sub(r"{\1}", node.uri_template)
+        for method, responder in node.method_map.items():
+            if method.lower() not in METHODS or _is_falcons(responder):
+                continue
+            spec = getattr(responder, "operation", None)
+            if spec is None:  # NOTE: a test fails on this; the document stays valid meanwhile
+                logger.error("%s %s (%s) has no @operation", method, path, responder.__qualname__)
+                spec = _undocumented(responder)
+            yield path, method.lower(), spec
+
+
+def _undocumented(responder: Any) -> Operation:
+    return Operation(f"undocumented_{responder.__qualname__.replace('.', '_')}", "Undocumented", "meta",
+                     Access([{}, {"bearer": []}]), {200: ANY_JSON}, description="x-undocumented")
+
+
+def _is_falcons(responder: Any) -> bool:
+    return getattr(responder, "__module__", "").startswith("falcon.")
+
+
+def document(app: falcon.App) -> dict:
+    """Build the OpenAPI 3.1 document of the app."""
+    found = sorted(operations(app))
+    models = {m for _, _, op in found for m in _models(op)} | {Error}
+    pairs = [(m, "validation" if m in _inputs(found) else "serialization") for m in sorted(models, key=str)]
+    refs, definitions = models_json_schema(pairs, ref_template=REF)
+    _drop_null_defaults(definitions)
+    schema_of = {model: refs[(model, mode)] for model, mode in pairs}
+    paths: dict[str, dict] = {}
+    for path, method, op in found:
+        paths.setdefault(path, {})[method] = _operation(path, method, op, schema_of)
     return {
         "openapi": "3.1.0",
         "info": {"title": "evaluator", "version": evaluator.__version__,
-                 "description": "Batch evaluator for ML models: presigned uploads, event-driven sandboxed runs."},
-        "paths": PATHS,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "API token (evaluator tokens create)"},
-            "events": {"type": "http", "scheme": "bearer", "description": "shared secret of the store's webhook"}}},
+                 "description": "Batch evaluator for ML models: presigned uploads, event-driven sandboxed runs. "
+                                "Every error is `{\"error\": {\"code\", \"message\"}}`; a 422 names the `field`."},
+        "tags": TAGS,
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": definitions.get("$defs", {}), "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an API token (evaluator tokens create)"},
+            "events": {"type": "http", "scheme": "bearer", "description": "the store's webhook shared secret"}}},
     }
 
 
+def _models(op: Operation) -> list[type[pydantic.BaseModel]]:
+    found = [m for m in op.responses.values() if isinstance(m, type)]
+    return found + ([op.body] if op.body is not None else [])
+
+
+def _inputs(found: list[tuple[str, str, Operation]]) -> set:
+    return {op.body for _, _, op in found if op.body is not None}
+
+
+def _operation(path: str, method: str, op: Operation, schema_of: dict) -> dict:
+    parameters = [{"name": name, "in": "path", "required": True, "description": _DESCRIPTIONS.get(name, name),
+                   "schema": {"type": "string", "minLength": 1}} for name in _PARAMETER.findall(path)]
+    if op.query is not None:
+        schema = op.query.model_json_schema()
+        for name, prop in schema["properties"].items():
+            parameters.append({"name": name, "in": "query", "required": name in schema.get("required", []),
+                               "description": prop.pop("description", ""), "schema": _query_schema(prop)})
+    document = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
+                "security": op.access.security, "responses": {}}
+    if op.description:
+        document["description"] = op.description
+    if parameters:
+        document["parameters"] = parameters
+    if op.body is not None:
+        document["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema_of[op.body]}}}
+    for status, answer in sorted(op.responses.items()):
+        document["responses"][str(status)] = _response(method, answer, schema_of)
+    for status in op.error_statuses():
+        document["responses"][str(status)] = {"description": _STATUS_TEXT.get(status, "error"),
+                                              "content": {"application/json": {"schema": schema_of[Error]}}}
+    return document
+
+
+def _query_schema(prop: dict) -> dict:
+    """A query parameter is absent or a value, never JSON null: unwrap pydantic's `X | None`."""
+    variants = [v for v in prop.get("anyOf", []) if v != {"type": "null"}]
+    if len(variants) == 1:
+        prop = {**variants[0], **{k: v for k, v in prop.items() if k not in ("anyOf", "default")}}
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+    prop.pop("title", None)
+    return prop
+
+
+def _drop_null_defaults(value: Any) -> None:
+    """Remove `default: null` where null is not allowed (a field that may be left out but not sent as null)."""
+    if isinstance(value, list):
+        for item in value:
+            _drop_null_defaults(item)
+    elif isinstance(value, dict):
+        for prop in (value.get("properties") or {}).values():
+            if prop.get("default", 0) is None and not _nullable(prop):
+                del prop["default"]
+        for item in value.values():
+            _drop_null_defaults(item)
+
+
+def _nullable(schema: dict) -> bool:
+    return schema.get("type") == "null" or any(v.get("type") == "null" for v in schema.get("anyOf", []))
+
+
+def _response(method: str, answer: Any, schema_of: dict) -> dict:
+    if isinstance(answer, Media):
+        if answer is EMPTY or method == "head":
+            return {"description": "no body"}
+        return {"description": "OK", "content": {kind: {"schema": answer.schema} for kind in answer.content_types}}
+    return {"description": answer.__doc__.splitlines()[0] if answer.__doc__ else "OK",
+            "content": {"application/json": {"schema": schema_of[answer]}}}
+
+
 class OpenApi:
-    auth = "none"
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = document()
-
-
-class Docs:
-    """A plain HTML page of the endpoints: no script from any CDN is needed to read it."""
+    """GET /openapi.json: built on the first request, once every route is registered."""
 
     auth = "none"
 
+    def __init__(self, app: falcon.App) -> None:
+        self._app = app
+
+    @functools.cached_property
+    def _document(self) -> dict:
+        return document(self._app)
+
+    @operation("getOpenApi", "This document (OpenAPI 3.1)", tag="meta", access=ANYONE, responses={200: ANY_JSON})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        rows = []
-        for path, methods in PATHS.items():
-            for method, op in methods.items():
-                codes = ", ".join(op["responses"])
-                rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
-                            f"<td>{html.escape(op['summary'])}</td><td>{codes}</td></tr>")
-        resp.content_type = falcon.MEDIA_HTML
-        resp.text = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>evaluator API</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td{padding:4px 10px;border-bottom:1px solid #ddd}</style>"
-            f"</head><body><h1>evaluator API v{evaluator.__version__}</h1>"
-            "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>. Errors are "
-            "<code>{\"error\": {\"code\", \"message\"}}</code>.</p><table><tr><th>method</th><th>path</th>"
-            f"<th>what</th><th>statuses</th></tr>{''.join(rows)}</table></body></html>"
-        )
+        resp.media = self._document

@@ -5,14 +5,13 @@ from __future__ import annotations
 import falcon
 
 from evaluator import competition, runs
-from evaluator.api.hooks import authenticated, json_body
+from evaluator.api.operations import TEXT, TOKEN, operation
 from evaluator.config import Config
-from evaluator.errors import NotFound, ValidationFailed
+from evaluator.contract import inputs, outputs
+from evaluator.errors import NotFound
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Benchmark, Run
 from evaluator.tokens import Principal
-
-MAX_PAGE = 200
 
 
 def shape(run: Run, principal: Principal) -> dict:
@@ -23,15 +22,14 @@ def shape(run: Run, principal: Principal) -> dict:
 
 
 class RunCollection:
-    @falcon.before(authenticated)
+    @operation("listRuns", "The caller's runs, newest first (an admin's: everyone's)", tag="runs", access=TOKEN,
+               query=inputs.RunQuery, responses={200: outputs.RunPage})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_PAGE, default=50)
-        offset = req.get_param_as_int("offset", min_value=0, default=0)
-        rows, total = runs.list_runs(req.context.principal, benchmark=req.get_param("benchmark"),
-                                     status=req.get_param("status"), owner=req.get_param("owner"),
-                                     limit=limit, offset=offset)
-        resp.media = {"items": [shape(r, req.context.principal) for r in rows], "total": total, "limit": limit,
-                      "offset": offset}
+        query = req.context.query
+        rows, total = runs.list_runs(req.context.principal, benchmark=query.benchmark, status=query.status,
+                                     owner=query.owner, limit=query.limit, offset=query.offset)
+        resp.media = {"items": [shape(r, req.context.principal) for r in rows], "total": total,
+                      "limit": query.limit, "offset": query.offset}
 
 
 class RunItem:
@@ -39,7 +37,8 @@ class RunItem:
         self._config = config
         self._blobs = blobs
 
-    @falcon.before(authenticated)
+    @operation("getRun", "One run: status, metrics, failure, provenance", tag="runs", access=TOKEN,
+               responses={200: outputs.Run}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         resp.media = shape(runs.get_run(run_id, req.context.principal), req.context.principal)
 
@@ -48,14 +47,16 @@ class RunItem:
             raise NotFound(f"run {run.id} has no {name} yet (status {run.status})")
         return run.results_prefix + name
 
-    @falcon.before(authenticated)
+    @operation("getRunLog", "The run's capped sandbox log, as the benchmark's log policy allows", tag="runs",
+               access=TOKEN, responses={200: TEXT}, errors=(403, 404, 503))
     def on_get_logs(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         run = runs.get_run(run_id, req.context.principal)
         log = self._blobs.get_bytes(self._config.results_bucket, self._result_key(run, "sandbox.log"))
         resp.content_type = falcon.MEDIA_TEXT
         resp.data = competition.log_view(Benchmark.get_by_id(run.benchmark_id), req.context.principal, log)
 
-    @falcon.before(authenticated)
+    @operation("getRunPredictions", "A short-lived presigned GET of the run's predictions", tag="runs",
+               access=TOKEN, responses={200: outputs.PredictionsUrl}, errors=(404, 503))
     def on_get_predictions(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         """A short-lived presigned GET of the run's predictions, issued only to who may see the run."""
         run = runs.get_run(run_id, req.context.principal)
@@ -64,15 +65,14 @@ class RunItem:
             raise NotFound(f"run {run.id} has no predictions")
         resp.media = {"url": self._blobs.presign_get(self._config.results_bucket, key, 300), "expires_in": 300}
 
-    @falcon.before(authenticated)
-    @falcon.before(json_body)
+    @operation("selectFinalRun", "Select (or unselect) the run for the final leaderboard", tag="runs",
+               access=TOKEN, body=inputs.FinalIn, responses={200: outputs.Run}, errors=(404, 409))
     def on_post_final(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         run = runs.get_run(run_id, req.context.principal)
         selected = req.context.body.get("selected", True)
-        if not isinstance(selected, bool):
-            raise ValidationFailed("'selected' must be true or false", field="selected")
         resp.media = shape(competition.select_final(run, req.context.principal, selected), req.context.principal)
 
-    @falcon.before(authenticated)
+    @operation("cancelRun", "Cancel a run that has not ended (its container is stopped)", tag="runs",
+               access=TOKEN, responses={200: outputs.Run}, errors=(404, 409))
     def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         resp.media = shape(runs.cancel(run_id, req.context.principal), req.context.principal)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import falcon
 
 from evaluator import submissions
-from evaluator.api.hooks import authenticated, json_body, role
+from evaluator.api.operations import TOKEN, operation, roles
 from evaluator.config import Config
+from evaluator.contract import inputs, outputs
 from evaluator.storage.blobs import BlobStore
 
-submitter = role("participant", "admin")
+submitter = roles("participant", "admin")
 
 
 class BenchmarkSubmissions:
@@ -17,13 +18,15 @@ class BenchmarkSubmissions:
         self._config = config
         self._blobs = blobs
 
-    @falcon.before(authenticated)
+    @operation("listSubmissions", "The caller's submissions to a benchmark (an admin's: everyone's)",
+               tag="submissions", access=TOKEN, responses={200: outputs.SubmissionList}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         rows = submissions.list_submissions(benchmark_id, req.context.principal)
         resp.media = {"items": [submissions.serialize(s) for s in rows]}
 
-    @falcon.before(submitter)
-    @falcon.before(json_body)
+    @operation("createSubmission", "Create a submission and get its upload grant (PUT, POST policy or multipart)",
+               tag="submissions", access=submitter, body=inputs.SubmissionIn,
+               responses={201: outputs.SubmissionCreated}, errors=(404, 409, 429, 503))
     def on_post(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         submission, grant = submissions.create_submission(
             benchmark_id, req.context.body, req.context.principal, blobs=self._blobs, config=self._config
@@ -36,12 +39,14 @@ class SubmissionItem:
     def __init__(self, blobs: BlobStore) -> None:
         self._blobs = blobs
 
-    @falcon.before(authenticated)
+    @operation("getSubmission", "One of the caller's submissions", tag="submissions", access=TOKEN,
+               responses={200: outputs.Submission}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, submission_id: str) -> None:
         resp.media = submissions.serialize(submissions.get_submission(submission_id, req.context.principal))
 
-    @falcon.before(authenticated)
-    @falcon.before(json_body)
+    @operation("completeMultipart", "Complete a multipart upload with its parts' ETags", tag="submissions",
+               access=TOKEN, body=inputs.MultipartComplete, responses={200: outputs.Submission},
+               errors=(404, 409, 503))
     def on_post_complete(self, req: falcon.Request, resp: falcon.Response, submission_id: str) -> None:
         submission = submissions.complete_multipart(
             submission_id, req.context.body, req.context.principal, blobs=self._blobs

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import fields, tokens
-from evaluator.api.hooks import admin_only, json_body
+from evaluator import tokens
+from evaluator.api.operations import EMPTY, operation, roles
+from evaluator.contract import inputs, outputs
 from evaluator.storage.blobs import BlobStore
 
 
 class TokenCollection:
-    @falcon.before(admin_only)
-    @falcon.before(json_body)
+    @operation("createToken", "Issue an API token, shown once (admin)", tag="tokens", access=roles("admin"),
+               body=inputs.TokenIn, responses={201: outputs.TokenCreated})
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = req.context.body
-        secret, row = tokens.create_token(fields.slug(body, "owner"), fields.text(body, "role", "participant"),
-                                          body.get("label"))
+        secret, row = tokens.create_token(body["owner"], body.get("role", "participant"), body.get("label"))
         resp.status = falcon.HTTP_201
         resp.media = {"id": str(row.id), "owner": row.owner, "role": row.role, "token": secret}
 
@@ -24,7 +24,8 @@ class TokenItem:
     def __init__(self, blobs: BlobStore | None = None) -> None:
         self._blobs = blobs
 
-    @falcon.before(admin_only)
+    @operation("revokeToken", "Revoke an API token (admin); its unused grants end with it", tag="tokens",
+               access=roles("admin"), responses={204: EMPTY}, errors=(404,))
     def on_delete(self, req: falcon.Request, resp: falcon.Response, token_id: str) -> None:
         """Revoke a token; the grants it was given and has not used end with it."""
         tokens.revoke_token(token_id, blobs=self._blobs)

@@ -36,7 +36,8 @@ CASES = {
 }
 NO_ID = {  # routes without an owned id, and who may call them
     ("GET", "/health"): "anyone", ("GET", "/metrics"): "anyone", ("GET", "/openapi.json"): "anyone",
-    ("GET", "/docs"): "anyone", ("GET", "/v1/datasets"): "publishers: own", ("POST", "/v1/datasets"): "publishers",
+    ("GET", "/docs"): "anyone", ("GET", "/docs/{asset}"): "anyone", ("GET", "/v1/datasets"): "publishers: own",
+    ("POST", "/v1/datasets"): "publishers",
     ("GET", "/v1/benchmarks"): "visible ones", ("POST", "/v1/benchmarks"): "admin",
     ("GET", "/v1/runs"): "own runs", ("POST", "/v1/tokens"): "admin",
     ("POST", "/v1/events/s3"): "store token", ("HEAD", "/v1/events/s3"): "store probe",

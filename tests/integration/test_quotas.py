@@ -59,4 +59,4 @@ def test_failed_runs_count_only_when_the_benchmark_says_so(api, dataset, admin, 
 def test_an_invalid_quota_is_refused_naming_the_field(api, dataset, admin):
     response = api.simulate_post("/v1/benchmarks", headers=admin, json={
         "id": "q", "dataset": "iris:1", "task": "classification", "quota": {"limit": 0}})
-    assert (response.status_code, response.json["error"]["field"]) == (422, "limit")
+    assert (response.status_code, response.json["error"]["field"]) == (422, "quota.limit")  # the full path of the field

@@ -1,0 +1,65 @@
+"""Constrained field types shared by the models, each with the sentence a refusal shows."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+from evaluator.sandbox.frameworks import FRAMEWORKS
+from evaluator.scoring.document import metric_names
+from evaluator.storage.models import Role, RunStatus
+
+# Lookahead-free (hypothesis and Rust's regex both take it): dot-separated runs, never "..".
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$"
+NOT_BLANK_PATTERN = r"\S"
+BUNDLE_NAME_PATTERN = r"\.([Tt][Aa][Rr]\.[Gg][Zz]|[Tt][Gg][Zz]|[Zz][Ii][Pp])$"
+MEMORY_PATTERN = r"^[0-9]{1,12}[KkMmGg]$"
+MAX_JSON_INTEGER = 2**53  # beyond this a JavaScript client (and jsonb comparisons) lose precision
+
+# What a pattern mismatch means, in words (pydantic would print the regex).
+PATTERN_RULES = {
+    SLUG_PATTERN: "must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, "
+                  "without '..'",
+    NOT_BLANK_PATTERN: "must not be blank",
+    BUNDLE_NAME_PATTERN: "must end with .tar.gz, .tgz or .zip",
+    MEMORY_PATTERN: "must look like 512m or 2g",
+}
+
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=SLUG_PATTERN)]
+
+
+def text(max_length: int = 500):
+    """A non-blank string of at most max_length characters."""
+    return Annotated[str, StringConstraints(min_length=1, max_length=max_length, pattern=NOT_BLANK_PATTERN)]
+
+
+def _utc_iso(value: str) -> str:
+    """Parse an ISO 8601 time as the competition settings store it: naive UTC."""
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        raise ValueError("must be an ISO 8601 time, e.g. 2030-01-31T12:00:00Z") from None
+    return parsed.isoformat()
+
+
+Timestamp = Annotated[str, StringConstraints(max_length=64), AfterValidator(_utc_iso),
+                      Field(json_schema_extra={"format": "date-time"})]
+Count = Annotated[int, Field(ge=1, le=MAX_JSON_INTEGER)]
+
+Task = Literal["classification", "regression"]
+Metric = Literal[tuple(dict.fromkeys(metric_names("classification") + metric_names("regression")))]
+RoleName = Literal[tuple(r.value for r in Role)]
+RunStatusName = Literal[tuple(s.value for s in RunStatus)]
+Visibility = Literal["public", "participants", "private"]
+LogPolicy = Literal["own", "tail", "none"]
+QuotaWindow = Literal["utc_day", "rolling_24h"]
+UploadMethod = Literal["put", "post", "multipart"]
+DataFormat = Literal["parquet", "csv"]
+Framework = Literal[FRAMEWORKS]
+
+# A time as the API writes it: ISO 8601 in UTC without an offset (not RFC 3339's date-time), or null.
+Time = Annotated[str | None, Field(description="ISO 8601, UTC, no offset")]

@@ -1,0 +1,203 @@
+"""What clients send: request bodies (strict JSON types) and query parameters.
+
+Unknown body fields are ignored, as before. Rules that need the database or
+another field's value (metrics allowed for the task, a dataset the caller may
+use, closes_at after opens_at) stay in the core, which raises ValidationFailed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from evaluator.contract.constraints import (
+    BUNDLE_NAME_PATTERN,
+    MAX_JSON_INTEGER,
+    MEMORY_PATTERN,
+    Count,
+    DataFormat,
+    Framework,
+    LogPolicy,
+    Metric,
+    QuotaWindow,
+    RoleName,
+    RunStatusName,
+    Slug,
+    Task,
+    Timestamp,
+    UploadMethod,
+    Visibility,
+    text,
+)
+
+
+class Body(BaseModel):
+    """A JSON request body: JSON's own types only (no "5" for 5), unknown fields ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Query(BaseModel):
+    """Query parameters: strings converted to the declared types."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- datasets -----------------------------------------------------------------------------
+
+
+class DatasetSizes(Body):
+    features: Count | None = Field(None, description="bytes; signed into the upload URL when given")
+    labels: Count | None = Field(None, description="bytes; signed into the upload URL when given")
+
+
+class DatasetIn(Body):
+    """Declare a dataset; the answer carries a presigned PUT for each of its two files."""
+
+    name: Slug
+    version: Slug = "1"
+    format: DataFormat = "parquet"
+    row_id_column: text(200) = "row_id"
+    target_column: text(200) = "target"
+    sizes: DatasetSizes | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "iris", "version": "1", "format": "parquet"}]})
+
+
+# --- benchmarks ---------------------------------------------------------------------------
+
+
+class LimitsIn(Body):
+    """Sandbox limits of the benchmark's runs; a field left out takes the platform's default."""
+
+    timeout_s: Annotated[int, Field(ge=1, le=24 * 3600)] | None = None
+    memory: Annotated[str, Field(max_length=20, pattern=MEMORY_PATTERN)] | None = None
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    pids: Annotated[int, Field(ge=16, le=MAX_JSON_INTEGER)] | None = None
+    max_bundle_bytes: Count | None = None
+
+
+class QuotaIn(Body):
+    """Submissions per participant per window; {} (or no quota) means unlimited."""
+
+    limit: Count | None = Field(None, description="required unless the quota is {}")
+    window: QuotaWindow = "utc_day"
+    count_failed: bool = Field(True, description="whether failed and timed-out runs use up the quota")
+
+    @model_validator(mode="after")
+    def _limit_unless_empty(self) -> QuotaIn:
+        if self.model_fields_set and self.limit is None:
+            raise ValueError("'limit' is required unless the quota is {} (unlimited)")
+        return self
+
+
+class SettingsIn(Body):
+    """Competition rules: schedule, tie-breaks, final selections, log policy, private label split."""
+
+    tie_breakers: list[Metric] = Field([], max_length=20, description="metrics other than the primary one")
+    opens_at: Timestamp | None = None
+    closes_at: Timestamp | None = None
+    log_policy: LogPolicy = Field("own", description="what participants see of their runs' sandbox logs")
+    final_selections: Annotated[int, Field(ge=0, le=100)] = 0
+    private_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="share of the labels scored privately until the benchmark closes")
+
+
+_BENCHMARK_EXAMPLE = {"id": "iris", "dataset": "iris:1", "task": "classification", "primary_metric": "accuracy",
+                      "limits": {"timeout_s": 600, "memory": "2g"}, "quota": {"limit": 5, "window": "utc_day"}}
+
+
+class BenchmarkIn(Body):
+    """Create a benchmark over a dataset the caller may use."""
+
+    id: Slug
+    title: text(500) | None = Field(None, description="defaults to the id")
+    dataset: text(300) = Field(description="a dataset id or name:version")
+    task: Task
+    primary_metric: Metric | None = Field(None, description="one of the task's metrics; defaults per task")
+    metrics: list[Metric] | None = Field(None, max_length=50, description="defaults to every metric of the task")
+    limits: LimitsIn | None = None
+    allowed_frameworks: list[Framework] | None = Field(None, max_length=20, description="defaults to all")
+    quota: QuotaIn | None = None
+    visibility: Visibility = "public"
+    settings: SettingsIn | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_BENCHMARK_EXAMPLE]})
+
+
+class BenchmarkPatch(Body):
+    """Change a benchmark's scoring; a field left out keeps its value."""
+
+    title: text(500) = None
+    dataset: text(300) = Field(None, description="a dataset id or name:version")
+    primary_metric: Metric = None
+    metrics: list[Metric] = Field(None, max_length=50)
+    settings: SettingsIn = Field(None, description="replaces the settings whole")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"primary_metric": "f1_macro"}]})
+
+
+# --- submissions and runs -----------------------------------------------------------------
+
+
+class SubmissionIn(Body):
+    """Ask for an upload grant for one bundle."""
+
+    name: Slug
+    version: Slug = "1"
+    filename: Annotated[str, Field(min_length=1, max_length=255, pattern=BUNDLE_NAME_PATTERN)] = "bundle.tar.gz"
+    size: Count | None = Field(None, description="the bundle's bytes; required for put and multipart, "
+                                                 "over the benchmark's limit is 413")
+    method: UploadMethod | None = Field(None, description="post (a policy) by default; multipart for large bundles")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "logreg", "version": "1.0.0", "filename": "bundle.tar.gz", "size": 2048, "method": "put"}]})
+
+
+class Part(Body):
+    part_number: Annotated[int, Field(ge=1, le=10_000)]
+    etag: text(200) = Field(description="the ETag header the store answered the part's PUT with")
+
+
+class MultipartComplete(Body):
+    """Join the uploaded parts of a multipart grant."""
+
+    parts: list[Part] = Field(max_length=10_000, description="every part, non-empty")
+
+
+class FinalIn(Body):
+    selected: bool = True
+
+
+class TokenIn(Body):
+    """Issue an API token (shown once)."""
+
+    owner: Slug
+    role: RoleName = "participant"
+    label: text(200) | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"owner": "alice", "role": "participant"}]})
+
+
+class RunQuery(Query):
+    benchmark: Annotated[str, Field(max_length=100)] | None = None
+    status: RunStatusName | None = None
+    owner: Annotated[str, Field(max_length=100)] | None = Field(None, description="a participant (admins see all)")
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    offset: Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER)] = 0
+
+
+class LeaderboardQuery(Query):
+    view: Literal["public", "private"] | None = Field(
+        None, description="`private` lets the benchmark's managers preview the private ranking before close")
+
+
+class EventNotification(Body):
+    """A bucket notification as the store sends it: MinIO's S3 event or a SeaweedFS filer event."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"EventName": "s3:ObjectCreated:Put", "Key": "uploads/bundles/iris/alice/m/1/0b7c.tar.gz",
+         "Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "uploads"}, "object": {
+             "key": "bundles/iris/alice/m/1/0b7c.tar.gz", "size": 2048,
+             "eTag": "9e107d9d372bb6826bd81d3542a419d6"}}}]}]})

@@ -1,0 +1,306 @@
+"""What the API answers: one model per response shape, for /openapi.json and the contract tests.
+
+The serializers in the core (benchmarks.serialize, runs.serialize, ...) build
+these shapes as plain dicts; the live schemathesis run checks every answer
+against the models, so a serializer that drifts fails a test.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluator.contract.constraints import RunStatusName, Time
+
+
+class Out(BaseModel):
+    """A response object: every field is always present (null where it has no value)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(Out):
+    code: str = Field(description="stable: invalid, not_found, unauthorized, forbidden, conflict, too_large, ...")
+    message: str = Field(description="a sentence a person can act on")
+    field: str | None = Field(None, description="the field at fault (422), dotted for nested ones")
+
+
+class Error(Out):
+    """Every failure, whatever its status."""
+
+    error: ErrorDetail
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error": {"code": "invalid", "message": "'task' must be one of ['classification', 'regression']",
+                   "field": "task"}}]})
+
+
+class Check(Out):
+    ok: bool
+    error: str | None = None
+
+
+class Health(Out):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, Check]
+
+
+# --- datasets -----------------------------------------------------------------------------
+
+
+class Dataset(Out):
+    id: str
+    name: str
+    version: str
+    ref: str = Field(description="name:version")
+    owner: str | None
+    status: Literal["pending", "ready", "invalid"]
+    reason: str | None = Field(description="why the dataset is invalid")
+    format: str
+    row_id_column: str
+    target_column: str
+    features_key: str
+    features_sha256: str | None
+    labels_sha256: str | None
+    row_count: int | None
+    columns: list[str] | None
+    created_at: Time
+    registered_at: Time
+
+
+class PutGrant(Out):
+    method: Literal["put"]
+    url: str
+    headers: dict[str, str] = Field(description="send exactly these headers with the PUT")
+    key: str
+    expires_in: int
+
+
+class DatasetUploads(Out):
+    features: PutGrant
+    labels: PutGrant
+
+
+class DatasetCreated(Dataset):
+    uploads: DatasetUploads
+
+
+class DatasetList(Out):
+    items: list[Dataset]
+
+
+# --- benchmarks ---------------------------------------------------------------------------
+
+
+class Limits(Out):
+    timeout_s: int
+    memory: str
+    cpus: float
+    pids: int
+    max_bundle_bytes: int
+
+
+class Quota(Out):
+    """{} when unlimited."""
+
+    limit: int | None = None
+    window: str | None = None
+    count_failed: bool | None = None
+
+
+class Settings(Out):
+    tie_breakers: list[str]
+    opens_at: Time
+    closes_at: Time
+    log_policy: str
+    final_selections: int
+    private_fraction: float | None
+
+
+class Benchmark(Out):
+    id: str
+    title: str
+    dataset: str = Field(description="the dataset's name:version")
+    dataset_id: str
+    task: str
+    primary_metric: str
+    direction: Literal["maximize", "minimize"]
+    metrics: list[str]
+    limits: Limits
+    allowed_frameworks: list[str]
+    quota: Quota
+    visibility: str
+    settings: Settings
+    closed: bool
+    owner: str | None
+    created_at: Time
+
+
+class BenchmarkList(Out):
+    items: list[Benchmark]
+
+
+class RescoreQueued(Out):
+    queued: int
+    runs: list[str]
+
+
+class QuotaState(Out):
+    limit: int | None
+    used: int
+    remaining: int | None
+    window: str | None
+    resets_at: Time
+
+
+class RankedMetric(Out):
+    metric: str
+    direction: str
+
+
+class Rules(Out):
+    metric: str
+    direction: str
+    tie_breakers: list[RankedMetric]
+    per_participant: str
+    ties: str
+    final_selections: int
+    closes_at: Time
+
+
+class Entry(Out):
+    rank: int
+    participant: str
+    score: float
+    tie_breakers: dict[str, float | None]
+    ci: dict[str, Any] | None = Field(description="bootstrap confidence interval of the score")
+    run_id: str
+    final: bool
+    finished_at: Time
+
+
+class Leaderboard(Out):
+    benchmark: str
+    view: Literal["public", "private"]
+    closed: bool
+    rules: Rules
+    entries: list[Entry]
+
+
+# --- submissions --------------------------------------------------------------------------
+
+
+class RunRef(Out):
+    id: str
+    status: RunStatusName
+
+
+class Submission(Out):
+    id: str
+    benchmark: str
+    owner: str
+    name: str
+    version: str
+    status: Literal["awaiting_upload", "uploaded", "rejected"]
+    key: str
+    filename: str
+    declared_size: int | None
+    size: int | None
+    sha256: str | None
+    upload_method: str
+    created_at: Time
+    expires_at: Time
+    uploaded_at: Time
+    runs: list[RunRef]
+
+
+class SubmissionList(Out):
+    items: list[Submission]
+
+
+class PartGrant(Out):
+    part_number: int
+    size: int
+    url: str
+
+
+class Grant(Out):
+    """How to upload: `put` (url + headers), `post` (url + form fields) or `multipart` (part URLs)."""
+
+    method: Literal["put", "post", "multipart"]
+    key: str
+    bucket: str
+    expires_at: Time
+    max_bytes: int
+    url: str | None = Field(None, description="put and post")
+    headers: dict[str, str] | None = Field(None, description="put: send exactly these")
+    fields: dict[str, str] | None = Field(None, description="post: the form fields, before the file")
+    upload_id: str | None = Field(None, description="multipart")
+    part_size: int | None = Field(None, description="multipart")
+    parts: list[PartGrant] | None = Field(None, description="multipart: PUT each part to its url")
+    complete: str | None = Field(None, description="multipart: POST the parts' ETags here")
+
+
+class SubmissionCreated(Out):
+    submission: Submission
+    upload: Grant
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+class Failure(Out):
+    code: str
+    message: str | None
+
+
+class Run(Out):
+    id: str
+    submission: str
+    benchmark: str
+    owner: str
+    status: RunStatusName
+    metrics: dict[str, Any] | None = Field(description="the metrics.json document once scored")
+    private_metrics: dict[str, Any] | None
+    final: bool
+    failure: Failure | None
+    provenance: dict[str, Any]
+    attempts: int
+    results_prefix: str | None
+    timestamps: dict[str, Time]
+
+
+class RunPage(Out):
+    items: list[Run]
+    total: int
+    limit: int
+    offset: int
+
+
+class PredictionsUrl(Out):
+    url: str
+    expires_in: int
+
+
+# --- tokens and events --------------------------------------------------------------------
+
+
+class TokenCreated(Out):
+    id: str
+    owner: str
+    role: str
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class Outcome(Out):
+    key: str
+    action: str
+    detail: str
+    run_id: str | None
+    dataset_id: str | None
+
+
+class EventsAccepted(Out):
+    accepted: int
+    outcomes: list[Outcome]
