@@ -40,6 +40,25 @@ docker_engine() {
   echo "dockerd did not start; see /var/log/dockerd.log" >&2; return 1
 }
 
+# gVisor as a second wall: install runsc and register it with Docker as runtime "runsc" (ptrace
+# platform: no KVM needed). Sandboxes use it with EVALUATOR_SANDBOX_RUNTIME=runsc or a benchmark's
+# limits.runtime. A running dockerd reloads its runtimes on SIGHUP (containers keep running).
+gvisor() {
+  command -v runsc >/dev/null 2>&1 || apt_install runsc
+  if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; then return 0; fi
+  log "registering runsc as a Docker runtime in /etc/docker/daemon.json"
+  mkdir -p /etc/docker
+  python3 - "$(command -v runsc)" <<'EOF'
+import json, pathlib, sys
+path = pathlib.Path("/etc/docker/daemon.json")
+config = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
+config.setdefault("runtimes", {})["runsc"] = {"path": sys.argv[1], "runtimeArgs": ["--platform=ptrace"]}
+path.write_text(json.dumps(config, indent=2) + "\n")
+EOF
+  if pidof dockerd >/dev/null; then kill -HUP "$(pidof dockerd)"; sleep 2; fi
+  docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || { echo "runsc is not registered" >&2; return 1; }
+}
+
 venv() {
   if [ ! -x .venv/bin/python ]; then
     log "creating .venv"

@@ -31,21 +31,48 @@ def data(tmp_path):
 
 
 @pytest.fixture
-def run(docker_client, images_built, data, sandbox_work_dir):
-    """Evaluate a bundle with the hostile limits; check no container of the run is left."""
+def run(request, docker_client, images_built, data, sandbox_work_dir):
+    """Evaluate a bundle with the hostile limits; check no container of the run is left.
+
+    Parametrized indirectly with "warm", the run is handed to a warm pool container
+    (asserted: that container is gone afterwards) instead of a cold one.
+    """
     images_built("sklearn")
+    warm = getattr(request, "param", "cold") == "warm"
     sandbox = DockerSandbox(docker_client)
+    if warm:
+        from evaluator.sandbox.pool import WarmPoolSandbox, pooled_images
+        from evaluator.sandbox.spec import Limits
+        sandbox = WarmPoolSandbox(docker_client, deployment=f"pool-test-{uuid.uuid4().hex[:8]}", worker="test",
+                                  limits=Limits.from_config(HOSTILE), images=pooled_images("sklearn", "evaluator-"),
+                                  size=1, root=sandbox_work_dir.parent / f"pool-{uuid.uuid4().hex[:8]}").start()
+        request.addfinalizer(sandbox.close)
     _, _, features, labels = data
 
     def evaluate(bundle, config=HOSTILE, dataset=None, **kwargs):
         run_id = f"test-{uuid.uuid4().hex[:8]}"
         features_path, labels_path = dataset or (features, labels)
+        handed = _wait_warm(sandbox) if warm else None
         evaluation = evaluate_bundle(bundle, features_path, labels_path, task="classification", sandbox=sandbox,
                                      config=config, work_dir=sandbox_work_dir / run_id, run_id=run_id, **kwargs)
         assert docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}) == []
+        if handed is not None:
+            with pytest.raises(docker.errors.NotFound):  # the warm container took the run, and is gone
+                docker_client.containers.get(handed)
         return evaluation
 
     return evaluate
+
+
+def _wait_warm(pool) -> str:
+    deadline = time.monotonic() + 90
+    while not pool.ready("evaluator-sklearn"):
+        assert time.monotonic() < deadline, "no warm container came up"
+        time.sleep(0.1)
+    return pool.ready("evaluator-sklearn")[0]
+
+
+BOTH = pytest.mark.parametrize("run", ["cold", "warm"], indirect=True)
 
 
 def good_bundle(tmp_path, data):
@@ -80,6 +107,7 @@ def test_a_fork_bomb_hits_the_pids_limit(run, tmp_path):
     assert children < HOSTILE.sandbox_pids
 
 
+@BOTH
 def test_a_model_that_fills_output_and_tmp_is_stopped_by_the_tmpfs_caps(run, tmp_path):
     evaluation = run(fx.predict_bundle(tmp_path / "b.tar.gz", fx.FILLS_OUTPUT))
 
@@ -91,6 +119,7 @@ def test_a_model_that_fills_output_and_tmp_is_stopped_by_the_tmpfs_caps(run, tmp
     assert evaluation.failure["code"] == "sandbox_error"
 
 
+@BOTH
 def test_a_model_that_floods_stdout_keeps_only_head_and_tail_of_its_log(run, tmp_path):
     evaluation = run(fx.predict_bundle(tmp_path / "b.tar.gz", fx.FLOODS_STDOUT))
 
@@ -100,6 +129,7 @@ def test_a_model_that_floods_stdout_keeps_only_head_and_tail_of_its_log(run, tmp
     assert b"FLOOD-START" in log and b"FLOOD-END" in log and b"bytes of log omitted" in log
 
 
+@BOTH
 def test_a_pickle_that_runs_a_command_runs_it_only_inside_the_sandbox(run, tmp_path):
     marker = tmp_path / f"host-marker-{uuid.uuid4().hex}"
     bundle = fx.malicious_pickle_bundle(tmp_path / "evil.tar.gz", marker)
@@ -111,6 +141,7 @@ def test_a_pickle_that_runs_a_command_runs_it_only_inside_the_sandbox(run, tmp_p
     assert evaluation.failure["code"] == "sandbox_error"
 
 
+@BOTH
 def test_inside_the_sandbox_no_root_no_network_no_labels_and_a_read_only_model(run, tmp_path):
     # Given a real service on the host's loopback
     server = socket.socket()
@@ -144,6 +175,7 @@ def test_inside_the_sandbox_no_root_no_network_no_labels_and_a_read_only_model(r
     assert fx.SECRET.encode() in labels.read_bytes()
 
 
+@BOTH
 def test_a_cancelled_run_is_killed(run, tmp_path):
     started = time.monotonic()
 
