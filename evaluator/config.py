@@ -79,6 +79,11 @@ class Config:
     lease_renew_s: float = 5.0  # renewal interval: a database outage shorter than lease_s - this is ridden out
     max_worker_crashes: int = 2  # a run whose worker died this many times ends failed/worker_crashed
     deployment_id: str = ""  # labels this deployment's sandbox containers; empty: the broker namespace
+    # Testing aid, off by default: hold every attempt at this phase (preparing, running, scoring, publishing:
+    # before writing results, recording: after writing metrics.json, before recording the run) for
+    # fault_pause_s, so a fault test can kill or stop its worker there. Never set it in production.
+    fault_pause_at: str = ""
+    fault_pause_s: float = 600.0
     # Reconciler.
     reconcile_queued_after_s: int = 300
     reconcile_active_after_s: int = 1800

@@ -142,15 +142,20 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             should_cancel=keeper.should_stop, allowed_frameworks=benchmark.allowed_frameworks or None,
             private_split=competition.private_split(benchmark),
             known_sha256={"bundle": sha256, "features": dataset.features_sha256, "labels": dataset.labels_sha256},
-            on_stage=lambda stage: _durable(config, stage, lambda: runs.advance(run_id, worker, stage)),
+            on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper),
         )
         keeper.check()  # lost meanwhile: another worker may be evaluating it; publish nothing over its results
         prefix = layout.results_prefix(benchmark.id, run_id)
         provenance = {**evaluation.provenance, "dataset": dataset.ref, "worker": worker, "attempt": run.attempts}
         provenance.setdefault("durations_s", {})["download"] = round(download_s, 3)
         record = evaluation.to_record()
+        fault_pause(config, "publishing", run_id, keeper)
+        # NOTE: a worker that stalled (its lease ran out, another took over) must not write over the taker's
+        # results: a fresh lease, confirmed now, outlasts the writes; finish() records only for the owner.
+        _durable(config, "lease", keeper.confirm)
         publish(blobs, config.results_bucket, prefix, record=record, provenance=provenance,
                 predictions=evaluation.predictions, log=evaluation.log)
+        fault_pause(config, "recording", run_id, keeper)
         finished = _durable(config, "finish", lambda: runs.finish(
             run_id, status=evaluation.status, metrics=evaluation.metrics, private_metrics=evaluation.private_metrics,
             failure=evaluation.failure, provenance=provenance, results_prefix=prefix, owner=worker))
@@ -159,6 +164,25 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         return final
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _staged(config: Config, run_id: str, worker: str, stage: str, keeper: LeaseKeeper) -> None:
+    _durable(config, stage, lambda: runs.advance(run_id, worker, stage))
+    fault_pause(config, stage, run_id, keeper)
+
+
+def fault_pause(config: Config, phase: str, run_id: str, keeper: LeaseKeeper) -> None:
+    """Testing aid: hold the attempt at `phase` (EVALUATOR_FAULT_PAUSE_AT) so a test can kill its worker there.
+
+    Off by default. The lease is renewed meanwhile; a cancel or a lost lease ends the pause.
+    """
+    if config.fault_pause_at != phase:
+        return
+    logger.warning("Run %s: paused at %s for up to %.0fs (fault injection, EVALUATOR_FAULT_PAUSE_AT)",
+                   run_id, phase, config.fault_pause_s)
+    deadline = time.monotonic() + config.fault_pause_s
+    while time.monotonic() < deadline and not keeper.should_stop():
+        time.sleep(0.1)
 
 
 def _finish_failed(config: Config, run_id: str, worker: str, code: str, message: str) -> str:
@@ -200,6 +224,15 @@ class LeaseKeeper(threading.Thread):
     def check(self) -> None:
         if self.state == runs.LOST:
             raise LeaseLost(f"run {self._run_id}: the lease of attempt {self._attempt} was lost")
+
+    def confirm(self) -> None:
+        """Renew the lease now (compare-and-set on owner and attempt); LeaseLost if it is no longer ours."""
+        if runs.renew_lease(self._run_id, self._worker, self._attempt, lease_s=self._lease_s) == runs.LOST:
+            self.state = runs.LOST
+            logger.warning("Run %s: attempt %d lost its lease before publishing; nothing written.",
+                           self._run_id, self._attempt)
+            self.check()
+        self._renewed_at = time.monotonic()
 
     def stop(self) -> None:
         self._stopped.set()

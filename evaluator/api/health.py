@@ -11,7 +11,7 @@ import peewee
 from evaluator.api.middleware import RequestMetrics
 from evaluator.api.operations import ANYONE, TEXT, operation
 from evaluator.contract import outputs
-from evaluator.storage.models import Run, RunStatus, utcnow
+from evaluator.storage.models import OutboxMessage, Run, RunStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +71,14 @@ class Metrics:
 
 
 def _recovery_lines(database: peewee.Database) -> list[str]:
-    """Active runs whose worker stopped renewing (dead or stuck), and takeovers after a worker died."""
+    """Active runs whose worker stopped renewing (dead or stuck), takeovers after a worker died, and broker
+    messages committed but not yet sent (the relay is behind, or the broker is down)."""
     active = [RunStatus.PREPARING.value, RunStatus.RUNNING.value, RunStatus.SCORING.value]
     with database.connection_context():
         expired = Run.select().where(Run.status.in_(active) & (
             Run.lease_expires_at.is_null() | (Run.lease_expires_at < utcnow()))).count()
         crashes = Run.select(peewee.fn.COALESCE(peewee.fn.SUM(Run.crashes), 0)).scalar()
+        waiting = OutboxMessage.select().where(OutboxMessage.sent_at.is_null()).count()
     return ["# TYPE evaluator_runs_lease_expired gauge", f"evaluator_runs_lease_expired {expired}",
-            "# TYPE evaluator_run_worker_crashes_total counter", f"evaluator_run_worker_crashes_total {int(crashes)}"]
+            "# TYPE evaluator_run_worker_crashes_total counter", f"evaluator_run_worker_crashes_total {int(crashes)}",
+            "# TYPE evaluator_outbox_messages_waiting gauge", f"evaluator_outbox_messages_waiting {waiting}"]
