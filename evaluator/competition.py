@@ -11,6 +11,7 @@ import hashlib
 
 from evaluator import fields
 from evaluator.errors import Conflict, Forbidden, ValidationFailed
+from evaluator.settings import settings_of as competition_settings
 from evaluator.storage.models import Benchmark, Run, RunStatus, utcnow
 from evaluator.tokens import Principal
 
@@ -56,8 +57,8 @@ def _fraction(raw: dict, field: str) -> float | None:
 
 
 def settings_of(benchmark: Benchmark) -> dict:
-    return {"tie_breakers": [], "opens_at": None, "closes_at": None, "log_policy": "own", "final_selections": 0,
-            "private_fraction": None, **(benchmark.settings or {})}
+    """The settings as the API shows them, defaults filled in (code reads settings.settings_of instead)."""
+    return competition_settings(benchmark).to_dict()
 
 
 def _at(value: str | None) -> datetime.datetime | None:
@@ -65,18 +66,18 @@ def _at(value: str | None) -> datetime.datetime | None:
 
 
 def is_closed(benchmark: Benchmark, now: datetime.datetime | None = None) -> bool:
-    closes = _at(settings_of(benchmark)["closes_at"])
+    closes = _at(competition_settings(benchmark).closes_at)
     return closes is not None and (now or utcnow()) >= closes
 
 
 def check_open(benchmark: Benchmark, now: datetime.datetime | None = None) -> None:
     """Refuse a submission outside the benchmark's open window."""
-    settings, now = settings_of(benchmark), now or utcnow()
-    opens = _at(settings["opens_at"])
+    settings, now = competition_settings(benchmark), now or utcnow()
+    opens = _at(settings.opens_at)
     if opens is not None and now < opens:
-        raise Conflict(f"benchmark {benchmark.id} opens at {settings['opens_at']}Z")
+        raise Conflict(f"benchmark {benchmark.id} opens at {settings.opens_at}Z")
     if is_closed(benchmark, now):
-        raise Conflict(f"benchmark {benchmark.id} closed at {settings['closes_at']}Z")
+        raise Conflict(f"benchmark {benchmark.id} closed at {settings.closes_at}Z")
 
 
 def manages(benchmark: Benchmark, principal: Principal | None) -> bool:
@@ -91,7 +92,7 @@ def shows_private(benchmark: Benchmark, principal: Principal | None) -> bool:
 def select_final(run: Run, principal: Principal, selected: bool) -> Run:
     """Mark (or unmark) one of the caller's succeeded runs as a final selection, before close."""
     benchmark = Benchmark.get_by_id(run.benchmark_id)
-    limit = settings_of(benchmark)["final_selections"]
+    limit = competition_settings(benchmark).final_selections
     if not limit:
         raise Conflict(f"benchmark {benchmark.id} does not use final selections")
     if is_closed(benchmark):
@@ -106,12 +107,6 @@ def select_final(run: Run, principal: Principal, selected: bool) -> Run:
     return Run.get_by_id(run.id)
 
 
-def private_split(benchmark: Benchmark) -> tuple[str, float] | None:
-    """Return (salt, fraction) of the benchmark's private part, or None when its labels are not split."""
-    fraction = settings_of(benchmark)["private_fraction"]
-    return (benchmark.id, float(fraction)) if fraction else None
-
-
 def is_private_row(row_id: object, benchmark_id: str, fraction: float) -> bool:
     """Assign a row to the private part, stably: the same row, benchmark and fraction, the same answer."""
     digest = hashlib.sha256(f"{benchmark_id}\x00{row_id}".encode()).digest()
@@ -122,7 +117,7 @@ def log_view(benchmark: Benchmark, principal: Principal, log: bytes) -> bytes:
     """Apply the benchmark's log policy for a participant (managers see the whole log)."""
     if manages(benchmark, principal):
         return log
-    policy = settings_of(benchmark)["log_policy"]
+    policy = competition_settings(benchmark).log_policy
     if policy == "none":
         raise Forbidden(f"benchmark {benchmark.id} does not show sandbox logs to participants")
     return log[-TAIL_BYTES:] if policy == "tail" else log

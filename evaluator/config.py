@@ -63,6 +63,7 @@ class Config:
     sandbox_cpus: float = 1.0
     sandbox_pids: int = 256
     sandbox_output_bytes: int = 256 * 1024 * 1024
+    sandbox_tmp_bytes: int = 256 * 1024 * 1024  # size of the sandbox's /tmp tmpfs (it counts against memory)
     sandbox_log_bytes: int = 64 * 1024
     sandbox_runtime: str = ""  # a Docker runtime for sandboxes, e.g. runsc (gVisor); empty: the daemon's default
     sandbox_pool_size: int = 1  # warm single-use containers kept per pooled image (0: every run starts cold)

@@ -22,10 +22,12 @@ import pyarrow.parquet as pq
 from evaluator import run_folders
 from evaluator.bundles import BundleLimits, extract_bundle
 from evaluator.config import Config
-from evaluator.errors import FrameworkUnsupported, PredictionsInvalid, RunFailure, SandboxError
+from evaluator.errors import FrameworkUnsupported, PredictionsInvalid, RunFailure
+from evaluator.failures import program_failed
+from evaluator.isolated_scoring import score_isolated
 from evaluator.sandbox.images import image_name
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
-from evaluator.isolated_scoring import score_isolated
+from evaluator.settings import Scoring
 
 logger = logging.getLogger(__name__)
 
@@ -123,32 +125,29 @@ def evaluate_bundle(
     features_path: pathlib.Path,
     labels_path: pathlib.Path,
     *,
-    task: str,
+    scoring: Scoring,
     sandbox: Sandbox,
     config: Config,
     work_dir: pathlib.Path,
     run_id: str,
-    row_id_column: str = "row_id",
-    target_column: str = "target",
-    metrics: list[str] | None = None,
-    primary_metric: str | None = None,
+    limits: Limits | None = None,
     should_cancel: Callable[[], bool] | None = None,
     on_stage: Callable[[str], None] | None = None,
     bundle_limits: BundleLimits | None = None,
     allowed_frameworks: list[str] | None = None,
-    private_split: tuple[str, float] | None = None,
     known_sha256: dict[str, str] | None = None,
 ) -> Evaluation:
     """Evaluate one bundle on one dataset; participant failures end as a failed Evaluation.
 
     `work_dir` must be empty or missing; its model/ and data/ folders (made 0755 here)
-    are bind-mounted into the container, and nothing else under it is.
+    are bind-mounted into the container, and nothing else under it is. `limits` default to
+    the config's (Limits.from_config).
 
     Raises:
         InfrastructureError: Docker is unavailable; the caller retries the whole run.
     """
     stage = on_stage or (lambda name: None)
-    limits = Limits.from_config(config)
+    limits = limits or Limits.from_config(config)
     durations: dict[str, float] = {}
     provenance: dict = {"run_id": run_id, "worker_host": socket.gethostname(), "limits": limits.to_dict(),
                         "durations_s": durations}
@@ -169,13 +168,14 @@ def evaluate_bundle(
         image = image_name(manifest.framework, config)
         provenance.update(bundle=manifest.to_dict(), framework=manifest.framework, image=image)
         data_dir = _mkdir(work_dir / "data")
-        provenance["rows"] = stage_features(features_path, data_dir / "features.parquet", drop_columns=(target_column,))
+        provenance["rows"] = stage_features(features_path, data_dir / "features.parquet",
+                                            drop_columns=(scoring.target_column,))
         durations["preparing"] = round(time.monotonic() - clock, 3)
 
         current, clock = "running", time.monotonic()
         stage("running")
         spec = SandboxSpec(image=image, model_dir=manifest.root, data_dir=data_dir, limits=limits, run_id=run_id,
-                           env={"EVALUATOR_ROW_ID_COLUMN": row_id_column})
+                           env={"EVALUATOR_ROW_ID_COLUMN": scoring.row_id_column})
         result = sandbox.run(spec, should_cancel=should_cancel)
         log, predictions = result.log, result.predictions
         provenance["image_id"] = result.image_id
@@ -183,8 +183,7 @@ def evaluate_bundle(
         if result.exit_code == EXIT_INVALID_PREDICTIONS:
             raise _invalid_output(log)
         if result.exit_code != 0:
-            what = "rejected its manifest or input" if result.exit_code == 2 else "failed"
-            raise SandboxError(f"the model's program {what} (exit status {result.exit_code}); see the log")
+            raise program_failed(result.exit_code, log, run_id)
         if predictions is None:
             raise PredictionsInvalid("the model wrote no /output/predictions.parquet")
 
@@ -192,12 +191,10 @@ def evaluate_bundle(
         stage("scoring")
         predictions_path = work_dir / "predictions.parquet"
         predictions_path.write_bytes(predictions)
-        provenance["scoring"] = scoring = {}
+        provenance["scoring"] = scoring_stats = {}
         document, private_document = score_isolated(
-            task, labels_path, predictions_path, row_id_column=row_id_column, target_column=target_column,
-            metrics=metrics, primary_metric=primary_metric, private_split=private_split,
-            work_dir=work_dir / "scoring", config=config, expected_rows=provenance["rows"],
-            should_cancel=should_cancel, stats=scoring)
+            scoring, labels_path, predictions_path, work_dir=work_dir / "scoring", config=config,
+            expected_rows=provenance["rows"], should_cancel=should_cancel, stats=scoring_stats)
         durations["scoring"] = round(time.monotonic() - clock, 3)
     except RunFailure as ex:
         durations[current] = round(time.monotonic() - clock, 3)

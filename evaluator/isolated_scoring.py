@@ -30,6 +30,7 @@ from typing import Callable
 
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError, InfrastructureError, PredictionsInvalid, RunCancelled, RunFailure
+from evaluator.settings import Scoring
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ _STDERR_TAIL = 4096
 _MEMORY_WORDS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "ArrowMemoryError", "out of memory")
 
 
-def score_isolated(task: str, labels: Path, predictions: Path, *, row_id_column: str, target_column: str,
-                   metrics: list[str] | None, primary_metric: str | None, private_split: tuple[str, float] | None,
+def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
                    work_dir: Path, config: Config, expected_rows: int | None = None,
                    should_cancel: Callable[[], bool] | None = None,
                    stats: dict | None = None) -> tuple[dict, dict | None]:
@@ -57,15 +57,14 @@ def score_isolated(task: str, labels: Path, predictions: Path, *, row_id_column:
     """
     from evaluator.scoring.pipeline import check_task_metrics
 
-    check_task_metrics(task, metrics, primary_metric)  # NOTE: ours to get right, so checked here, not in the child
+    # NOTE: ours to get right, so checked here, not in the child
+    check_task_metrics(scoring.task, scoring.metric_list, scoring.primary_metric)
     work_dir.mkdir(parents=True, exist_ok=True)
     request_path, result_path = work_dir / "scoring-request.json", work_dir / "scoring-result.json"
     stderr_path = work_dir / "scoring-stderr.txt"
     result_path.unlink(missing_ok=True)
-    request = {"task": task, "labels": str(labels), "predictions": str(predictions), "row_id_column": row_id_column,
-               "target_column": target_column, "metrics": metrics, "primary_metric": primary_metric,
-               "private_split": list(private_split) if private_split else None, "work_dir": str(work_dir),
-               "expected_rows": expected_rows, "memory_bytes": config.scoring_memory_bytes}
+    request = {"scoring": scoring.to_dict(), "labels": str(labels), "predictions": str(predictions),
+               "work_dir": str(work_dir), "expected_rows": expected_rows, "memory_bytes": config.scoring_memory_bytes}
     request_path.write_text(json.dumps(request))
     started = time.monotonic()
     with stderr_path.open("wb") as stderr:
@@ -182,12 +181,9 @@ def child_main(argv: list[str]) -> int:
     _limit_memory(int(request["memory_bytes"]))
     _write(result_path, {"stage": _STARTED})
     try:
-        documents = score_parts(
-            request["task"], Path(request["labels"]), Path(request["predictions"]),
-            row_id_column=request["row_id_column"], target_column=request["target_column"],
-            metrics=request["metrics"], primary_metric=request["primary_metric"],
-            private_split=tuple(request["private_split"]) if request["private_split"] else None,
-            work_dir=Path(request["work_dir"]), expected_rows=request["expected_rows"])
+        documents = score_parts(Scoring.from_dict(request["scoring"]), Path(request["labels"]),
+                                Path(request["predictions"]), work_dir=Path(request["work_dir"]),
+                                expected_rows=request["expected_rows"])
         body: dict = {"documents": list(documents)}
     except RunFailure as ex:
         body = {"failure": {"kind": "run_failure", "code": ex.code, "message": ex.message}}

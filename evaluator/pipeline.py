@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from evaluator import competition, run_folders, runs, submissions, workers
+from evaluator import run_folders, runs, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle
+from evaluator.sandbox.spec import Limits
+from evaluator.settings import Scoring, limits_of
 from evaluator.storage import layout, reconnect
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import database
@@ -115,7 +117,8 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
     run_dir = run_folders.prepare(config, run_id)
     stage_started = time.monotonic()
     try:
-        limit = int(benchmark.limits.get("max_bundle_bytes") or config.max_bundle_bytes)
+        own_limits = limits_of(benchmark)  # the row's JSON, parsed once
+        limit = own_limits.bundle_bytes(config.max_bundle_bytes)
         bundle_path = run_dir / f"bundle{layout.bundle_extension(submission.object_key) or ''}"
         try:
             # NOTE: the object its upload event named (ETag pinned), never one that replaced it later
@@ -135,12 +138,9 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         download_s = time.monotonic() - stage_started
 
         evaluation = evaluate_bundle(
-            bundle_path, features, labels, task=benchmark.task, sandbox=sandbox,
-            config=_with_limits(config, benchmark.limits), work_dir=run_dir / "work", run_id=run_id,
-            row_id_column=dataset.row_id_column, target_column=dataset.target_column,
-            metrics=benchmark.metrics or None, primary_metric=benchmark.primary_metric,
+            bundle_path, features, labels, scoring=Scoring.of(benchmark, dataset), sandbox=sandbox, config=config,
+            limits=Limits.from_config(config, own_limits), work_dir=run_dir / "work", run_id=run_id,
             should_cancel=keeper.should_stop, allowed_frameworks=benchmark.allowed_frameworks or None,
-            private_split=competition.private_split(benchmark),
             known_sha256={"bundle": sha256, "features": dataset.features_sha256, "labels": dataset.labels_sha256},
             on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper),
         )
@@ -189,15 +189,6 @@ def _finish_failed(config: Config, run_id: str, worker: str, code: str, message:
     _durable(config, "finish", lambda: runs.finish(run_id, status=RunStatus.FAILED.value, owner=worker,
                                                    failure={"code": code, "message": message}))
     return _durable(config, "status", lambda: Run.get_by_id(run_id).status)
-
-
-def _with_limits(config: Config, limits: dict) -> Config:
-    return config.replace(
-        sandbox_timeout_s=int(limits.get("timeout_s", config.sandbox_timeout_s)),
-        sandbox_memory=str(limits.get("memory", config.sandbox_memory)),
-        sandbox_cpus=float(limits.get("cpus", config.sandbox_cpus)),
-        sandbox_pids=int(limits.get("pids", config.sandbox_pids)),
-    )
 
 
 class LeaseKeeper(threading.Thread):

@@ -12,6 +12,7 @@ import peewee
 
 from evaluator import fields
 from evaluator.errors import QuotaExceeded, ValidationFailed
+from evaluator.settings import quota_of
 from evaluator.storage.db import database
 from evaluator.storage.models import Benchmark, Run, RunStatus, Submission, isoformat, utcnow
 
@@ -56,25 +57,25 @@ class QuotaState:
 
 def state(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None) -> QuotaState:
     """Count the owner's submissions in the current window."""
-    quota, now = benchmark.quota or {}, now or utcnow()
-    if not quota.get("limit"):
+    quota, now = quota_of(benchmark), now or utcnow()
+    if quota.limit is None:
         return QuotaState(None, 0, None, None)
-    if quota.get("window") == "rolling_24h":
+    if quota.window == "rolling_24h":
         start = now - datetime.timedelta(hours=24)
     else:
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     counted = (Submission.select().where((Submission.benchmark == benchmark.id) & (Submission.owner == owner)
                                          & (Submission.created_at >= start)))
-    if not quota.get("count_failed", True):
+    if not quota.count_failed:
         failed = Run.select(Run.submission).where(Run.status.in_(_NOT_COUNTED_WHEN_FAILED))
         counted = counted.where(Submission.id.not_in(failed))
     submissions = list(counted.order_by(Submission.created_at))
-    if quota.get("window") == "rolling_24h":
+    if quota.window == "rolling_24h":
         oldest = submissions[0].created_at if submissions else now
         resets_at = oldest + datetime.timedelta(hours=24)
     else:
         resets_at = start + datetime.timedelta(days=1)
-    return QuotaState(int(quota["limit"]), len(submissions), quota.get("window", "utc_day"), resets_at)
+    return QuotaState(quota.limit, len(submissions), quota.window, resets_at)
 
 
 def check(benchmark: Benchmark, owner: str) -> QuotaState:
@@ -95,7 +96,7 @@ def reserved(benchmark: Benchmark, owner: str) -> Iterator[QuotaState]:
     PostgreSQL they queue on a transaction-scoped advisory lock of
     (benchmark, owner); SQLite takes its single write lock up front.
     """
-    if not (benchmark.quota or {}).get("limit"):
+    if quota_of(benchmark).limit is None:
         yield QuotaState(None, 0, None, None)
         return
     if isinstance(database.obj, peewee.PostgresqlDatabase):

@@ -11,10 +11,10 @@ import logging
 import tempfile
 from pathlib import Path
 
-from evaluator import competition
 from evaluator.config import Config
-from evaluator.pipeline import stage_dataset
 from evaluator.isolated_scoring import score_isolated
+from evaluator.pipeline import stage_dataset
+from evaluator.settings import Scoring
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Benchmark, Dataset, Run, RunStatus, isoformat, utcnow
 
@@ -37,11 +37,9 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"rescore-{run_id}-", dir=_work_dir(config)) as tmp:
         predictions = Path(tmp) / "predictions.parquet"
         blobs.download(bucket, prefix + "predictions.parquet", predictions)
-        document, private = score_isolated(
-            benchmark.task, labels, predictions, row_id_column=dataset.row_id_column,
-            target_column=dataset.target_column, metrics=benchmark.metrics or None,
-            primary_metric=benchmark.primary_metric, private_split=competition.private_split(benchmark),
-            work_dir=Path(tmp) / "scoring", config=config, expected_rows=dataset.row_count)
+        document, private = score_isolated(Scoring.of(benchmark, dataset), labels, predictions,
+                                           work_dir=Path(tmp) / "scoring", config=config,
+                                           expected_rows=dataset.row_count)
     history = [*run.metrics_history, {"metrics": run.metrics, "private_metrics": run.private_metrics,
                                       "replaced_at": isoformat(utcnow()), "dataset": dataset.ref}]
     old = blobs.get_bytes(bucket, prefix + "metrics.json") if blobs.head(bucket, prefix + "metrics.json") else None

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from evaluator.competition import is_private_row
 from evaluator.scoring import score_files
 from evaluator.scoring.sources import LabelsSource, PredictionsSource
+from evaluator.settings import Scoring
 
 _BATCH_ROWS = 1 << 16
 
@@ -70,15 +71,16 @@ def _split(batches: Iterator[pa.RecordBatch], paths: dict[str, Path], benchmark_
                            path)
 
 
-def score_parts(task: str, labels: Path, predictions: Path, *, row_id_column: str, target_column: str,
-                metrics: list[str] | None, primary_metric: str | None, private_split: tuple[str, float] | None,
-                work_dir: Path, expected_rows: int | None = None) -> tuple[dict, dict | None]:
+def score_parts(scoring: Scoring, labels: Path, predictions: Path, *, work_dir: Path,
+                expected_rows: int | None = None) -> tuple[dict, dict | None]:
     """Score predictions: (document, None) without a split, (public, private) documents with one."""
-    score = functools.partial(score_files, task, metrics=metrics, primary_metric=primary_metric)
-    if private_split is None:
-        return score(labels, predictions, row_id_column=row_id_column, target_column=target_column,
+    score = functools.partial(score_files, scoring.task, metrics=scoring.metric_list,
+                              primary_metric=scoring.primary_metric)
+    if scoring.private_split is None:
+        return score(labels, predictions, row_id_column=scoring.row_id_column, target_column=scoring.target_column,
                      expected_rows=expected_rows), None
-    parts = split_for_scoring(labels, predictions, row_id_column=row_id_column, target_column=target_column,
-                              benchmark_id=private_split[0], fraction=private_split[1], out_dir=work_dir / "split",
-                              task=task, expected_rows=expected_rows)
+    salt, fraction = scoring.private_split
+    parts = split_for_scoring(labels, predictions, row_id_column=scoring.row_id_column,
+                              target_column=scoring.target_column, benchmark_id=salt, fraction=fraction,
+                              out_dir=work_dir / "split", task=scoring.task, expected_rows=expected_rows)
     return score(*parts["public"]), score(*parts["private"])

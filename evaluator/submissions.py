@@ -12,6 +12,7 @@ from evaluator import competition, fields, quotas
 from evaluator.benchmarks import get_benchmark
 from evaluator.config import Config
 from evaluator.errors import BundleMissing, Conflict, NotFound, ObjectMissing, PayloadTooLarge, ValidationFailed
+from evaluator.settings import limits_of
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore, ObjectChanged
 from evaluator.storage.models import Submission, SubmissionStatus, isoformat, utcnow
@@ -35,7 +36,7 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     if ext is None:
         raise ValidationFailed(f"'filename' must end with one of {list(layout.BUNDLE_EXTENSIONS)}", field="filename")
     size = fields.integer(body, "size", None, minimum=1)
-    max_bytes = int(benchmark.limits.get("max_bundle_bytes", config.max_bundle_bytes))
+    max_bytes = limits_of(benchmark).bundle_bytes(config.max_bundle_bytes)
     if size is not None and size > max_bytes:
         raise PayloadTooLarge(f"bundle of {size} bytes is over this benchmark's limit of {max_bytes} bytes")
     competition.check_open(benchmark)

@@ -12,6 +12,7 @@ from evaluator.config import Config
 from evaluator.errors import ValidationFailed
 from evaluator.evaluation import evaluate_bundle, new_work_dir
 from evaluator.sandbox.runner import DockerSandbox, connect
+from evaluator.settings import Scoring
 from evaluator.terminal import json_text, printable, scrub
 
 LOG_LINES_ON_FAILURE = 40
@@ -61,9 +62,10 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
     quiet = args.json
     try:
         evaluation = evaluate_bundle(
-            args.bundle, args.features, args.labels, task=args.task, sandbox=sandbox, config=config,
-            work_dir=work_dir, run_id=run_id, row_id_column=args.row_id_column, target_column=args.target_column,
-            metrics=args.metrics.split(",") if args.metrics else None, primary_metric=args.primary_metric,
+            args.bundle, args.features, args.labels, sandbox=sandbox, config=config, work_dir=work_dir, run_id=run_id,
+            scoring=Scoring(args.task, row_id_column=args.row_id_column, target_column=args.target_column,
+                            metrics=tuple(args.metrics.split(",")) if args.metrics else None,
+                            primary_metric=args.primary_metric),
             on_stage=None if quiet else lambda stage: print(f"{stage}...", file=sys.stderr, flush=True),
         )
     finally:

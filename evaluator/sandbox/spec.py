@@ -7,6 +7,7 @@ import math
 import pathlib
 
 from evaluator.config import Config
+from evaluator.settings import BenchmarkLimits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +36,22 @@ class Limits:
         return max(1, math.ceil(self.cpus))
 
     @classmethod
-    def from_config(cls, config: Config) -> Limits:
+    def from_config(cls, config: Config, benchmark: BenchmarkLimits | None = None) -> Limits:
+        """The config's defaults, with what the benchmark sets of its own over them."""
+        own = benchmark or BenchmarkLimits()
+
+        def pick(value, default):  # type: ignore[no-untyped-def]
+            return default if value is None else value
+
         return cls(
-            timeout_s=float(config.sandbox_timeout_s),
-            memory=str(config.sandbox_memory),
-            cpus=float(config.sandbox_cpus),
-            pids=int(config.sandbox_pids),
+            timeout_s=float(pick(own.timeout_s, config.sandbox_timeout_s)),
+            memory=str(pick(own.memory, config.sandbox_memory)),
+            cpus=float(pick(own.cpus, config.sandbox_cpus)),
+            pids=int(pick(own.pids, config.sandbox_pids)),
             output_bytes=int(config.sandbox_output_bytes),
             log_bytes=int(config.sandbox_log_bytes),
-            tmp_bytes=int(config.sandbox_output_bytes),
-            runtime=str(config.sandbox_runtime),
+            tmp_bytes=int(config.sandbox_tmp_bytes),
+            runtime=str(pick(own.runtime, config.sandbox_runtime)),
         )
 
     def to_dict(self) -> dict:

@@ -22,6 +22,7 @@ from evaluator.config import Config
 from evaluator.errors import MESSAGE_MAX_CHARS, PredictionsInvalid
 from evaluator.isolated_scoring import score_isolated
 from evaluator.scoring import score_files
+from evaluator.settings import Scoring
 from tests.integration import hostile_predictions as hostile
 from tests.integration import sandbox_fixtures as fx
 
@@ -33,9 +34,8 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def score(labels, predictions, task: str, tmp_path, *, config: Config | None = None, private_split=None,
           stats: dict | None = None):
-    return score_isolated(task, labels, predictions, row_id_column="row_id", target_column="target", metrics=None,
-                          primary_metric=None, private_split=private_split, work_dir=tmp_path / "scoring",
-                          config=config or Config(), stats=stats)
+    return score_isolated(Scoring(task, private_split=private_split), labels, predictions,
+                          work_dir=tmp_path / "scoring", config=config or Config(), stats=stats)
 
 
 def assert_clean(message: str) -> None:

@@ -16,13 +16,14 @@ from sklearn.linear_model import LogisticRegression
 from evaluator.config import Config
 from evaluator.evaluation import evaluate_bundle, stage_features
 from evaluator.sandbox.runner import RUN_LABEL, DockerSandbox
+from evaluator.settings import Scoring
 from tests.integration import sandbox_fixtures as fx
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 # Small limits keep hostile runs quick on a 2-core machine.
 HOSTILE = Config(sandbox_timeout_s=20, sandbox_memory="256m", sandbox_cpus=1.0, sandbox_pids=64,
-                 sandbox_output_bytes=16 * 1024 * 1024, sandbox_log_bytes=16 * 1024)
+                 sandbox_output_bytes=16 * 1024 * 1024, sandbox_tmp_bytes=16 * 1024 * 1024, sandbox_log_bytes=16 * 1024)
 
 
 @pytest.fixture
@@ -53,8 +54,9 @@ def run(request, docker_client, images_built, data, sandbox_work_dir):
         run_id = f"test-{uuid.uuid4().hex[:8]}"
         features_path, labels_path = dataset or (features, labels)
         handed = _wait_warm(sandbox) if warm else None
-        evaluation = evaluate_bundle(bundle, features_path, labels_path, task="classification", sandbox=sandbox,
-                                     config=config, work_dir=sandbox_work_dir / run_id, run_id=run_id, **kwargs)
+        evaluation = evaluate_bundle(bundle, features_path, labels_path, scoring=Scoring("classification"),
+                                     sandbox=sandbox, config=config, work_dir=sandbox_work_dir / run_id,
+                                     run_id=run_id, **kwargs)
         assert docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}) == []
         if handed is not None:
             with pytest.raises(docker.errors.NotFound):  # the warm container took the run, and is gone
@@ -211,7 +213,7 @@ def test_kill_run_from_elsewhere_ends_the_run_as_cancelled(docker_client, images
     _, _, features, labels = data
     bundle = fx.predict_bundle(tmp_path / "b.tar.gz", fx.SLEEPS_FOREVER)
     thread = threading.Thread(target=lambda: outcome.append(evaluate_bundle(
-        bundle, features, labels, task="classification", sandbox=sandbox, config=HOSTILE,
+        bundle, features, labels, scoring=Scoring("classification"), sandbox=sandbox, config=HOSTILE,
         work_dir=sandbox_work_dir, run_id="test-kill-run", should_cancel=cancelled.is_set)))
     thread.start()
     deadline = time.monotonic() + 20
@@ -250,7 +252,7 @@ def test_an_unreachable_docker_daemon_is_an_infrastructure_error_the_worker_retr
     sandbox = DockerSandbox(docker.DockerClient(base_url=f"unix://{tmp_path}/no-docker.sock", version="1.41"))
 
     with pytest.raises(InfrastructureError, match="Docker daemon unavailable"):
-        evaluate_bundle(bundle, features, labels, task="classification", sandbox=sandbox, config=HOSTILE,
+        evaluate_bundle(bundle, features, labels, scoring=Scoring("classification"), sandbox=sandbox, config=HOSTILE,
                         work_dir=tmp_path / "work", run_id="test-no-daemon")
 
 
@@ -263,7 +265,7 @@ def test_a_leftover_container_of_a_dead_attempt_is_removed_by_the_next_attempt(
     # When the redelivered attempt of run X runs
     sandbox = DockerSandbox(docker_client)
     _, _, features, labels = data
-    evaluation = evaluate_bundle(good_bundle(tmp_path, data), features, labels, task="classification",
+    evaluation = evaluate_bundle(good_bundle(tmp_path, data), features, labels, scoring=Scoring("classification"),
                                  sandbox=sandbox, config=HOSTILE, work_dir=sandbox_work_dir,
                                  run_id="test-redelivered")
 

@@ -17,6 +17,7 @@ import pytest
 from evaluator.config import Config
 from evaluator.evaluation import evaluate_bundle
 from evaluator.sandbox.runner import DockerSandbox
+from evaluator.settings import Scoring
 from tests.integration import sandbox_fixtures as fx
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -84,7 +85,7 @@ def test_framework_image_predicts_with_probabilities(framework, docker_client, i
     features, labels = tmp_path / "features.parquet", tmp_path / "labels.parquet"
     config = Config(sandbox_timeout_s=120, sandbox_memory="2g")
 
-    evaluation = evaluate_bundle(bundle, features, labels, task="classification",
+    evaluation = evaluate_bundle(bundle, features, labels, scoring=Scoring("classification"),
                                  sandbox=DockerSandbox(docker_client), config=config,
                                  work_dir=sandbox_work_dir, run_id=f"test-{framework}")
 

@@ -1,0 +1,155 @@
+"""A benchmark's settings as frozen values, parsed once where the row is loaded.
+
+The Benchmark row keeps `limits`, `quota` and `settings` as JSON (what the API validated,
+see benchmarks.parse_limits, quotas.parse_quota, competition.parse_settings). Code that acts
+on them reads these values instead of the dicts, so a default lives in one place.
+`Scoring` is what scoring needs of a benchmark and its dataset, passed as one value
+from the worker (or the CLI) to the isolated scorer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+
+class _BenchmarkRow(Protocol):
+    id: str
+    task: str
+    metrics: Any
+    primary_metric: str
+    limits: Any
+    quota: Any
+    settings: Any
+
+
+class _DatasetRow(Protocol):
+    row_id_column: str
+    target_column: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkLimits:
+    """What a benchmark sets of its runs' limits; None keeps the platform's default (Config)."""
+
+    timeout_s: int | None = None
+    memory: str | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    max_bundle_bytes: int | None = None
+    runtime: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict | None) -> BenchmarkLimits:
+        raw = raw or {}
+
+        def get(name: str, kind: type) -> Any:
+            value = raw.get(name)
+            return None if value is None or value == "" else kind(value)
+
+        return cls(timeout_s=get("timeout_s", int), memory=get("memory", str), cpus=get("cpus", float),
+                   pids=get("pids", int), max_bundle_bytes=get("max_bundle_bytes", int), runtime=get("runtime", str))
+
+    def bundle_bytes(self, default: int) -> int:
+        """The largest bundle this benchmark accepts (`default`: config.max_bundle_bytes)."""
+        return self.max_bundle_bytes or default
+
+
+@dataclasses.dataclass(frozen=True)
+class Quota:
+    """Submissions per participant per window; `limit` None means unlimited."""
+
+    limit: int | None = None
+    window: str = "utc_day"
+    count_failed: bool = True
+
+    @classmethod
+    def from_json(cls, raw: dict | None) -> Quota:
+        raw = raw or {}
+        limit = raw.get("limit")
+        return cls(limit=int(limit) if limit else None, window=str(raw.get("window") or "utc_day"),
+                   count_failed=bool(raw.get("count_failed", True)))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompetitionSettings:
+    """Schedule, tie-breaks, final selections, log policy and the private label split of a benchmark."""
+
+    tie_breakers: tuple[str, ...] = ()
+    opens_at: str | None = None  # ISO 8601, UTC, naive
+    closes_at: str | None = None
+    log_policy: str = "own"
+    final_selections: int = 0
+    private_fraction: float | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict | None) -> CompetitionSettings:
+        raw = raw or {}
+        fraction = raw.get("private_fraction")
+        return cls(tie_breakers=tuple(raw.get("tie_breakers") or ()), opens_at=raw.get("opens_at") or None,
+                   closes_at=raw.get("closes_at") or None, log_policy=str(raw.get("log_policy") or "own"),
+                   final_selections=int(raw.get("final_selections") or 0),
+                   private_fraction=float(fraction) if fraction else None)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "tie_breakers": list(self.tie_breakers)}
+
+
+def limits_of(benchmark: _BenchmarkRow) -> BenchmarkLimits:
+    return BenchmarkLimits.from_json(benchmark.limits)
+
+
+def quota_of(benchmark: _BenchmarkRow) -> Quota:
+    return Quota.from_json(benchmark.quota)
+
+
+def settings_of(benchmark: _BenchmarkRow) -> CompetitionSettings:
+    return CompetitionSettings.from_json(benchmark.settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """How a run's predictions are scored: task, the label file's columns, metrics, the private split.
+
+    `private_split` is (salt, fraction) of the hidden part of the labels, or None when they are not split.
+    """
+
+    task: str
+    row_id_column: str = "row_id"
+    target_column: str = "target"
+    metrics: tuple[str, ...] | None = None  # None: every metric of the task
+    primary_metric: str | None = None
+    private_split: tuple[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None:
+            object.__setattr__(self, "metrics", tuple(self.metrics))
+        if self.private_split is not None:
+            salt, fraction = self.private_split
+            object.__setattr__(self, "private_split", (str(salt), float(fraction)))
+
+    @classmethod
+    def of(cls, benchmark: _BenchmarkRow, dataset: _DatasetRow) -> Scoring:
+        fraction = settings_of(benchmark).private_fraction
+        return cls(task=benchmark.task, row_id_column=dataset.row_id_column, target_column=dataset.target_column,
+                   metrics=tuple(benchmark.metrics) if benchmark.metrics else None,
+                   primary_metric=benchmark.primary_metric,
+                   private_split=(benchmark.id, fraction) if fraction else None)
+
+    @property
+    def metric_list(self) -> list[str] | None:
+        return list(self.metrics) if self.metrics is not None else None
+
+    def to_dict(self) -> dict:
+        """JSON form (the isolated scorer's request)."""
+        return {"task": self.task, "row_id_column": self.row_id_column, "target_column": self.target_column,
+                "metrics": self.metric_list, "primary_metric": self.primary_metric,
+                "private_split": list(self.private_split) if self.private_split else None}
+
+    @classmethod
+    def from_dict(cls, body: dict) -> Scoring:
+        split = body.get("private_split")
+        return cls(task=body["task"], row_id_column=body["row_id_column"], target_column=body["target_column"],
+                   metrics=tuple(body["metrics"]) if body.get("metrics") is not None else None,
+                   primary_metric=body.get("primary_metric"),
+                   private_split=(split[0], split[1]) if split else None)
