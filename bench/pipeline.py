@@ -1,18 +1,23 @@
-"""Platform overhead and throughput of the event-driven pipeline, on this machine's real services.
+"""Event -> succeeded latency and throughput of the pipeline, warm pool against cold, on real services.
 
-1. Overhead: for N sequential small runs, (upload done -> run `succeeded` seen over HTTP) minus the
-   sandbox's own run time; median and p95.
-2. Throughput: M small runs uploaded at once, 2 worker processes, runs per minute, against a sequential
-   loop of bare `docker run` of the same image doing the same predictions, measured in the same run.
+From one run, side by side:
+1. warm: N sequential iris-size scikit-learn runs with the warm pool on (each run arrives after a gap
+   long enough for the replacement container to import scikit-learn), upload done -> `succeeded` seen
+   over HTTP; p50 and p99;
+2. cold: the same with EVALUATOR_SANDBOX_POOL_SIZE=0; p50;
+3. bare: sequential bare `docker run`s of the same prediction; p50 and the loop's runs per minute;
+4. in-process floor: a warm Python process that extracts the bundle, loads it, predicts and scores;
+5. throughput: M runs uploaded at once, 2 worker processes with the pool on, against the bare loop.
+The last line is `latency p50=<s> p99=<s> cold_p50=<s> bare_docker_p50=<s> inprocess_p50=<s>
+throughput_ratio=<x>` (runsc was not measured: gVisor is not registered with this Docker).
 
-    .venv/bin/python bench/pipeline.py [--overhead-runs 30] [--throughput-runs 100]
+    .venv/bin/python bench/pipeline.py [--runs 15] [--cold-runs 8] [--throughput-runs 20] [--gap-s 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,8 +79,8 @@ class Platform:
         stop(self.api)
 
 
-def bare_loop(runs: int, bundle: bytes, features: Path) -> float:
-    """Seconds for `runs` sequential bare `docker run`s doing the same prediction."""
+def staged(bundle: bytes, features: Path) -> tuple[Path, Path]:
+    """Extract the bundle and stage the features as the worker does; return (model root, data folder)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-bare-"))
     archive = folder / "bundle.tar.gz"
     archive.write_bytes(bundle)
@@ -85,32 +90,89 @@ def bare_loop(runs: int, bundle: bytes, features: Path) -> float:
     stage_features(features, data / "features.parquet")
     for path in (folder, data, folder / "model", *folder.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    started = time.perf_counter()
+    return manifest.root, data
+
+
+def bare_loop(runs: int, bundle: bytes, features: Path) -> list[float]:
+    """Seconds of each of `runs` sequential bare `docker run`s doing the same prediction."""
+    model, data = staged(bundle, features)
+    times = []
     for _ in range(runs):
-        out = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{manifest.root}:/model:ro",
+        started = time.perf_counter()
+        out = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{model}:/model:ro",
                               "-v", f"{data}:/data:ro", "--tmpfs", "/output:size=64m,mode=1777", "evaluator-sklearn"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
         assert out.stdout.startswith(b"0\n"), out.stdout[:100]
-    return time.perf_counter() - started
+    return times
+
+
+def inprocess_floor(runs: int, bundle: bytes, features: Path, labels: Path) -> list[float]:
+    """Seconds per run of a warm process: extract, load, predict, write predictions, score; no container."""
+    import joblib
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import sklearn.linear_model  # noqa: F401 - warm: the framework is imported before the clock starts
+
+    from evaluator.scoring.pipeline import score_files
+
+    times = []
+    for _ in range(runs):
+        folder = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+        started = time.perf_counter()
+        archive = folder / "bundle.tar.gz"
+        archive.write_bytes(bundle)
+        manifest = extract_bundle(archive, folder / "model")
+        model = joblib.load(manifest.root / "model.joblib")
+        frame = pq.read_table(features).to_pandas()
+        row_ids = frame.pop("row_id").to_numpy()
+        frame = frame.drop(columns=["target"], errors="ignore")
+        predictions = folder / "predictions.parquet"
+        pq.write_table(pa.table({"row_id": row_ids, "prediction": model.predict(frame.to_numpy())}), predictions)
+        score_files("classification", labels, predictions)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def sequential(platform: Platform, token: str, bundle: bytes, runs: int, gap_s: float) -> list[float]:
+    """Event -> succeeded seconds of `runs` runs, one at a time, `gap_s` apart."""
+    latencies = []
+    for _ in range(runs):
+        time.sleep(gap_s)
+        submission_id, uploaded = platform.submit(token, bundle)
+        _, seen = platform.wait(token, submission_id)
+        latencies.append(seen - uploaded)
+    return latencies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--overhead-runs", type=int, default=30)
-    parser.add_argument("--throughput-runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=15, help="sequential warm runs")
+    parser.add_argument("--cold-runs", type=int, default=8)
+    parser.add_argument("--throughput-runs", type=int, default=20)
+    parser.add_argument("--gap-s", type=float, default=6.0, help="pause before each sequential run")
     args = parser.parse_args()
     api_port = free_port()
     with services(api_port=api_port, webhook=Webhook(f"http://127.0.0.1:{api_port}/v1/events/s3", "bench-events"),
-                  events_token="bench-events", reconcile_interval_s=0, sandbox_memory="512m") as config:
+                  events_token="bench-events", reconcile_interval_s=0, sandbox_memory="512m",
+                  sandbox_pool_size=1, sandbox_pool_images="sklearn") as config:
         from evaluator.storage.db import init_database
         from evaluator.tokens import create_token
 
         init_database(config.database_url)
         admin, _ = create_token("admin", "admin")
         alice, _ = create_token("alice", "participant")
+        features, labels = iris_like(150)
+        bundle = sklearn_bundle()
         platform = Platform(config)
         try:
-            features, labels = iris_like(150)
             declared = platform.call("POST", "/v1/datasets", admin, json={"name": "bench", "version": "1"})
             for part, table in (("features", features), ("labels", labels)):
                 requests.put(declared["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).raise_for_status()
@@ -118,14 +180,8 @@ def main() -> None:
                 time.sleep(0.2)
             platform.call("POST", "/v1/benchmarks", admin, json={"id": "bench", "dataset": "bench:1",
                                                                  "task": "classification"})
-            bundle = sklearn_bundle()
-            overheads, sandbox_s = [], []
-            for _ in range(args.overhead_runs):
-                submission_id, uploaded = platform.submit(alice, bundle)
-                run, seen = platform.wait(alice, submission_id)
-                running = run["provenance"]["durations_s"]["running"]
-                overheads.append(seen - uploaded - running)
-                sandbox_s.append(running)
+            warm = sequential(platform, alice, bundle, args.runs, args.gap_s)
+            time.sleep(args.gap_s)
             started = time.perf_counter()
             pending = [platform.submit(alice, bundle)[0] for _ in range(args.throughput_runs)]
             for submission_id in pending:
@@ -133,21 +189,35 @@ def main() -> None:
             pipeline_s = time.perf_counter() - started
         finally:
             platform.close()
+        platform = Platform(config.replace(sandbox_pool_size=0))
+        try:
+            cold = sequential(platform, alice, bundle, args.cold_runs, 1.0)
+        finally:
+            platform.close()
         features_path = Path(config.work_dir).parent / "features.parquet"
+        labels_path = Path(config.work_dir).parent / "labels.parquet"
         features_path.write_bytes(parquet_bytes(features))
-        bare_s = bare_loop(args.throughput_runs, bundle, features_path)
+        labels_path.write_bytes(parquet_bytes(labels))
+        bare = bare_loop(args.throughput_runs, bundle, features_path)
+        floor = inprocess_floor(max(args.runs, 5), bundle, features_path, labels_path)
 
-    overheads.sort()
-    p95 = overheads[min(len(overheads) - 1, int(round(0.95 * (len(overheads) - 1))))]
-    print(f"overhead over {len(overheads)} sequential runs (upload done -> succeeded, minus sandbox run time):")
-    print(f"  median {statistics.median(overheads):.3f} s   p95 {p95:.3f} s   "
-          f"(sandbox run time median {statistics.median(sandbox_s):.3f} s)")
+    p50, p99 = quantile(warm, 0.5), quantile(warm, 0.99)
+    cold_p50, bare_p50, floor_p50 = quantile(cold, 0.5), quantile(bare, 0.5), quantile(floor, 0.5)
     pipeline_rpm = args.throughput_runs / pipeline_s * 60
-    bare_rpm = args.throughput_runs / bare_s * 60
-    print(f"throughput over {args.throughput_runs} runs:")
-    print(f"  pipeline, 2 worker processes : {pipeline_rpm:7.1f} runs/min ({pipeline_s:.1f} s)")
-    print(f"  bare docker run, sequential  : {bare_rpm:7.1f} runs/min ({bare_s:.1f} s)")
-    print(f"  ratio pipeline / bare        : {pipeline_rpm / bare_rpm:7.2f}")
+    bare_rpm = len(bare) / sum(bare) * 60
+    print(f"event -> succeeded, {len(warm)} sequential runs {args.gap_s:g}s apart:")
+    print(f"  warm pool       p50 {p50:.3f} s   p99 {p99:.3f} s")
+    print(f"  cold (pool off) p50 {cold_p50:.3f} s   ({len(cold)} runs)")
+    print(f"  bare docker run p50 {bare_p50:.3f} s   ({len(bare)} runs)")
+    print(f"  in-process      p50 {floor_p50:.3f} s   ({len(floor)} runs)")
+    print(f"  ratios: warm/bare {p50 / bare_p50:.3f}  warm p99/bare {p99 / bare_p50:.3f}  "
+          f"warm/in-process {p50 / floor_p50:.2f}  cold/bare {cold_p50 / bare_p50:.2f}")
+    print("  runsc warm p50: not measured (gVisor is not registered with this Docker daemon)")
+    print(f"throughput over {args.throughput_runs} runs at once:")
+    print(f"  pipeline, 2 worker processes, warm pool : {pipeline_rpm:7.1f} runs/min ({pipeline_s:.1f} s)")
+    print(f"  bare docker run, sequential             : {bare_rpm:7.1f} runs/min ({sum(bare):.1f} s)")
+    print(f"latency p50={p50:.3f} p99={p99:.3f} cold_p50={cold_p50:.3f} bare_docker_p50={bare_p50:.3f} "
+          f"inprocess_p50={floor_p50:.4f} throughput_ratio={pipeline_rpm / bare_rpm:.2f}")
 
 
 if __name__ == "__main__":
