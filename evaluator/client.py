@@ -1,53 +1,101 @@
-"""ApiClient: what the CLI (and scripts) use to talk to the API and upload through grants."""
+"""ApiClient: what the CLI (and scripts) use to talk to the API and upload through grants.
+
+Infrastructure blips are ridden out here, not shown: a refused connection is retried with
+backoff on every call (nothing was sent), a 502/503/504 or a dropped answer only on idempotent
+ones (GET, PUT, DELETE), and `wait_for_run` keeps polling through an API restart. What is left
+is one sentence with a code: `unreachable` when the platform cannot be reached, `store_*` for
+the object store (its XML never reaches the user), or the API's own error.
+"""
 
 from __future__ import annotations
 
-import sys
+import re
 import time
 from pathlib import Path
 from typing import IO, Any, Callable
+from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
-from evaluator.errors import EvaluatorError, Unauthorized
+from evaluator.errors import EvaluatorError, Unauthorized, clean_message
 
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 Progress = Callable[[int, int], None]
+RETRY_STATUSES = (502, 503, 504)
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_STORE_ERROR_BYTES = 4096  # an S3 error document is small; never read more of one
+_XML_FIELD = re.compile(rb"<(Code|Message)>([^<]{0,300})</\1>")
 
 
 class ClientError(EvaluatorError):
-    """Raised when the API answers with an error or cannot be reached."""
+    """Raised when the API refuses a request; the CLI exits 2 (3 for the platform's own 5xx)."""
 
     code = "client_error"
+    exit_status = 2
+
+
+class Unreachable(ClientError):
+    """Raised when the API cannot be reached or keeps failing after the retries."""
+
+    code = "unreachable"
+    exit_status = 3
+
+
+class StoreError(ClientError):
+    """Raised when the object store refuses an upload or cannot be reached; one sentence, no XML."""
+
+    code = "store_error"
+    exit_status = 3
+
+
+class GrantExpired(StoreError):
+    """Raised when the store says the upload grant has expired."""
+
+    code = "grant_expired"
+
+
+def _session(token: str, retries: int) -> requests.Session:
+    session = requests.Session()
+    # NOTE: connect errors are retried for every method (the request was never sent); read errors and
+    # 502/503/504 only for idempotent methods, so a POST is never sent twice.
+    retry = Retry(total=None, connect=retries, read=retries, status=retries, other=0, redirect=0,
+                  allowed_methods=IDEMPOTENT, status_forcelist=RETRY_STATUSES, backoff_factor=0.5,
+                  backoff_max=8, respect_retry_after_header=True, raise_on_status=False)
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
+    return session
 
 
 class ApiClient:
-    def __init__(self, base_url: str, token: str = "", *, timeout_s: float = 30) -> None:
+    def __init__(self, base_url: str, token: str = "", *, timeout_s: float = 30, retries: int = 3) -> None:
         self.base_url = base_url.rstrip("/")
-        self._session = requests.Session()
-        if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
-        self._timeout = timeout_s
+        self._session = _session(token, retries)
+        self._timeout = (min(5.0, timeout_s), timeout_s)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._session.request(method, self.base_url + path, timeout=self._timeout, **kwargs)
         except requests.ConnectionError:
-            raise ClientError(f"cannot reach the API at {self.base_url} (is it running? set --api-url)") from None
+            raise Unreachable(f"cannot reach the API at {self.base_url} (is it running? set --api-url or "
+                              "EVALUATOR_API_URL)") from None
         except requests.Timeout:
-            raise ClientError(f"the API at {self.base_url} did not answer in {self._timeout}s") from None
+            raise Unreachable(f"the API at {self.base_url} did not answer in {self._timeout[1]:g}s") from None
+        except requests.RequestException as ex:
+            raise Unreachable(f"the request to the API at {self.base_url} failed ({type(ex).__name__})") from None
         if response.status_code >= 400:
+            raise _api_error(response)
+        if response.headers.get("Content-Type", "").startswith("application/json"):
             try:
-                error = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                error = {"code": str(response.status_code), "message": response.text[:200]}
-            if response.status_code == 401:
-                raise Unauthorized(f"{error['message']} (check --token / EVALUATOR_TOKEN)")
-            failure = ClientError(error["message"])
-            failure.code = error.get("code", "error")
-            raise failure
-        return response.json() if response.headers.get("Content-Type", "").startswith("application/json") \
-            else response.text
+                return response.json()
+            except ValueError:
+                raise Unreachable(f"the API at {self.base_url} answered {response.status_code} with broken JSON") \
+                    from None
+        return response.text
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -55,36 +103,73 @@ class ApiClient:
     def post(self, path: str, body: dict | None = None) -> Any:
         return self.request("POST", path, json=body or {})
 
+    def patch(self, path: str, body: dict) -> Any:
+        return self.request("PATCH", path, json=body)
+
     # --- uploads through grants ------------------------------------------------------
 
     def submit(self, benchmark: str, bundle: Path, *, name: str, version: str, progress: Progress | None = None,
                multipart_threshold: int = 64 * 1024 * 1024) -> dict:
-        """Ask for a grant and upload the bundle straight to the store; returns the submission."""
+        """Ask for a grant and upload the bundle straight to the store; returns the submission.
+
+        A grant the store calls expired is asked for again, once (a new submission: the old one
+        is never uploaded and ends with its grant).
+        """
         size = bundle.stat().st_size  # declared: the grant signs it, so the store takes exactly this many bytes
         method = "multipart" if size > multipart_threshold else "put"
-        grant = self.post(f"/v1/benchmarks/{benchmark}/submissions",
-                          {"name": name, "version": version, "filename": bundle.name, "size": size, "method": method})
-        upload_file(grant["upload"], bundle, progress=progress, client=self)
-        return grant["submission"]
+        body = {"name": name, "version": version, "filename": bundle.name, "size": size, "method": method}
+        for attempt in (1, 2):
+            grant = self.post(f"/v1/benchmarks/{benchmark}/submissions", body)
+            try:
+                upload_file(grant["upload"], bundle, progress=progress, client=self)
+                return grant["submission"]
+            except GrantExpired as ex:
+                if attempt == 2:
+                    raise GrantExpired(f"{ex.message}; a new grant expired too: check the clocks of this machine, "
+                                       "the API and the store, and EVALUATOR_UPLOAD_EXPIRY_S") from None
+        raise AssertionError("not reached")
 
     def wait_for_run(self, submission_id: str, *, on_status: Callable[[dict], None] | None = None,
-                     timeout_s: float = 3600, poll_s: float = 0.5) -> dict:
-        """Poll until the submission's run reaches a final state."""
+                     timeout_s: float = 3600, poll_s: float = 0.5, outage_s: float = 300) -> dict:
+        """Poll until the submission's run reaches a final state, riding out API outages up to `outage_s`."""
         deadline = time.monotonic() + timeout_s
-        run_id = None
+        run_id: str | None = None
+        down_since: float | None = None
         while time.monotonic() < deadline:
-            if run_id is None:
-                runs = self.get(f"/v1/submissions/{submission_id}").get("runs") or []
-                run_id = runs[0]["id"] if runs else None
-                run = {"status": "waiting for the upload notification"}
-            else:
-                run = self.get(f"/v1/runs/{run_id}")
+            try:
+                if run_id is None:
+                    runs = self.get(f"/v1/submissions/{submission_id}").get("runs") or []
+                    run_id = runs[0]["id"] if runs else None
+                    run = {"status": "waiting for the upload notification"}
+                else:
+                    run = self.get(f"/v1/runs/{run_id}")
+                down_since = None
+            except Unreachable as ex:
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > outage_s:
+                    raise Unreachable(f"{ex.message}; gave up after {outage_s:g}s (the run goes on: "
+                                      f"`evaluator runs show {run_id or 'RUN'}` later)") from None
+                run = {"id": run_id or "", "status": "API unreachable, retrying"}
             if on_status:
                 on_status(run)
             if run.get("status") in TERMINAL:
                 return run
-            time.sleep(poll_s)
-        raise ClientError(f"the run did not finish within {timeout_s}s")
+            time.sleep(poll_s if down_since is None else min(5.0, 1 + time.monotonic() - down_since))
+        raise Unreachable(f"the run did not finish within {timeout_s:g}s (`evaluator runs show {run_id}`)")
+
+
+def _api_error(response: requests.Response) -> ClientError:
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = str(response.status_code), f"the API answered {response.status_code} " \
+                                                   f"({clean_message(response.reason or '', 80)})"
+    if response.status_code == 401:
+        return Unauthorized(f"{message} (check --token, EVALUATOR_TOKEN or `evaluator login`)")
+    failure = (Unreachable if response.status_code >= 500 else ClientError)(message)
+    failure.code = code
+    return failure
 
 
 class _ProgressReader:
@@ -108,24 +193,24 @@ class _ProgressReader:
 
 
 def upload_file(grant: dict, path: Path, *, progress: Progress | None = None, client: ApiClient | None = None) -> None:
-    """Upload a file with a grant of any method (PUT, POST policy, multipart)."""
+    """Upload a file with a grant of any method (PUT, POST policy, multipart); store errors are one sentence."""
     total, done = path.stat().st_size, [0]
     with open(path, "rb") as handle:
         if grant["method"] == "put":
             # The grant signs these (Content-Length, Content-Type, If-None-Match): the store refuses others.
-            response = requests.put(grant["url"], data=_ProgressReader(handle, total, progress, done, total),
-                                    headers=grant.get("headers") or {}, timeout=600)
+            response = _to_store(requests.put, grant["url"], data=_ProgressReader(handle, total, progress, done, total),
+                                 headers=grant.get("headers") or {})
         elif grant["method"] == "post":
-            response = requests.post(grant["url"], data=grant["fields"], files={"file": (path.name, handle)},
-                                     timeout=600)
+            response = _to_store(requests.post, grant["url"], data=grant["fields"],
+                                 files={"file": (path.name, handle)})
             if progress:
                 progress(total, total)
         else:
             parts = []
             for part in grant["parts"]:
                 length = min(grant["part_size"], total - done[0])
-                reply = requests.put(part["url"], data=_ProgressReader(handle, length, progress, done, total),
-                                     timeout=600)
+                reply = _to_store(requests.put, part["url"],
+                                  data=_ProgressReader(handle, length, progress, done, total))
                 _raise_for_store(reply)
                 parts.append({"part_number": part["part_number"], "etag": reply.headers["ETag"]})
             assert client is not None, "a multipart upload is completed through the API"
@@ -134,25 +219,31 @@ def upload_file(grant: dict, path: Path, *, progress: Progress | None = None, cl
     _raise_for_store(response)
 
 
+def _to_store(send: Callable[..., requests.Response], url: str, **kwargs: Any) -> requests.Response:
+    """Send one upload request; a connection problem becomes StoreError naming the store, not a traceback."""
+    where = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    try:
+        return send(url, timeout=(10, 600), **kwargs)
+    except requests.ConnectionError:
+        raise StoreError(f"cannot reach the object store at {where} (the API's /health says whether it is "
+                         "up; EVALUATOR_S3_PUBLIC_ENDPOINT_URL is what clients use)") from None
+    except requests.Timeout:
+        raise StoreError(f"the object store at {where} stopped answering during the upload") from None
+    except requests.RequestException as ex:
+        raise StoreError(f"the upload to the object store at {where} failed ({type(ex).__name__})") from None
+
+
 def _raise_for_store(response: requests.Response) -> None:
-    if response.status_code >= 300:
-        raise ClientError(f"the object store refused the upload ({response.status_code}): {response.text[:300]}")
-
-
-def progress_bar(stream: IO[str] = sys.stderr) -> Progress:
-    """Return a callback drawing `[#####.....] 42% 4.2/10.0 MiB` on one line."""
-    last = [-1]
-
-    def draw(done: int, total: int) -> None:
-        percent = int(done * 100 / total) if total else 100
-        if percent == last[0]:
-            return
-        last[0] = percent
-        filled = percent // 4
-        stream.write(f"\rupload [{'#' * filled}{'.' * (25 - filled)}] {percent:3d}% "
-                     f"{done / 2**20:.1f}/{total / 2**20:.1f} MiB")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-
-    return draw
+    if response.status_code < 300:
+        return
+    head = b""
+    for chunk in response.iter_content(1024):
+        head += chunk
+        if len(head) >= _STORE_ERROR_BYTES:
+            break
+    fields = {name.decode(): value.decode("utf-8", "replace").strip() for name, value in _XML_FIELD.findall(head)}
+    code, message = fields.get("Code", ""), fields.get("Message", "")
+    said = clean_message(": ".join(part for part in (code, message) if part) or f"HTTP {response.status_code}", 300)
+    if "expired" in message.lower() or code in ("ExpiredToken", "RequestExpired"):
+        raise GrantExpired(f"the object store refused the upload: the grant expired ({said})")
+    raise StoreError(f"the object store refused the upload ({response.status_code} {said})")

@@ -54,6 +54,9 @@ class Config:
     api_url: str = ""  # how workers/CLI reach the API; defaults to http://api_host:api_port
     events_token: str = ""  # the store's webhook secret; required (check_events_token)
     token: str = ""  # the CLI client's API token (`evaluator submit`, `runs`, ...)
+    # Where `evaluator login` keeps the API URL and token (mode 600); from_env defaults it to
+    # $XDG_CONFIG_HOME/evaluator/config.json (~/.config/... without XDG_CONFIG_HOME). Empty: none.
+    client_config_file: str = ""
     # Sandbox.
     image_prefix: str = "evaluator-"
     base_image: str = "python:3.11-slim"
@@ -136,6 +139,10 @@ class Config:
                 values[field.name] = kind(raw)
             except ValueError:
                 raise ValueError(f"{_PREFIX}{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        if "client_config_file" not in values:
+            base = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME") or os.path.expanduser("~"),
+                                                                  ".config")
+            values["client_config_file"] = os.path.join(base, "evaluator", "config.json")
         return cls(**values)
 
     def to_env(self) -> dict[str, str]:

@@ -1,30 +1,54 @@
-"""Client commands for participants and admins: submit, runs, leaderboard, datasets upload, benchmarks create."""
+"""Client commands for participants: login, submit, runs, leaderboard (datasets and benchmarks: catalog.py).
+
+Imports stay light here (argparse and our own small modules): the parser of every command
+is built for `evaluator --help`; requests and the rest load when a command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from evaluator.client import ApiClient, progress_bar, upload_file
 from evaluator.config import Config
 from evaluator.errors import ValidationFailed
 from evaluator.terminal import json_text, printable, scrub
 
+if TYPE_CHECKING:
+    from evaluator.client import ApiClient
+
+
+def common_options() -> argparse.ArgumentParser:
+    """The options every API command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--api-url", help="API base URL (default: EVALUATOR_API_URL, the saved login, or "
+                                          "http://API_HOST:API_PORT)")
+    common.add_argument("--token", help="API token (default: EVALUATOR_TOKEN or the saved login)")
+    common.add_argument("--json", action="store_true", help="print JSON (errors too: {\"error\": {...}})")
+    return common
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--api-url", help="API base URL (default: EVALUATOR_API_URL or http://API_HOST:API_PORT)")
-    common.add_argument("--token", help="API token (default: EVALUATOR_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print JSON")
+    common = common_options()
+
+    login = subparsers.add_parser("login", help="save the API URL and a token (mode 600), so neither is exported",
+                                  description="Check the token against the API and save both in "
+                                              "$XDG_CONFIG_HOME/evaluator/config.json (EVALUATOR_CLIENT_CONFIG_FILE). "
+                                              "The token is read from stdin unless --token is given.")
+    login.add_argument("--api-url", help="default: EVALUATOR_API_URL or http://API_HOST:API_PORT")
+    login.add_argument("--token", help="default: read from stdin (prompted for on a terminal)")
+    login.set_defaults(func=cmd_login)
+    subparsers.add_parser("logout", help="forget the saved login").set_defaults(func=cmd_logout)
 
     submit = subparsers.add_parser("submit", parents=[common], help="upload a model bundle to a benchmark")
     submit.add_argument("bundle", type=Path)
     submit.add_argument("--benchmark", required=True)
     submit.add_argument("--name", help="default: the bundle's file name")
     submit.add_argument("--version", default="1")
-    submit.add_argument("--wait", action="store_true", help="follow the run until it ends and print its metrics")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the run until it ends (riding out API restarts) and print its metrics; "
+                             "exit status 1 when it did not succeed")
     submit.set_defaults(func=cmd_submit)
 
     runs = subparsers.add_parser("runs", help="list, show, cancel runs and read their logs").add_subparsers(
@@ -43,36 +67,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     board.add_argument("benchmark")
     board.set_defaults(func=cmd_leaderboard)
 
-    datasets = subparsers.add_parser("datasets", help="datasets (admin, owner)").add_subparsers(
-        dest="datasets_command", metavar="ACTION")
-    upload = datasets.add_parser("upload", parents=[common], help="declare a dataset and upload its two files")
-    upload.add_argument("--name", required=True)
-    upload.add_argument("--version", default="1")
-    upload.add_argument("--features", type=Path, required=True)
-    upload.add_argument("--labels", type=Path, required=True)
-    upload.add_argument("--row-id-column", default="row_id")
-    upload.add_argument("--target-column", default="target")
-    upload.set_defaults(func=cmd_datasets_upload)
-
-    benchmarks = subparsers.add_parser("benchmarks", help="benchmarks (admin, owner)").add_subparsers(
-        dest="benchmarks_command", metavar="ACTION")
-    create = benchmarks.add_parser("create", parents=[common], help="create a benchmark over a dataset")
-    create.add_argument("id")
-    create.add_argument("--dataset", required=True, help="name:version or id")
-    create.add_argument("--task", choices=["classification", "regression"], required=True)
-    create.add_argument("--primary-metric")
-    create.add_argument("--timeout-s", type=int)
-    create.add_argument("--memory")
-    create.add_argument("--max-bundle-bytes", type=int)
-    create.add_argument("--title")
-    create.set_defaults(func=cmd_benchmarks_create)
-
 
 def client_for(args: argparse.Namespace, config: Config) -> ApiClient:
-    return ApiClient(args.api_url or config.api_base_url, args.token or config.token)
+    from evaluator import login
+    from evaluator.client import ApiClient
+
+    target = login.target(config, getattr(args, "api_url", None), getattr(args, "token", None))
+    return ApiClient(target.api_url, target.token)
 
 
-def _print(args: argparse.Namespace, value: object, render: Callable[[dict], str]) -> None:
+def print_reply(args: argparse.Namespace, value: object, render: Callable[[dict], str]) -> None:
     """Print a server reply as JSON, or as the text `render` makes of its escaped copy.
 
     Every string the server sent reaches `render` scrubbed (single-line, control characters
@@ -84,28 +88,60 @@ def _print(args: argparse.Namespace, value: object, render: Callable[[dict], str
         print(printable(render(scrub(value)), multiline=True))
 
 
+_print = print_reply
+
+
+def cmd_login(args: argparse.Namespace, config: Config) -> int:
+    from evaluator import login
+
+    token = (args.token or _read_token()).strip()
+    if not token:
+        raise ValidationFailed("no token given (--token, or on stdin)", field="token")
+    target = login.target(config, args.api_url, token)
+    from evaluator.client import ApiClient
+
+    ApiClient(target.api_url, token).get("/v1/runs", limit=1)  # 401 (exit 2) before anything is saved
+    path = login.save(config, target.api_url, token)
+    print(printable(f"logged in to {target.api_url}; the token is saved in {path} (mode 600)"))
+    return 0
+
+
+def _read_token() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("API token: ")
+    return sys.stdin.readline(4096)
+
+
+def cmd_logout(args: argparse.Namespace, config: Config) -> int:
+    from evaluator import login
+
+    print("logged out" if login.forget(config) else "no saved login")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace, config: Config) -> int:
     if not args.bundle.is_file():
         raise ValidationFailed(f"bundle file {args.bundle} does not exist")
+    from evaluator.progress import StatusLine, upload_bar
+
     client = client_for(args, config)
     name = args.name or args.bundle.name.split(".")[0]
     submission = client.submit(args.benchmark, args.bundle, name=name, version=args.version,
-                               progress=None if args.json else progress_bar(),
+                               progress=None if args.json else upload_bar(),
                                multipart_threshold=config.multipart_threshold_bytes)
     if not args.wait:
         _print(args, submission, lambda s: f"submitted {s['id']} ({s['key']})")
         return 0
-    run = client.wait_for_run(submission["id"], on_status=None if args.json else _status_line)
-    if not args.json:
-        sys.stderr.write("\n")
+    status = None if args.json else StatusLine()
+    try:
+        run = client.wait_for_run(submission["id"], on_status=status)
+    finally:
+        if status is not None:
+            status.close()
     _print(args, run, format_run)
     return 0 if run["status"] == "succeeded" else 1
-
-
-def _status_line(run: dict) -> None:
-    run = scrub(run)
-    sys.stderr.write(f"\rrun {run.get('id', '')[:8]} {run['status']:<40}")
-    sys.stderr.flush()
 
 
 def format_run(run: dict) -> str:
@@ -117,6 +153,10 @@ def format_run(run: dict) -> str:
     document = run.get("metrics") or {}
     for name, value in sorted((document.get("metrics") or {}).items()):
         lines.append(f"  {name:<22} {value:.6f}" if isinstance(value, float) else f"  {name:<22} {value}")
+    for name, reason in sorted((document.get("skipped") or {}).items()):
+        lines.append(f"  {name:<22} skipped: {reason}")
+    for warning in document.get("warnings") or []:
+        lines.append(f"  warning: {warning}")
     primary = document.get("primary_metric") or {}
     ci = primary.get("ci") or {}
     if ci.get("low") is not None:
@@ -172,35 +212,4 @@ def format_leaderboard(board: dict) -> str:
 def cmd_leaderboard(args: argparse.Namespace, config: Config) -> int:
     board = client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/leaderboard")
     _print(args, board, format_leaderboard)
-    return 0
-
-
-def cmd_datasets_upload(args: argparse.Namespace, config: Config) -> int:
-    for path in (args.features, args.labels):
-        if not path.is_file():
-            raise ValidationFailed(f"file {path} does not exist")
-    suffix = args.features.suffix.lstrip(".").lower()
-    client = client_for(args, config)
-    dataset = client.post("/v1/datasets", {"name": args.name, "version": args.version,
-                                           "format": "csv" if suffix == "csv" else "parquet",
-                                           "row_id_column": args.row_id_column, "target_column": args.target_column,
-                                           "sizes": {"features": args.features.stat().st_size,
-                                                     "labels": args.labels.stat().st_size}})
-    for part, path in (("features", args.features), ("labels", args.labels)):
-        upload_file(dataset["uploads"][part], path, progress=None if args.json else progress_bar())
-    dataset.pop("uploads")
-    _print(args, dataset, lambda d: f"dataset {d['ref']} uploaded ({d['id']}); it registers from its events")
-    return 0
-
-
-def cmd_benchmarks_create(args: argparse.Namespace, config: Config) -> int:
-    limits = {k: v for k, v in (("timeout_s", args.timeout_s), ("memory", args.memory),
-                                ("max_bundle_bytes", args.max_bundle_bytes)) if v is not None}
-    body = {"id": args.id, "dataset": args.dataset, "task": args.task, "limits": limits}
-    if args.primary_metric:
-        body["primary_metric"] = args.primary_metric
-    if args.title:
-        body["title"] = args.title
-    benchmark = client_for(args, config).post("/v1/benchmarks", body)
-    _print(args, benchmark, lambda b: f"benchmark {b['id']} ({b['task']}, {b['primary_metric']})")
     return 0

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
 from evaluator.config import Config
 
 logger = logging.getLogger(__name__)
+
+# What `evaluator dev` writes into its data folder so that operator commands run from another
+# shell (`tokens create`, `db status`, `reconcile`) use its database, store and broker.
+DEV_SETTINGS = "dev.json"
+_NOT_SHARED = frozenset({"token", "events_token", "client_config_file"})  # secrets kept elsewhere, or the client's
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +47,46 @@ def admin_token(config: Config) -> str:
     return secret
 
 
+def write_dev_settings(config: Config) -> Path:
+    """Record the settings dev chose (mode 600: it holds the store's credentials, like the rest of the folder)."""
+    path = Path(config.data_dir) / DEV_SETTINGS
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _NOT_SHARED}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(settings, out, indent=2)
+    return path
+
+
+def adopt_dev_settings(config: Config) -> Config:
+    """Use the settings of the `evaluator dev` of config.data_dir when no database is configured.
+
+    Only settings still at their defaults are taken: anything exported wins. Says so on stderr,
+    since the command then acts on dev's database rather than the default PostgreSQL.
+    """
+    defaults = Config()
+    if config.database_url != defaults.database_url:
+        return config
+    path = Path(config.data_dir) / DEV_SETTINGS
+    try:
+        saved = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return config
+    except (OSError, ValueError) as ex:
+        logger.warning("Ignoring %s: %s", path, ex)
+        return config
+    fields = {f.name for f in dataclasses.fields(config)} - _NOT_SHARED
+    changes = {name: value for name, value in (saved if isinstance(saved, dict) else {}).items()
+               if name in fields and getattr(config, name) == getattr(defaults, name)
+               and isinstance(value, type(getattr(defaults, name)))}
+    if "database_url" not in changes:
+        return config
+    from evaluator.devserver import dev_config
+
+    print(f"note: using the database of `evaluator dev` in {Path(config.data_dir).resolve()} "
+          "(set EVALUATOR_DATABASE_URL to use another)", file=sys.stderr)
+    return dev_config(config.replace(**changes))
+
+
 def _start(config: Config):
     from evaluator.devserver import DevPlatform
     from evaluator.sandbox.build import ensure_images
@@ -48,6 +97,7 @@ def _start(config: Config):
 
     with database.connection_context():
         token = admin_token(config)
+    write_dev_settings(config)
     return platform, token
 
 

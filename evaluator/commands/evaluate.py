@@ -10,9 +10,6 @@ import uuid
 
 from evaluator.config import Config
 from evaluator.errors import ValidationFailed
-from evaluator.evaluation import evaluate_bundle, new_work_dir
-from evaluator.sandbox.runner import DockerSandbox, connect
-from evaluator.settings import Scoring
 from evaluator.terminal import json_text, printable, scrub
 
 LOG_LINES_ON_FAILURE = 40
@@ -52,12 +49,18 @@ def _config(args: argparse.Namespace, config: Config) -> Config:
 
 
 def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
+    # NOTE: imported here, not at the top: pyarrow and the Docker SDK would slow every `evaluator --help`.
+    from evaluator.evaluation import evaluate_bundle, new_work_dir
+    from evaluator.failures import LOCAL_RUN_PREFIX
+    from evaluator.sandbox.runner import DockerSandbox, connect
+    from evaluator.settings import Scoring
+
     for name in ("bundle", "features", "labels"):
         if not getattr(args, name).is_file():
             raise ValidationFailed(f"--{name} {getattr(args, name)} is not a file", field=name)
     config = _config(args, config)
     sandbox = DockerSandbox(connect())
-    run_id = f"local-{uuid.uuid4().hex[:12]}"
+    run_id = f"{LOCAL_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
     work_dir = new_work_dir(config, run_id)
     quiet = args.json
     try:

@@ -44,11 +44,12 @@ def run_api(args: argparse.Namespace, config: Config) -> int:
 
 def run_reconcile(args: argparse.Namespace, config: Config) -> int:
     from evaluator import reconcile
+    from evaluator.commands.db import open_database, operator_config
     from evaluator.storage.blobs import BlobStore
-    from evaluator.storage.db import init_database
     from evaluator.worker.broker import setup
 
-    init_database(config.database_url)
+    config = operator_config(config)  # `evaluator dev`'s database, store and broker when none is set
+    open_database(config)
     setup(config)
     from evaluator.worker import actors
 

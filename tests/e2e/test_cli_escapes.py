@@ -118,7 +118,7 @@ def test_an_error_message_from_the_api_is_printed_on_one_escaped_line(stack, hos
 
     result = cli(stack, admin, "runs", "show", "nope" + HOSTILE_RECORD_TEXT)
 
-    assert result.returncode == 1
+    assert result.returncode == 2  # a request the API refused (404): exit status 2
     assert_clean(result)
     lines = result.stderr.decode().strip().split("\n")
     assert len(lines) == 1 and lines[0].startswith("error: "), lines

@@ -9,7 +9,8 @@ from evaluator.errors import BundleInvalid
 
 
 def test_a_predict_entry_point_without_a_model_is_accepted(tmp_path):
-    (tmp_path / "evaluator.yaml").write_text("name: rule\nversion: 1\nframework: sklearn\npredict: predict.py:predict\n")
+    manifest = "name: rule\nversion: 1\nframework: sklearn\npredict: predict.py:predict\n"
+    (tmp_path / "evaluator.yaml").write_text(manifest)
     (tmp_path / "predict.py").write_text("def predict(batch):\n    return [0] * len(batch)\n")
 
     manifest = read_manifest(tmp_path)
