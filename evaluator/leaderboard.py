@@ -54,7 +54,8 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False) -> dict:
         document = _document(run, private) or {}
         entries.append({
             "rank": rank, "participant": run.owner, "score": shown(values[0]),
-            "tie_breakers": shown(dict(zip(metrics[1:], values[1:]))),
+            # NOTE: a missing tie-breaker ranks last (an infinity) but reads as null: JSON has no Infinity
+            "tie_breakers": shown({m: v if math.isfinite(v) else None for m, v in zip(metrics[1:], values[1:])}),
             "ci": shown((document.get("primary_metric") or {}).get("ci")),
             "run_id": str(run.id), "final": run.final, "finished_at": isoformat(run.finished_at),
         })

@@ -97,3 +97,14 @@ def test_participants_read_metrics_too_coarse_to_carry_row_labels_and_managers_e
     scores = {e["participant"]: e["score"] for e in
               api.simulate_get("/v1/benchmarks/ll/leaderboard", headers=admin).json["entries"]}
     assert scores == {"alice": exact, "bob": encoded}
+
+
+def test_a_missing_tie_breaker_ranks_last_and_reads_as_null_not_infinity(api, db, alice):
+    # Given a benchmark ranking on log_loss then f1_macro, and a run whose document lacks f1_macro
+    _succeeded_run("d", "alice", 0.5)
+    Benchmark.update(settings={"tie_breakers": ["f1_macro"]}).where(Benchmark.id == "ll").execute()
+    # When anyone reads the leaderboard
+    reply = api.simulate_get("/v1/benchmarks/ll/leaderboard", headers=alice)
+    # Then it is valid JSON (no Infinity) and the missing value is null
+    assert reply.status_code == 200 and "Infinity" not in reply.text
+    assert reply.json["entries"][0]["tie_breakers"] == {"f1_macro": None}
