@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The platform image (API, workers, migrations; docker-compose.yml's evaluator-platform:latest) over that same base.
 PLATFORM_BASE_IMAGE ?= evaluator-rootfs:bookworm
 
-.PHONY: setup images demo test lint bench platform-image
+.PHONY: setup images demo test test-unit lint bench platform-image
 
 setup:
 	scripts/machine.sh services docker_engine venv
@@ -21,6 +21,10 @@ demo: images
 
 test: images platform-image
 	.venv/bin/pytest $(PYTEST_ARGS)
+
+# The edit loop: pure logic only, no services, seconds.
+test-unit: setup
+	.venv/bin/pytest tests/unit -q $(PYTEST_ARGS)
 
 # flake8 and isort read their settings from setup.cfg.
 lint: setup
