@@ -16,10 +16,9 @@ from pathlib import Path
 
 from _stack import gunicorn, services, stop
 
-from evaluator.storage.seaweed import free_port
-
 from evaluator.storage.db import init_database
 from evaluator.storage.models import Benchmark, Dataset
+from evaluator.storage.seaweed import free_port
 from evaluator.tokens import create_token
 
 

@@ -21,9 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from _stack import ROOT, services, stop
-
 import requests
+from _stack import ROOT, services, stop
 
 from evaluator.storage.seaweed import wait_for_port
 

@@ -8,8 +8,14 @@ import falcon
 import peewee
 
 from evaluator.api import benchmarks, datasets, docs, errors, events, health, openapi, runs, submissions, tokens
-from evaluator.api.middleware import (BearerAuth, BodyLimit, DatabaseConnection, RequestId, RequestMetrics,
-                                      SafeParameters)
+from evaluator.api.middleware import (
+    BearerAuth,
+    BodyLimit,
+    DatabaseConnection,
+    RequestId,
+    RequestMetrics,
+    SafeParameters,
+)
 from evaluator.config import Config
 from evaluator.intake import Queues
 from evaluator.storage.blobs import BlobStore

@@ -27,7 +27,7 @@ import time
 from functools import partial
 
 from gunicorn import http
-from gunicorn.workers.gthread import ThreadWorker, TConn
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from evaluator.api.errors import code_for
 

@@ -12,10 +12,20 @@ import numpy as np
 
 from evaluator.errors import EvaluatorError
 from evaluator.scoring import bootstrap, classification, regression
-from evaluator.scoring.alignment import (AlignedChunk, AlignmentReport, _NotSameOrder, partitioned_chunks,
-                                         same_order_chunks)
-from evaluator.scoring.document import (SCHEMA_VERSION, default_primary_metric, direction, implementation,
-                                        validate_metrics_document)
+from evaluator.scoring.alignment import (
+    AlignedChunk,
+    AlignmentReport,
+    _NotSameOrder,
+    partitioned_chunks,
+    same_order_chunks,
+)
+from evaluator.scoring.document import (
+    SCHEMA_VERSION,
+    default_primary_metric,
+    direction,
+    implementation,
+    validate_metrics_document,
+)
 from evaluator.scoring.sources import LabelsSource, PredictionsSource
 
 logger = logging.getLogger(__name__)

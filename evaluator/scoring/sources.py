@@ -15,8 +15,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from evaluator.errors import EvaluatorError, PredictionsInvalid
-from evaluator.scoring.footer import (PROBA_PREFIX, PredictionLimits, PredictionsLayout,  # noqa: F401 - re-exported
-                                      inspect_predictions)
+from evaluator.scoring.footer import (  # noqa: F401 - re-exported
+    PROBA_PREFIX,
+    PredictionLimits,
+    PredictionsLayout,
+    inspect_predictions,
+)
 
 logger = logging.getLogger(__name__)
 

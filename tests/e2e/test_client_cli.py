@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from evaluator.tokens import create_token, revoke_token
 from evaluator.storage.models import ApiToken
+from evaluator.tokens import create_token, revoke_token
 from tests.e2e.bundles import sklearn_bundle
 from tests.e2e.conftest import BIN, ROOT
 

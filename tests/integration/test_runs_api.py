@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from evaluator.storage.models import Run
-from tests.conftest import BIN, EVENTS_HEADERS as EVENTS
+from tests.conftest import BIN
+from tests.conftest import EVENTS_HEADERS as EVENTS
 from tests.integration.helpers import (
     create_benchmark,
     minio_event,

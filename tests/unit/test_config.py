@@ -1,5 +1,6 @@
-from evaluator.config import Config
 import pytest
+
+from evaluator.config import Config
 
 
 def test_from_env_reads_prefixed_variables_and_converts_types():
@@ -23,8 +24,8 @@ def test_presigning_uses_the_public_endpoint_when_set():
 
 
 def test_env_example_documents_every_setting():
-    from pathlib import Path
     import dataclasses
+    from pathlib import Path
 
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     missing = [f.name for f in dataclasses.fields(Config) if f"EVALUATOR_{f.name.upper()}" not in text]

@@ -7,8 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from evaluator.scoring import (classification, default_primary_metric, direction, metric_names, regression,
-                               score_files, validate_metrics_document)
+from evaluator.scoring import (
+    classification,
+    default_primary_metric,
+    direction,
+    metric_names,
+    regression,
+    score_files,
+    validate_metrics_document,
+)
 from evaluator.scoring.document import metrics_schema
 from evaluator.scoring.probabilities import roc_auc_from_counts
 from evaluator.scoring.sorted_runs import MemoryRun, distinct_steps, run_lengths

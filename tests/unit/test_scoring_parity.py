@@ -8,8 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evaluator.scoring import score_files
-from tests.unit.test_scoring_helpers import (assert_matches, classification_reference, regression_reference,
-                                             write_labels, write_predictions)
+from tests.unit.test_scoring_helpers import (
+    assert_matches,
+    classification_reference,
+    regression_reference,
+    write_labels,
+    write_predictions,
+)
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
