@@ -28,10 +28,10 @@ from evaluator.isolated_scoring import score_isolated
 from evaluator.sandbox.images import image_name
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
 from evaluator.settings import Scoring
+from evaluator.storage.models import RunStatus
 
 logger = logging.getLogger(__name__)
 
-SUCCEEDED = "succeeded"
 _CHUNK = 1024 * 1024
 
 
@@ -55,7 +55,7 @@ class Evaluation:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == SUCCEEDED
+        return self.status == RunStatus.SUCCEEDED.value
 
     def to_record(self) -> dict:
         """Return the JSON run record the API serves: status, metrics, failure, provenance."""
@@ -204,7 +204,7 @@ def evaluate_bundle(
         logger.info("Run %s ended %s at %s: %s: %s", run_id, ex.status, current, ex.code, ex.message)
         return Evaluation(ex.status, None, {"code": ex.code, "message": ex.message}, provenance, predictions, log)
     durations["total"] = round(sum(durations.values()), 3)
-    return Evaluation(SUCCEEDED, document, None, provenance, predictions, log, private_document)
+    return Evaluation(RunStatus.SUCCEEDED.value, document, None, provenance, predictions, log, private_document)
 
 
 def new_work_dir(config: Config, run_id: str) -> pathlib.Path:

@@ -26,7 +26,7 @@ from evaluator.settings import Scoring, limits_of
 from evaluator.storage import layout, reconnect
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import database
-from evaluator.storage.models import Benchmark, Dataset, Run, RunStatus, Submission
+from evaluator.storage.models import Benchmark, Dataset, DatasetStatus, Run, RunStatus, Submission
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,10 @@ def run_folder(config: Config, run_id: str) -> Path:
 
 
 def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: RunSandbox, config: Config,
-                 worker: str | None = None) -> str:
+                 worker: str | None = None) -> str | None:
     """Evaluate one run to a final state; a redelivery of a finished run does nothing.
 
-    Returns the run's status after this call.
+    Returns the run's status after this call (None: no such run).
 
     Raises:
         runs.LeaseHeld: a live-looking worker holds the run; the message must come back later.
@@ -71,12 +71,13 @@ def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: RunSandbox, config: 
             _evaluating.discard(run_id)
 
 
-def _claim_and_evaluate(run_id: str, *, blobs: BlobStore, sandbox: RunSandbox, config: Config, worker: str) -> str:
+def _claim_and_evaluate(run_id: str, *, blobs: BlobStore, sandbox: RunSandbox, config: Config,
+                        worker: str) -> str | None:
     claim = runs.acquire(run_id, worker, lease_s=config.lease_s, max_crashes=config.max_worker_crashes)
     if claim is None:
         row = Run.select(Run.status).where(Run.id == run_id).first()
         logger.info("Run %s is %s; ignoring this message.", run_id, row.status if row else "gone")
-        return row.status if row else "missing"
+        return row.status if row else None
     if claim.attempt > 1 or claim.poisoned:
         # A dead attempt's container may still be running here, and its run folder is still there.
         sandbox.remove_leftovers(run_id)
@@ -127,7 +128,7 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             return _finish_failed(config, run_id, worker, "bundle_invalid", str(ex))
         except RunFailure as ex:  # the bundle is gone: the participant's to resubmit, no retry helps
             return _finish_failed(config, run_id, worker, ex.code, ex.message)
-        if dataset.status == "invalid":
+        if dataset.status == DatasetStatus.INVALID.value:
             return _finish_failed(config, run_id, worker, "internal",
                                   f"the benchmark's dataset {dataset.ref} is invalid: "
                                   f"{dataset.reason}; the organiser must publish a valid one")
@@ -266,7 +267,7 @@ def stage_dataset(dataset: Dataset, *, blobs: BlobStore, config: Config) -> tupl
         DatasetMissing: a file of the dataset is no longer in the store (the operator's to fix).
         InfrastructureError: the dataset is not ready yet, or the store failed.
     """
-    if dataset.status != "ready":  # still registering: retried, and the reconciler re-queues it later
+    if dataset.status != DatasetStatus.READY.value:  # still registering: retried, and the reconciler re-queues it later
         raise InfrastructureError(f"dataset {dataset.ref} is {dataset.status}, not ready")
     folder = Path(config.work_dir) / "datasets" / f"{dataset.id}-{(dataset.labels_sha256 or '')[:12]}"
     paths = (folder / f"features.{dataset.file_format}", folder / f"labels.{dataset.file_format}")

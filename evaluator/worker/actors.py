@@ -72,10 +72,12 @@ def _send_again(run_id: str, deferrals: int, delay_s: float) -> None:
 @dramatiq.actor(queue_name=EVALUATIONS, max_retries=10)
 def mark_run_failed(message_data: dict, exception_data: dict) -> None:
     """End a run whose evaluation could not complete (on_retry_exhausted: its retries are spent)."""
+    from evaluator.storage.models import RunStatus
+
     run_id = message_data["args"][0]
     last = (message_data.get("options", {}).get("traceback") or "").strip().splitlines()[-1:] or ["unknown error"]
     attempts = exception_data.get("retries", 0) + 1
-    runs.finish(run_id, status="failed", failure={
+    runs.finish(run_id, status=RunStatus.FAILED.value, failure={
         "code": "internal", "message": f"the evaluation failed {attempts} time(s) on the platform's side "
                                        f"({last[0][:300]}); an operator has the worker log"})
 
