@@ -35,8 +35,8 @@ def _process(stub_broker, stub_worker, run: Run) -> Run:
     return Run.get_by_id(run.id)
 
 
-def test_a_bundle_deleted_between_event_and_run_fails_once_as_bundle_missing(stub_broker, stub_worker, config, db,
-                                                                            blobs):
+def test_a_bundle_deleted_between_event_and_run_fails_once_as_bundle_missing(
+        stub_broker, stub_worker, config, db, blobs):
     dataset = Dataset.create(name="d", version="1", features_key="f", labels_key="l")
     run = _run(config, blobs, dataset=dataset, keep_bundle=False)
 
@@ -47,8 +47,8 @@ def test_a_bundle_deleted_between_event_and_run_fails_once_as_bundle_missing(stu
     assert "no longer in the store" in final.failure_message
 
 
-def test_a_dataset_file_gone_from_the_store_fails_once_as_dataset_missing(stub_broker, stub_worker, config, db,
-                                                                          blobs):
+def test_a_dataset_file_gone_from_the_store_fails_once_as_dataset_missing(
+        stub_broker, stub_worker, config, db, blobs):
     dataset = Dataset.create(name="d", version="1", features_key="datasets/gone/f.parquet",
                              labels_key="datasets/gone/l.parquet", status="ready", labels_sha256="0" * 64)
     run = _run(config, blobs, dataset=dataset, keep_bundle=True)
