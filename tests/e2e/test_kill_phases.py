@@ -11,14 +11,12 @@ import os
 import signal
 
 import pytest
-import requests
 
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Run
-from tests.e2e.bundles import sleepy_bundle
 from tests.e2e.conftest import Stack
-from tests.e2e.test_recovery import FINAL, LEASE_S, containers_of, holder, recovery_stack, wait_until
+from tests.e2e.test_recovery import FINAL, LEASE_S, containers_of, holder, recovery_stack, submit_sleepy, wait_until
 
 pytestmark = pytest.mark.integration
 RESULT_FILES = {"metrics.json", "predictions.parquet", "sandbox.log"}
@@ -34,19 +32,6 @@ def paused_stack(request, webhook_s3, database_url, redis_url, db, tmp_path, ima
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGCONT)
     platform.stop()
-
-
-def submit(stack: Stack, seconds: float) -> tuple[str, str]:
-    """A benchmark and one run of a model sleeping `seconds` in predict; returns (alice's token, run id)."""
-    _, alice, _ = stack.competition({"id": "iris", "task": "classification",
-                                     "limits": {"timeout_s": 120, "memory": "512m"}})
-    bundle = sleepy_bundle(seconds)
-    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
-                       json={"name": "sleepy", "method": "put", "size": len(bundle)}).json()
-    upload = grant["upload"]
-    assert requests.put(upload["url"], data=bundle, headers=upload.get("headers") or {}, timeout=30).ok
-    body = stack.wait_for(f"/v1/submissions/{grant['submission']['id']}", alice, lambda s: s.get("runs"), 60)
-    return alice, body["runs"][0]["id"]
 
 
 def paused_at(stack: Stack, run_id: str, phase: str) -> None:
@@ -92,7 +77,7 @@ def test_a_worker_killed_in_each_phase_leaves_one_result_that_s3_and_the_databas
         paused_stack, phase, docker_client):
     stack = paused_stack
     # Given a run whose worker is in `phase` (its model sleeps in the sandbox for `running`)
-    alice, run_id = submit(stack, 8 if phase == "running" else 0)
+    alice, run_id = submit_sleepy(stack, 8 if phase == "running" else 0)
     if phase == "running":
         stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r.get("status") == "running", 90)
     else:
@@ -125,7 +110,7 @@ def test_a_worker_killed_in_each_phase_leaves_one_result_that_s3_and_the_databas
 def test_a_stalled_worker_resuming_after_its_successor_recorded_the_run_writes_nothing(paused_stack):
     stack = paused_stack
     # Given a worker about to write a run's results, stopped (SIGSTOP) until its lease runs out
-    alice, run_id = submit(stack, 0)
+    alice, run_id = submit_sleepy(stack, 0)
     paused_at(stack, run_id, "publishing")
     stalled = holder(stack, run_id)
     os.killpg(stalled.pid, signal.SIGSTOP)

@@ -53,8 +53,8 @@ def recovery(webhook_s3, database_url, redis_url, db, tmp_path, images_built):
     platform.stop()
 
 
-def start_run(stack: Stack, seconds: float) -> tuple[str, str]:
-    """A benchmark, and a run of a model that sleeps `seconds`; returns (alice's token, run id) once it runs."""
+def submit_sleepy(stack: Stack, seconds: float) -> tuple[str, str]:
+    """A benchmark and one run of a model sleeping `seconds` in predict; returns (alice's token, run id)."""
     _, alice, _ = stack.competition({"id": "iris", "task": "classification",
                                      "limits": {"timeout_s": 120, "memory": "512m"}})
     bundle = sleepy_bundle(seconds)
@@ -63,7 +63,12 @@ def start_run(stack: Stack, seconds: float) -> tuple[str, str]:
     upload = grant["upload"]
     assert requests.put(upload["url"], data=bundle, headers=upload.get("headers") or {}, timeout=30).ok
     body = stack.wait_for(f"/v1/submissions/{grant['submission']['id']}", alice, lambda s: s.get("runs"), 60)
-    run_id = body["runs"][0]["id"]
+    return alice, body["runs"][0]["id"]
+
+
+def start_run(stack: Stack, seconds: float) -> tuple[str, str]:
+    """Like submit_sleepy, returning once the run is running."""
+    alice, run_id = submit_sleepy(stack, seconds)
     stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r.get("status") == "running", 90)
     return alice, run_id
 
