@@ -76,6 +76,10 @@ class SeaweedServer:
             f"-filer.port={ports['filer']}", f"-filer.port.grpc={free_port()}",
             f"-admin.port={ports['admin']}", f"-admin.port.grpc={free_port()}",
             f"-webdav.port={ports['webdav']}",
+            # NOTE: every bucket takes volumes of its own, and by default a volume is 1 GiB with as many
+            # volumes as GiB of free disk: with 58 GiB free, the 58th bucket's first PutObject failed
+            # (InternalError). 64 MiB volumes (sparse files) and an explicit cap keep that out of reach.
+            "-master.volumeSizeLimitMB=64", "-volume.max=1000",
         ]
         (self.data_dir / "data").mkdir(exist_ok=True)
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}

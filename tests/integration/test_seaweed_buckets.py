@@ -1,0 +1,23 @@
+"""The embedded S3 server takes writes in many buckets (each test and each dev start makes its own)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from evaluator.storage.blobs import BlobStore
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_embedded_store_takes_a_write_in_each_of_many_buckets(config):
+    # Given the session's SeaweedFS, whose default volume layout gave out at the 58th bucket here
+    store = BlobStore.from_config(config)
+    # When 100 new buckets each get an object
+    buckets = [f"many-{uuid.uuid4().hex[:12]}" for _ in range(100)]
+    for bucket in buckets:
+        store.ensure_buckets(bucket)
+        store.put_bytes(bucket, "x", b"hello")
+    # Then every object reads back
+    assert all(store.get_bytes(bucket, "x") == b"hello" for bucket in buckets)
