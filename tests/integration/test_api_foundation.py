@@ -88,7 +88,7 @@ def test_store_refuses_an_expired_grant(api, admin, alice, config, blobs, db, se
     short = create_app(config.replace(upload_expiry_s=1), database=db, blobs=blobs, queues=sent.as_queues(),
                        health_checks={})
     client = falcon.testing.TestClient(short)
-    create_benchmark(client, admin)
+    create_benchmark(api, admin)  # the dataset's own uploads use the default expiry: only this grant is short
     upload = grant(client, alice, method="put", size=4)["upload"]
     time.sleep(2.2)
     response = requests.put(upload["url"], data=b"late", headers=upload["headers"], timeout=10)
