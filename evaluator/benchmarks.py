@@ -21,6 +21,7 @@ def default_limits(config: Config) -> dict:
         "cpus": config.sandbox_cpus,
         "pids": config.sandbox_pids,
         "max_bundle_bytes": config.max_bundle_bytes,
+        "gpus": config.sandbox_gpus,
     }
 
 
@@ -33,6 +34,7 @@ def parse_limits(body: dict, config: Config) -> dict:
         "cpus": fields.number(raw, "cpus", defaults["cpus"]),
         "pids": fields.integer(raw, "pids", defaults["pids"], minimum=16),
         "max_bundle_bytes": fields.integer(raw, "max_bundle_bytes", defaults["max_bundle_bytes"], minimum=1),
+        "gpus": fields.integer(raw, "gpus", defaults["gpus"], minimum=0, maximum=16),
     }
     if not limits["memory"][:-1].isdigit() or limits["memory"][-1].lower() not in "kmg":
         raise ValidationFailed("'limits.memory' must look like 512m or 2g", field="limits.memory")

@@ -136,6 +136,7 @@ def evaluate_bundle(
     bundle_limits: BundleLimits | None = None,
     allowed_frameworks: list[str] | None = None,
     known_sha256: dict[str, str] | None = None,
+    attempt: int = 1,
 ) -> Evaluation:
     """Evaluate one bundle on one dataset; participant failures end as a failed Evaluation.
 
@@ -175,7 +176,7 @@ def evaluate_bundle(
         current, clock = "running", time.monotonic()
         stage("running")
         spec = SandboxSpec(image=image, model_dir=manifest.root, data_dir=data_dir, limits=limits, run_id=run_id,
-                           env={"EVALUATOR_ROW_ID_COLUMN": scoring.row_id_column})
+                           env={"EVALUATOR_ROW_ID_COLUMN": scoring.row_id_column}, attempt=attempt)
         result = sandbox.run(spec, should_cancel=should_cancel)
         log, predictions = result.log, result.predictions
         provenance["image_id"] = result.image_id

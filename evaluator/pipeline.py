@@ -143,7 +143,7 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             limits=Limits.from_config(config, own_limits), work_dir=run_dir / "work", run_id=run_id,
             should_cancel=keeper.should_stop, allowed_frameworks=benchmark.allowed_frameworks or None,
             known_sha256={"bundle": sha256, "features": dataset.features_sha256, "labels": dataset.labels_sha256},
-            on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper),
+            on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper), attempt=run.attempts,
         )
         keeper.check()  # lost meanwhile: another worker may be evaluating it; publish nothing over its results
         prefix = layout.results_prefix(benchmark.id, run_id)

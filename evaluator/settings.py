@@ -38,6 +38,7 @@ class BenchmarkLimits:
     pids: int | None = None
     max_bundle_bytes: int | None = None
     runtime: str | None = None
+    gpus: int | None = None
 
     @classmethod
     def from_json(cls, raw: dict | None) -> BenchmarkLimits:
@@ -48,7 +49,8 @@ class BenchmarkLimits:
             return None if value is None or value == "" else kind(value)
 
         return cls(timeout_s=get("timeout_s", int), memory=get("memory", str), cpus=get("cpus", float),
-                   pids=get("pids", int), max_bundle_bytes=get("max_bundle_bytes", int), runtime=get("runtime", str))
+                   pids=get("pids", int), max_bundle_bytes=get("max_bundle_bytes", int), runtime=get("runtime", str),
+                   gpus=get("gpus", int))
 
     def bundle_bytes(self, default: int) -> int:
         """The largest bundle this benchmark accepts (`default`: config.max_bundle_bytes)."""

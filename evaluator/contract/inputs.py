@@ -76,6 +76,7 @@ class LimitsIn(Body):
     cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
     pids: Annotated[int, Field(ge=16, le=MAX_JSON_INTEGER)] | None = None
     max_bundle_bytes: Count | None = None
+    gpus: Annotated[int, Field(ge=0, le=16, description="GPUs per run (needs GPU workers)")] | None = None
 
 
 class QuotaIn(Body):

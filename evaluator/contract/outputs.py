@@ -99,6 +99,7 @@ class Limits(Out):
     cpus: float
     pids: int
     max_bundle_bytes: int
+    gpus: int = 0
 
 
 class Quota(Out):
