@@ -41,11 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     login.set_defaults(func=cmd_login)
     subparsers.add_parser("logout", help="forget the saved login").set_defaults(func=cmd_logout)
 
-    submit = subparsers.add_parser("submit", parents=[common], help="upload a model bundle to a benchmark")
-    submit.add_argument("bundle", type=Path)
+    submit = subparsers.add_parser("submit", parents=[common],
+                                   help="upload a model bundle (.tar.gz, .tgz, .zip) or a predictions file "
+                                        "(.csv, .parquet) to a benchmark")
+    submit.add_argument("bundle", type=Path, metavar="FILE")
     submit.add_argument("--benchmark", required=True)
     submit.add_argument("--name", help="default: the bundle's file name")
     submit.add_argument("--version", default="1")
+    submit.add_argument("--baseline", action="store_true",
+                        help="a reference entry of the benchmark's managers: shown on the leaderboard, never ranked")
     submit.add_argument("--wait", action="store_true",
                         help="follow the run until it ends (riding out API restarts) and print its metrics; "
                              "exit status 1 when it did not succeed")
@@ -121,16 +125,40 @@ def cmd_logout(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def submission_kind(path: Path) -> str:
+    """Tell a bundle from a predictions file by its name, and check its first bytes agree.
+
+    Raises:
+        ValidationFailed: the name is neither, or the content is not what the name says.
+    """
+    from evaluator.storage import layout
+
+    found = layout.submission_extension(path.name)
+    if found is None:
+        raise ValidationFailed(f"{path.name} is neither a model bundle (.tar.gz, .tgz, .zip) nor a predictions file "
+                               "(.csv, .parquet); rename it to what it is")
+    kind, ext = found
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if ext == ".parquet" and head != b"PAR1":
+        raise ValidationFailed(f"{path.name} is named .parquet but is not a Parquet file (no PAR1 magic bytes)")
+    if ext == ".csv" and (head == b"PAR1" or head[:2] == b"\x1f\x8b" or head[:2] == b"PK"):
+        raise ValidationFailed(f"{path.name} is named .csv but is a binary file (Parquet, gzip or zip); "
+                               "rename it to what it is, or write the predictions as CSV text")
+    return kind
+
+
 def cmd_submit(args: argparse.Namespace, config: Config) -> int:
     if not args.bundle.is_file():
-        raise ValidationFailed(f"bundle file {args.bundle} does not exist")
+        raise ValidationFailed(f"file {args.bundle} does not exist")
+    submission_kind(args.bundle)  # NOTE: the API decides by the name too; this catches a misnamed file early
     from evaluator.progress import StatusLine, upload_bar
 
     client = client_for(args, config)
     name = args.name or args.bundle.name.split(".")[0]
     submission = client.submit(args.benchmark, args.bundle, name=name, version=args.version,
                                progress=None if args.json else upload_bar(),
-                               multipart_threshold=config.multipart_threshold_bytes)
+                               multipart_threshold=config.multipart_threshold_bytes, baseline=args.baseline)
     if not args.wait:
         _print(args, submission, lambda s: f"submitted {s['id']} ({s['key']})")
         return 0
