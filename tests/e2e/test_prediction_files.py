@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
@@ -87,6 +88,20 @@ def test_features_by_presigned_get_then_a_csv_by_plain_http_is_scored_without_a_
     assert managed["provenance"]["kind"] == "predictions" and "image" not in managed["provenance"]
     assert managed["timestamps"]["running"] is None          # no sandbox stage at all
     assert [e["participant"] for e in board(stack, alice)["entries"]] == ["alice"]
+
+    # A Parquet predictions file by PUT: the same path, probabilities included.
+    ids, targets = labels.column("row_id").to_pylist(), labels.column("target").to_pylist()
+    table = pa.table({"row_id": ids, "prediction": targets,
+                      **{f"proba__{c}": [1.0 if t == c else 0.0 for t in targets] for c in range(3)}})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    data = sink.getvalue()
+    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
+                       json={"name": "pq", "filename": "preds.parquet", "method": "put", "size": len(data)}).json()
+    assert requests.put(grant["upload"]["url"], data=data, headers=grant["upload"]["headers"], timeout=30).ok
+    run = finished(stack, alice, grant["submission"])
+    assert run["status"] == "succeeded", run
+    assert run["metrics"]["metrics"]["accuracy"] == 1.0 and run["metrics"]["metrics"]["log_loss"] < 1e-6
 
 
 def test_bundle_only_benchmarks_do_not_publish_their_features(stack):
@@ -199,5 +214,12 @@ def test_baseline_is_listed_unranked_then_the_freeze_and_the_history(stack):
     assert then["entries"][1]["score"] == 0.8                                      # exact, for a manager
     now = board(stack, admin)
     assert now["rules"]["metric"] == "f1_macro"
+    # A re-score of prediction-file runs reads their stored (converted) predictions, as for bundles.
+    assert stack.call("POST", "/v1/benchmarks/iris/rescore", admin).json()["queued"] == 4
+    stack.wait_for("/v1/runs?benchmark=iris", admin, lambda page: page["total"] == 4 and all(
+        r["metrics"]["primary_metric"]["name"] == "f1_macro" for r in page["items"]), 60)
+    rescored = stack.call("GET", f"/v1/runs/{better['id']}", admin).json()
+    assert rescored["metrics"]["primary_metric"]["name"] == "f1_macro"
+    assert rescored["metrics"]["metrics"]["accuracy"] == 195 / 200
     earliest = board(stack, admin, at="2000-01-01T00:00:00Z")
     assert earliest["entries"] == [] and earliest["participants"] == 0
