@@ -249,7 +249,7 @@ def cancel(run_id: str, principal: Principal) -> Run:
 
 
 def visible_runs(principal: Principal) -> peewee.ModelSelect:
-    query = Run.select()
+    query = Run.select(Run, Submission).join(Submission)  # NOTE: serialize reads the submission's kind and flag
     return query if principal.is_admin else query.where(Run.owner == principal.owner)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import math
@@ -78,7 +79,8 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
         bucket=config.bundles_bucket, object_key=key, filename=filename, declared_size=size,
         upload_method=method, expires_at=expires_at, token_id=principal.token_id, kind=kind, baseline=baseline,
     )
-    with quotas.reserved(benchmark, principal.owner):  # concurrent requests of one participant queue here
+    # NOTE: concurrent requests of one participant queue here; a baseline spends no quota
+    with contextlib.nullcontext() if baseline else quotas.reserved(benchmark, principal.owner):
         grant = _grant(submission, max_bytes, content_type=CONTENT_TYPES[ext], blobs=blobs, config=config)
         submission.save(force_insert=True)
     return submission, grant

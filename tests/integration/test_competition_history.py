@@ -122,3 +122,24 @@ def test_migration_0006_adds_kinds_baselines_and_a_first_revision_once(migrated_
         revisions = list(BenchmarkRevision.select())
         assert [(r.benchmark_id, r.primary_metric, r.changed_at) for r in revisions] == [
             ("iris", "accuracy", Benchmark.get_by_id("iris").created_at)]
+
+
+def test_baselines_spend_no_quota_and_only_managers_submit_them(api, admin, alice):
+    register_dataset_over_http(api, admin)
+    create_benchmark(api, admin, quota={"limit": 1}, settings={"submission_kinds": ["bundle", "predictions"]})
+    for name in ("majority", "logreg"):
+        response = api.simulate_post("/v1/benchmarks/iris/submissions", headers=admin,
+                                     json={"name": name, "filename": "p.csv", "baseline": True})
+        assert response.status_code == 201, response.text
+        assert response.json["submission"]["baseline"] is True
+    assert api.simulate_get("/v1/benchmarks/iris/quota", headers=admin).json["used"] == 0
+    refused = api.simulate_post("/v1/benchmarks/iris/submissions", headers=alice,
+                                json={"name": "m", "filename": "p.csv", "baseline": True})
+    assert refused.status_code == 403
+    for filename, kind in (("p.CSV", "predictions"), ("m.zip", "bundle")):
+        granted = api.simulate_post("/v1/benchmarks/iris/submissions", headers=alice,
+                                    json={"name": "m", "filename": filename})
+        if kind == "predictions":
+            assert granted.status_code == 201 and granted.json["submission"]["kind"] == kind, granted.text
+        else:  # her one submission of the window is spent
+            assert granted.status_code == 429, granted.text
