@@ -69,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     board = subparsers.add_parser("leaderboard", parents=[common], help="print a benchmark's leaderboard")
     board.add_argument("benchmark")
+    board.add_argument("--at", help="the board as it stood at this ISO 8601 time (UTC)")
     board.set_defaults(func=cmd_leaderboard)
 
 
@@ -226,18 +227,23 @@ def format_leaderboard(board: dict) -> str:
     """Return a leaderboard as text; participant names and the rest are escaped."""
     board = scrub(board)
     rules = board["rules"]
-    lines = [f"leaderboard {board['benchmark']}  ({rules['metric']}, {rules['direction']})",
+    when = (f"  frozen at {board['at']}" if board.get("frozen") else f"  as of {board['at']}" if board.get("at")
+            else "")
+    lines = [f"leaderboard {board['benchmark']}  ({rules['metric']}, {rules['direction']}){when}",
              f"{'rank':>4}  {'participant':<16} {'score':>10}  95% CI"]
     for entry in board["entries"]:
         ci = entry.get("ci") or {}
         interval = f"[{ci['low']:.4f}, {ci['high']:.4f}]" if ci.get("low") is not None else "-"
-        lines.append(f"{entry['rank']:>4}  {entry['participant']:<16} {entry['score']:>10.6f}  {interval}")
+        rank = "base" if entry.get("rank") is None else entry["rank"]  # a baseline: a reference line, no rank
+        who = f"{entry['participant']} ({entry.get('name')})" if entry.get("baseline") else entry["participant"]
+        lines.append(f"{rank:>4}  {who:<16} {entry['score']:>10.6f}  {interval}")
     if not board["entries"]:
         lines.append("   (no succeeded runs yet)")
     return "\n".join(lines)
 
 
 def cmd_leaderboard(args: argparse.Namespace, config: Config) -> int:
-    board = client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/leaderboard")
+    params = {"at": args.at} if args.at else {}
+    board = client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/leaderboard", **params)
     _print(args, board, format_leaderboard)
     return 0

@@ -145,6 +145,19 @@ def test_cli_submit_of_a_csv_waits_for_its_metrics(stack, tmp_path):
     run = json.loads(done.stdout)
     assert run["status"] == "succeeded" and run["metrics"]["metrics"]["accuracy"] == pytest.approx(0.9, abs=1e-4)
 
+    # The admin's baseline by the CLI, and the board as text: a reference line without a rank.
+    admin_env = {**env, "EVALUATOR_TOKEN": admin}
+    done = subprocess.run([str(BIN / "evaluator"), "submit", str(path), "--benchmark", "iris", "--baseline",
+                           "--name", "oracle", "--wait"], cwd=ROOT, env=admin_env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = subprocess.run([str(BIN / "evaluator"), "leaderboard", "iris"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split()[:2] for line in shown.stdout.splitlines()[2:]]
+    assert rows == [["1", "alice"], ["base", "admin"]], shown.stdout
+    assert "admin (oracle)" in shown.stdout
+
     # A bundle to this benchmark: one line naming the code, exit 1, nothing uploaded.
     bundle = tmp_path / "model.tar.gz"
     bundle.write_bytes(b"\x1f\x8b" + b"0" * 64)
