@@ -129,6 +129,17 @@ def test_hostile_csvs_fail_with_their_code_and_the_worker_keeps_serving(stack):
         assert run["status"] == "failed", (what, run)
         assert run["failure"]["code"] == "predictions_invalid", (what, run)
         assert words in run["failure"]["message"], (what, run["failure"])
+    # A Parquet file meets the footer checks before one value is decoded: 5000-byte row ids are refused.
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"row_id": ["i" * 5000 + str(n) for n in range(ROWS)], "prediction": [0] * ROWS}), sink)
+    grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
+                       json={"name": "long-ids", "filename": "preds.parquet"}).json()
+    upload = grant["upload"]
+    assert requests.post(upload["url"], data=upload["fields"], files={"file": ("p.parquet", sink.getvalue())},
+                         timeout=30).ok
+    run = finished(stack, alice, grant["submission"])
+    assert run["status"] == "failed" and run["failure"]["code"] == "predictions_invalid", run
+    assert "longer than 1024 bytes" in run["failure"]["message"], run["failure"]
     run = finished(stack, alice, post_csv(stack, alice, csv_of(good), name="good"))
     assert run["status"] == "succeeded" and run["metrics"]["metrics"]["accuracy"] == 1.0, run
     assert all(worker.poll() is None for worker in stack.workers)
