@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import benchmarks, competition, leaderboard, quotas
+from evaluator import benchmarks, leaderboard, quotas
 from evaluator.api.operations import OPTIONAL, TOKEN, operation, roles
 from evaluator.config import Config
 from evaluator.contract import inputs, outputs
 from evaluator.intake import Queues
+from evaluator.storage.blobs import BlobStore
 
 
 class BenchmarkCollection:
@@ -54,15 +55,31 @@ class BenchmarkItem:
 
 
 class Leaderboard:
-    @operation("getLeaderboard", "Best run per participant, ranked", tag="benchmarks", access=OPTIONAL,
-               query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,))
+    @operation("getLeaderboard", "Best run per participant, ranked; baselines listed unranked", tag="benchmarks",
+               access=OPTIONAL, query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,),
+               description="`?at=<ISO time>` gives the board as it stood then (runs finished by then, the "
+                           "scores and rules then in force). In the frozen window (settings.freeze_at or "
+                           "freeze_before_close_s) participants get the board at the freeze; managers live.")
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
-        benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
-        closed = competition.is_closed(benchmark)
         # Managers may preview the private ranking before close (?view=private); everyone sees it after.
-        manager = competition.manages(benchmark, req.context.principal)
-        wants_private = req.context.query.view == "private" and manager
-        resp.media = leaderboard.build(benchmark, private=closed or wants_private, exact=manager)
+        # In the frozen window a participant reads the board as it stood at the freeze; managers read it live.
+        benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
+        query = req.context.query
+        resp.media = leaderboard.board_for(benchmark, req.context.principal, view=query.view, at=query.at)
+
+
+class Features:
+    def __init__(self, config: Config, blobs: BlobStore) -> None:
+        self._config = config
+        self._blobs = blobs
+
+    @operation("getBenchmarkFeatures", "A short-lived presigned GET of the benchmark's features (never labels)",
+               tag="benchmarks", access=TOKEN, responses={200: outputs.FeaturesUrl}, errors=(403, 404, 409, 503),
+               description="For participants of a benchmark whose settings.submission_kinds include "
+                           "`predictions` (managers: any of theirs). The URL reads the features file only.")
+    def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        resp.media = benchmarks.features_url(benchmark_id, req.context.principal, blobs=self._blobs,
+                                             config=self._config)
 
 
 class Quota:
