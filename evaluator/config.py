@@ -77,6 +77,8 @@ class Config:
     # Scoring: untrusted predictions are scored in a child process with these limits.
     scoring_memory_bytes: int = 1 << 30  # its RLIMIT_DATA; past it the run ends predictions_invalid
     scoring_timeout_s: int = 3600
+    # Plots: the fewest rows a bin of a participant's plot holds is max(this, n / 20) (see evaluator.plots).
+    plot_min_bin_rows: int = 50
     # Worker.
     evaluate_max_retries: int = 5  # infrastructure failures only; then the run ends failed/internal
     lease_s: int = 30  # a run's lease lasts this long past its last renewal; then another worker takes over
