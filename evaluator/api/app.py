@@ -55,6 +55,8 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/runs/{run_id}/logs", run_item, suffix="logs")
     app.add_route("/v1/runs/{run_id}/cancel", run_item, suffix="cancel")
     app.add_route("/v1/runs/{run_id}/predictions", run_item, suffix="predictions")
+    app.add_route("/v1/runs/{run_id}/plots", run_item, suffix="plots")
+    app.add_route("/v1/runs/{run_id}/plots/{name}", run_item, suffix="plot")
     app.add_route("/v1/runs/{run_id}/final", run_item, suffix="final")
     app.add_route("/v1/events/s3", events.S3Events(config, database, queues))
     app.add_route("/v1/tokens", tokens.TokenCollection())

@@ -57,6 +57,7 @@ class Media:
 
 TEXT = Media(("text/plain",), {"type": "string"})
 HTML = Media(("text/html",), {"type": "string"})
+SVG = Media(("image/svg+xml",), {"type": "string"})
 EMPTY = Media((), {})
 ANY_JSON = Media(("application/json",), {"type": "object"})
 

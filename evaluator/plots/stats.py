@@ -234,10 +234,9 @@ def merge_parts(first: dict, second: dict) -> dict:
     matrix, other = np.zeros((size, size), dtype=np.int64), np.zeros(size, dtype=np.int64)
     for part in (first, second):
         where = [classes.index(c) for c in part["classes"]]
-        matrix[np.ix_(where, where)] += np.array(part["confusion"]["matrix"], dtype=np.int64).reshape(len(where),
-                                                                                                     len(where))
+        cells = np.array(part["confusion"]["matrix"], dtype=np.int64).reshape(len(where), len(where))
+        matrix[np.ix_(where, where)] += cells
         other[where] += np.array(part["confusion"]["other"], dtype=np.int64)
     return {"task": "classification", "n_rows": n_rows, "classes": classes,
             "positive": str(classes[1]) if size == 2 else None, "histograms": histograms,
             "confusion": {"matrix": matrix.tolist(), "other": other.tolist()}}
-
