@@ -76,6 +76,9 @@ def score_bins(histogram: ScoreHistogram, k: int | None) -> list[ScoreBin]:
     width = 1.0 / histogram.bins
     centers = (np.arange(histogram.bins) + 0.5) * width
     groups = ([(i, i + 1) for i in np.flatnonzero(total).tolist()] if k is None else group_runs(total, k))
+    if k is not None and groups:  # NOTE: contiguous, from 0 to 1: an edge says where a bin of k rows ends, no more
+        groups = [(0 if g == 0 else groups[g - 1][1], end) for g, (_, end) in enumerate(groups)]
+        groups[-1] = (groups[-1][0], histogram.bins)
     bins = []
     for start, end in groups:
         rows = int(total[start:end].sum())

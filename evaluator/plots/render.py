@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from xml.sax.saxutils import escape, quoteattr
 
 import matplotlib
 from matplotlib.backends.backend_svg import FigureCanvasSVG
@@ -50,7 +51,12 @@ def to_svg(figure: Figure, name: str, title: str) -> bytes:
     with matplotlib.rc_context({**_RC, "svg.hashsalt": name}):
         figure.savefig(sink, format="svg", metadata={"Date": None, "Creator": None, "Title": clean_text(title)},
                        bbox_inches="tight")
-    return _PROLOG.sub(b"", sink.getvalue())
+    svg = _PROLOG.sub(b"", sink.getvalue())
+    # NOTE: an image with a name for assistive technology: role and aria-label on the root, a <title> first
+    label = quoteattr(clean_text(title)).encode()
+    head, _, rest = svg.partition(b">")
+    named = b"<title>" + escape(clean_text(title)).encode() + b"</title>"
+    return head + b' role="img" aria-label=' + label + b">" + named + rest
 
 
 def confusion_figure(classes: list, matrix: list[list[int]], other: list[int], title: str) -> Figure:
