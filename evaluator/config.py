@@ -51,6 +51,7 @@ class Config:
     api_header_timeout_s: float = 10.0  # a request head not complete by then is answered 408
     api_body_timeout_s: float = 30.0  # a request body not complete this long after its head: 408
     api_max_body_bytes: int = 1024 * 1024  # every route, the webhook included: larger bodies get 413
+    session_ttl_s: int = 8 * 3600  # a browser session (web pages) ends this long after sign-in
     api_url: str = ""  # how workers/CLI reach the API; defaults to http://api_host:api_port
     events_token: str = ""  # the store's webhook secret; required (check_events_token)
     token: str = ""  # the CLI client's API token (`evaluator submit`, `runs`, ...)
