@@ -28,6 +28,7 @@ class RunPlots:
     run: Run
     variant: str  # participant | exact
     entries: list[PlotEntry]
+    min_bin_rows: int | None = None  # the participant variant's k
 
     @property
     def exact(self) -> bool:
@@ -47,7 +48,8 @@ def plots_of(run: Run, principal: Principal | None, *, blobs: BlobStore, bucket:
     items = index.get("plots") or [] if isinstance(index, dict) else []
     entries = [PlotEntry(str(item["name"]), str(item.get("title") or item["name"])) for item in items
                if isinstance(item, dict) and layout.PLOT_NAME.fullmatch(str(item.get("name", "")))]
-    return RunPlots(run, variant, entries)
+    k = index.get("min_bin_rows") if isinstance(index, dict) else None
+    return RunPlots(run, variant, entries, k if isinstance(k, int) else None)
 
 
 def list_plots(run_id: str, principal: Principal, *, blobs: BlobStore, bucket: str) -> RunPlots:
@@ -65,3 +67,15 @@ def plot_svg(plots: RunPlots, name: str, *, blobs: BlobStore, bucket: str) -> by
                                                        exact=plots.exact))
     except ObjectMissing:
         raise NotFound(f"run {plots.run.id}'s plot {name} is gone from the store") from None
+
+
+def inline_plots(run: Run, principal: Principal | None, *, blobs: BlobStore, bucket: str) -> tuple[RunPlots, list]:
+    """The caller's plots with their SVG, for a page that inlines them: (plots, [(entry, svg bytes)])."""
+    plots = plots_of(run, principal, blobs=blobs, bucket=bucket)
+    drawn = []
+    for entry in plots.entries:
+        try:
+            drawn.append((entry, plot_svg(plots, entry.name, blobs=blobs, bucket=bucket)))
+        except NotFound:
+            continue
+    return plots, drawn

@@ -126,6 +126,7 @@ def publish_plots(blobs: BlobStore, bucket: str, prefix: str, parts: dict | None
             blobs.put_bytes(bucket, layout.plot_key(prefix, plot.name, "json", exact=exact),
                             json.dumps(plot.data, allow_nan=False).encode(), "application/json")
             written += 1
-        index = {"variant": variant, "plots": [{"name": p.name, "title": p.title} for p in plots]}
+        index = {"variant": variant, "min_bin_rows": plots[0].data["min_bin_rows"] if plots else None,
+                 "plots": [{"name": p.name, "title": p.title} for p in plots]}
         blobs.put_json(bucket, layout.plot_key(prefix, "index", "json", exact=exact), index)
     return written

@@ -21,7 +21,14 @@ MAX_MATRIX_CLASSES = 30  # a larger confusion matrix is drawn without per-cell n
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\uffff]|[\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _PROLOG = re.compile(rb"\A<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?")
 _RC = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9, "axes.titlesize": 10,
-       "figure.dpi": 72, "svg.image_inline": True}
+       "figure.dpi": 72, "svg.image_inline": True, "font.sans-serif": ["DejaVu Sans"]}
+_STYLE = re.compile(rb' style="([^"]*)"')
+_STYLE_ELEMENT = re.compile(rb"<style[^>]*>.*?</style>\s*", re.S)
+_METADATA = re.compile(rb"<metadata>.*?</metadata>\s*", re.S)
+# CSS properties that SVG also takes as presentation attributes (not subject to a page's CSP style-src)
+_PRESENTATION = frozenset(b"""fill fill-opacity fill-rule stroke stroke-width stroke-linejoin stroke-linecap
+    stroke-dasharray stroke-dashoffset stroke-miterlimit stroke-opacity opacity font-size font-family
+    font-weight font-style font-stretch text-anchor dominant-baseline clip-path""".split())
 
 
 def clean_text(value: object) -> str:
@@ -49,14 +56,36 @@ def to_svg(figure: Figure, name: str, title: str) -> bytes:
     """Serialise a figure to SVG without the XML prolog (it is inlined in pages), titled for screen readers."""
     sink = io.BytesIO()
     with matplotlib.rc_context({**_RC, "svg.hashsalt": name}):
-        figure.savefig(sink, format="svg", metadata={"Date": None, "Creator": None, "Title": clean_text(title)},
-                       bbox_inches="tight")
-    svg = _PROLOG.sub(b"", sink.getvalue())
+        figure.savefig(sink, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    svg = _presentational(_METADATA.sub(b"", _PROLOG.sub(b"", sink.getvalue())))
+    # NOTE: ids unique on a page that inlines several plots (matplotlib numbers them per figure: figure_1, ...)
+    prefix = name.encode() + b"-"
+    svg = re.sub(rb'( id="|xlink:href="#|url\(#)', lambda m: m.group(1) + prefix, svg)
     # NOTE: an image with a name for assistive technology: role and aria-label on the root, a <title> first
     label = quoteattr(clean_text(title)).encode()
     head, _, rest = svg.partition(b">")
     named = b"<title>" + escape(clean_text(title)).encode() + b"</title>"
     return head + b' role="img" aria-label=' + label + b">" + named + rest
+
+
+def _presentational(svg: bytes) -> bytes:
+    """Style attributes and the <style> element as presentation attributes: the SVG then draws the same
+    inline in a page whose Content-Security-Policy forbids inline styles (style-src 'self')."""
+
+    def attributes(match: re.Match) -> bytes:
+        out = []
+        for declaration in match.group(1).split(b";"):
+            name, _, value = declaration.partition(b":")
+            name, value = name.strip(), value.strip()
+            if name in _PRESENTATION and value:
+                out.append(b" " + name + b'="' + value.replace(b'"', b"'") + b'"')
+        return b"".join(out)
+
+    svg = _STYLE_ELEMENT.sub(b"", _STYLE.sub(attributes, svg), count=1)
+    head, _, rest = svg.partition(b">")
+    head = re.sub(rb' (width|height)="[^"]*"', b"", head, count=2)  # the viewBox alone: it scales to its box
+    # the removed <style> said *{stroke-linejoin: round; stroke-linecap: butt}
+    return head + b' stroke-linejoin="round" stroke-linecap="butt">' + rest
 
 
 def confusion_figure(classes: list, matrix: list[list[int]], other: list[int], title: str) -> Figure:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime
 import re
 
+import markupsafe
 import peewee
 
-from evaluator import benchmarks, competition
+from evaluator import benchmarks, competition, run_plots
 from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
@@ -111,4 +112,17 @@ def run_page(run: Run, principal: Principal, *, config: Config, blobs: BlobStore
         "log": log, "log_note": log_note,
         "provenance": {k: v for k, v in (document["provenance"] or {}).items() if k != "attempts"},
         "ended": document["status"] in {s.value for s in TERMINAL_RUN_STATUSES},
+        **plots_view(run, principal, config=config, blobs=blobs),
     }
+
+
+def plots_view(run: Run, principal: Principal, *, config: Config, blobs: BlobStore) -> dict:
+    """The run's plots for the page: the caller's variant (run_plots decides it, as for the API), inline SVG.
+
+    NOTE: the SVG is the platform's own (evaluator.plots draws it from scored counts, text escaped by
+    matplotlib's writer), so it is marked safe; nothing in it comes from the participant but numbers.
+    """
+    plots, drawn = run_plots.inline_plots(run, principal, blobs=blobs, bucket=config.results_bucket)
+    return {"plots": [{"name": entry.name, "title": entry.title, "svg": markupsafe.Markup(svg.decode("utf-8"))}
+                      for entry, svg in drawn],
+            "plots_exact": plots.exact, "plots_min_bin_rows": plots.min_bin_rows}

@@ -135,6 +135,7 @@ def test_svg_prints_hostile_class_names_as_text_without_fonts_prolog_or_markup()
     assert "$\\frac{1}{2}$" in svg  # printed as written, not typeset
     assert "\u202e" not in svg and "\x00" not in svg and "x" * 60 not in svg
     assert "@font-face" not in svg and "<dc:date>" not in svg
+    assert " style=" not in svg and "<style" not in svg and 'fill="#ffffff"' in svg  # drawn under style-src 'self'
     assert re.match(r'<svg [^>]*role="img" aria-label="Confusion matrix"><title>Confusion matrix</title>', svg)
 
 
