@@ -52,6 +52,9 @@ class Config:
     api_body_timeout_s: float = 30.0  # a request body not complete this long after its head: 408
     api_max_body_bytes: int = 1024 * 1024  # every route, the webhook included: larger bodies get 413
     session_ttl_s: int = 8 * 3600  # a browser session (web pages) ends this long after sign-in
+    # Browser origins the bundles bucket accepts uploads from (its CORS rules; comma-separated).
+    # Empty: the origin of api_base_url, where the web pages are served.
+    web_origins: str = ""
     api_url: str = ""  # how workers/CLI reach the API; defaults to http://api_host:api_port
     events_token: str = ""  # the store's webhook secret; required (check_events_token)
     token: str = ""  # the CLI client's API token (`evaluator submit`, `runs`, ...)
@@ -127,6 +130,15 @@ class Config:
     @property
     def api_base_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """The origins the web pages upload from: web_origins, else the API's own (scheme://host:port)."""
+        listed = [origin.strip().rstrip("/") for origin in self.web_origins.split(",") if origin.strip()]
+        if listed:
+            return listed
+        scheme, _, rest = self.api_base_url.partition("://")
+        return [f"{scheme}://{rest.split('/', 1)[0]}"]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

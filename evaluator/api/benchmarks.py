@@ -9,6 +9,7 @@ from evaluator.api.operations import OPTIONAL, TOKEN, operation, roles
 from evaluator.config import Config
 from evaluator.contract import inputs, outputs
 from evaluator.intake import Queues
+from evaluator.tokens import Principal
 
 
 class BenchmarkCollection:
@@ -53,16 +54,23 @@ class BenchmarkItem:
         resp.media = {"queued": len(run_ids), "runs": run_ids}
 
 
+def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | None) -> dict:
+    """The leaderboard this caller sees (the JSON endpoint's and the web page's one rule).
+
+    Managers may preview the private ranking before close (view "private"); everyone sees it
+    after; only managers see exact values.
+    """
+    benchmark = benchmarks.get_benchmark(benchmark_id, principal)
+    manager = competition.manages(benchmark, principal)
+    wants_private = view == "private" and manager
+    return leaderboard.build(benchmark, private=competition.is_closed(benchmark) or wants_private, exact=manager)
+
+
 class Leaderboard:
     @operation("getLeaderboard", "Best run per participant, ranked", tag="benchmarks", access=OPTIONAL,
                query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
-        benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
-        closed = competition.is_closed(benchmark)
-        # Managers may preview the private ranking before close (?view=private); everyone sees it after.
-        manager = competition.manages(benchmark, req.context.principal)
-        wants_private = req.context.query.view == "private" and manager
-        resp.media = leaderboard.build(benchmark, private=closed or wants_private, exact=manager)
+        resp.media = leaderboard_for(benchmark_id, req.context.principal, req.context.query.view)
 
 
 class Quota:

@@ -14,6 +14,16 @@ from evaluator.storage.models import Benchmark, Run
 from evaluator.tokens import Principal
 
 
+def predictions_url(run: Run, config: Config, blobs: BlobStore, expires_s: int = 300) -> str:
+    """A short-lived presigned GET of a run's predictions (the caller has already been allowed to see the run)."""
+    if not run.results_prefix:
+        raise NotFound(f"run {run.id} has no predictions.parquet yet (status {run.status})")
+    key = run.results_prefix + "predictions.parquet"
+    if blobs.head(config.results_bucket, key) is None:
+        raise NotFound(f"run {run.id} has no predictions")
+    return blobs.presign_get(config.results_bucket, key, expires_s)
+
+
 def shape(run: Run, principal: Principal) -> dict:
     """Serialize a run for this caller: managers see the dataset's hashes and platform failures' causes."""
     benchmark = Benchmark.get_by_id(run.benchmark_id)
@@ -60,10 +70,7 @@ class RunItem:
     def on_get_predictions(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         """A short-lived presigned GET of the run's predictions, issued only to who may see the run."""
         run = runs.get_run(run_id, req.context.principal)
-        key = self._result_key(run, "predictions.parquet")
-        if self._blobs.head(self._config.results_bucket, key) is None:
-            raise NotFound(f"run {run.id} has no predictions")
-        resp.media = {"url": self._blobs.presign_get(self._config.results_bucket, key, 300), "expires_in": 300}
+        resp.media = {"url": predictions_url(run, self._config, self._blobs), "expires_in": 300}
 
     @operation("listRunPlots", "The run's plots (participants: bins of >= k rows; managers: exact)", tag="runs",
                access=TOKEN, responses={200: outputs.PlotList}, errors=(404, 503))

@@ -50,7 +50,7 @@ def number(value: Any, decimals: int = 4) -> str:
 
 
 def filesize(value: int | None) -> str:
-    if value is None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "\u2014"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
