@@ -127,11 +127,19 @@ class RegressionStats:
         self.cell_resolution = BUCKETS_PER_OCTAVE
 
     def add(self, target: np.ndarray, prediction: np.ndarray) -> None:
+        # NOTE: counted with numpy, then merged into the dicts key by key: a chunk adds at most its distinct
+        # buckets, and the dicts hold at most ~23,000 residual buckets and MAX_CELLS cells.
         _count_into(self.residuals, bucket_of(target - prediction, BUCKETS_PER_OCTAVE))
-        pairs = np.stack([bucket_of(prediction, self.cell_resolution), bucket_of(target, self.cell_resolution)], 1)
-        keys, counts = np.unique(pairs, axis=0, return_counts=True)
-        for (x, y), count in zip(keys.tolist(), counts.tolist()):
-            self.cells[(x, y)] = self.cells.get((x, y), 0) + count
+        while True:
+            x, y = bucket_of(prediction, self.cell_resolution), bucket_of(target, self.cell_resolution)
+            span = 1 << 20  # |bucket| < 2^14 at 32 per octave: (x, y) packs into one int64
+            keys, counts = np.unique(x * span + y, return_counts=True)
+            if len(keys) + len(self.cells) <= 4 * MAX_CELLS or self.cell_resolution == 1:
+                break
+            self.cells, self.cell_resolution = _coarsen_cells(self.cells), self.cell_resolution // 2
+        xs, ys = np.divmod(keys + span // 2, span)
+        for cx, cy, count in zip(xs.tolist(), (ys - span // 2).tolist(), counts.tolist()):
+            self.cells[(cx, cy)] = self.cells.get((cx, cy), 0) + count
         while len(self.cells) > MAX_CELLS and self.cell_resolution > 1:
             self.cells = _coarsen_cells(self.cells)
             self.cell_resolution //= 2
