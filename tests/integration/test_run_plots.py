@@ -115,3 +115,33 @@ def test_the_run_page_inlines_the_callers_plots_as_accessible_figures(api, score
     managed = api.simulate_get(f"/runs/{run_id}", headers=cookie_header(sign_in(api, admin)))
     exact = blobs.get_bytes(config.results_bucket, f"{prefix}plots/exact/roc.svg").decode()
     assert exact in managed.text and "Full resolution" in managed.text
+
+
+def test_a_regression_run_gets_binned_participant_plots_and_exact_ones(db, config, blobs, tmp_path):
+    rng = np.random.default_rng(8)
+    ids = [f"r{i:05d}" for i in range(ROWS)]
+    y = rng.normal(20, 5, ROWS)
+    pq.write_table(pa.table({"row_id": ids, "target": y}), tmp_path / "labels.parquet")
+    # a unique prediction per row, far apart: an exact per-row plot would place each row's target
+    prediction = np.arange(ROWS) * 1000.0
+    pq.write_table(pa.table({"row_id": ids, "prediction": prediction}), tmp_path / "predictions.parquet")
+    dataset = Dataset.create(name="reg", version="1", features_key="f", labels_key="l", status="ready",
+                             row_count=ROWS)
+    benchmark = Benchmark.create(id="reg-b", title="Reg", dataset=dataset, task="regression", primary_metric="mae",
+                                 direction="minimize", owner="olga", visibility="public")
+    plot_data: dict = {}
+    score_isolated(Scoring.of(benchmark, dataset), tmp_path / "labels.parquet", tmp_path / "predictions.parquet",
+                   work_dir=tmp_path / "scoring", config=config, expected_rows=ROWS, plot_data=plot_data)
+    assert set(plot_data) == {"all"} and plot_data["all"]["task"] == "regression"
+    prefix = "results/reg-b/run/"
+    assert publish_plots(blobs, config.results_bucket, prefix, plot_data, min_bin_rows_floor=50) == 4
+    k = 60  # max(50, 1200 / 20)
+    grid = blobs.get_json(config.results_bucket, prefix + "plots/predicted_vs_actual.json")
+    assert grid["min_bin_rows"] == k and all(sum(column) >= k for column in grid["counts"])
+    assert sum(map(sum, grid["counts"])) == ROWS
+    residuals = blobs.get_json(config.results_bucket, prefix + "plots/residuals.json")
+    assert all(b["rows"] >= k for b in residuals["bins"])
+    exact = blobs.get_json(config.results_bucket, prefix + "plots/exact/predicted_vs_actual.json")
+    assert exact["min_bin_rows"] is None and sum(map(sum, exact["counts"])) == ROWS
+    svg = blobs.get_bytes(config.results_bucket, prefix + "plots/residuals.svg")
+    assert svg.startswith(b"<svg") and len(svg) < 80_000
