@@ -51,6 +51,10 @@ class Config:
     api_header_timeout_s: float = 10.0  # a request head not complete by then is answered 408
     api_body_timeout_s: float = 30.0  # a request body not complete this long after its head: 408
     api_max_body_bytes: int = 1024 * 1024  # every route, the webhook included: larger bodies get 413
+    session_ttl_s: int = 8 * 3600  # a browser session (web pages) ends this long after sign-in
+    # Browser origins the bundles bucket accepts uploads from (its CORS rules; comma-separated).
+    # Empty: the origin of api_base_url, where the web pages are served.
+    web_origins: str = ""
     api_url: str = ""  # how workers/CLI reach the API; defaults to http://api_host:api_port
     events_token: str = ""  # the store's webhook secret; required (check_events_token)
     token: str = ""  # the CLI client's API token (`evaluator submit`, `runs`, ...)
@@ -86,6 +90,8 @@ class Config:
     # Scoring: untrusted predictions are scored in a child process with these limits.
     scoring_memory_bytes: int = 1 << 30  # its RLIMIT_DATA; past it the run ends predictions_invalid
     scoring_timeout_s: int = 3600
+    # Plots: the fewest rows a bin of a participant's plot holds is max(this, n / 20) (see evaluator.plots).
+    plot_min_bin_rows: int = 50
     # Worker.
     evaluate_max_retries: int = 5  # infrastructure failures only; then the run ends failed/internal
     lease_s: int = 30  # a run's lease lasts this long past its last renewal; then another worker takes over
@@ -133,6 +139,15 @@ class Config:
     @property
     def api_base_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """The origins the web pages upload from: web_origins, else the API's own (scheme://host:port)."""
+        listed = [origin.strip().rstrip("/") for origin in self.web_origins.split(",") if origin.strip()]
+        if listed:
+            return listed
+        scheme, _, rest = self.api_base_url.partition("://")
+        return [f"{scheme}://{rest.split('/', 1)[0]}"]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -107,6 +107,7 @@ class DevPlatform:
         self._start_s3()
         blobs = BlobStore.from_config(config)
         blobs.ensure_buckets(config.datasets_bucket, config.bundles_bucket, config.results_bucket)
+        blobs.set_cors(config.bundles_bucket, config.cors_origins)  # the web pages upload bundles from a browser
         broker = self._broker()
         from evaluator.api.app import build_app
 

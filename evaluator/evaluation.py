@@ -52,6 +52,7 @@ class Evaluation:
     predictions: bytes | None = None
     log: bytes = b""
     private_metrics: dict | None = None  # the private part's document when the labels are split
+    plot_data: dict | None = None  # the plots' summaries (evaluator.plots.stats), per part; not in the record
 
     @property
     def succeeded(self) -> bool:
@@ -193,9 +194,10 @@ def evaluate_bundle(
         predictions_path = work_dir / "predictions.parquet"
         predictions_path.write_bytes(predictions)
         provenance["scoring"] = scoring_stats = {}
+        plot_data: dict = {}
         document, private_document = score_isolated(
             scoring, labels_path, predictions_path, work_dir=work_dir / "scoring", config=config,
-            expected_rows=provenance["rows"], should_cancel=should_cancel, stats=scoring_stats)
+            expected_rows=provenance["rows"], should_cancel=should_cancel, stats=scoring_stats, plot_data=plot_data)
         durations["scoring"] = round(time.monotonic() - clock, 3)
     except RunFailure as ex:
         durations[current] = round(time.monotonic() - clock, 3)
@@ -205,7 +207,8 @@ def evaluate_bundle(
         logger.info("Run %s ended %s at %s: %s: %s", run_id, ex.status, current, ex.code, ex.message)
         return Evaluation(ex.status, None, {"code": ex.code, "message": ex.message}, provenance, predictions, log)
     durations["total"] = round(sum(durations.values()), 3)
-    return Evaluation(RunStatus.SUCCEEDED.value, document, None, provenance, predictions, log, private_document)
+    return Evaluation(RunStatus.SUCCEEDED.value, document, None, provenance, predictions, log, private_document,
+                      plot_data or None)
 
 
 def new_work_dir(config: Config, run_id: str) -> pathlib.Path:
@@ -254,9 +257,11 @@ def evaluate_predictions_file(
         csv_source = predictions_file if file_format == "csv" else None
         predictions_path = work_dir / "predictions.parquet" if csv_source is not None else predictions_file
         provenance["scoring"] = scoring_stats = {}
+        plot_data: dict = {}
         document, private_document = score_isolated(
             scoring, labels_path, predictions_path, work_dir=work_dir / "scoring", config=config,
-            expected_rows=expected_rows, should_cancel=should_cancel, stats=scoring_stats, csv_source=csv_source)
+            expected_rows=expected_rows, should_cancel=should_cancel, stats=scoring_stats, csv_source=csv_source,
+            plot_data=plot_data)
         predictions = predictions_path.read_bytes()
         durations["scoring"] = round(time.monotonic() - clock, 3)
     except RunFailure as ex:
@@ -264,4 +269,5 @@ def evaluate_predictions_file(
         logger.info("Run %s ended %s at %s: %s: %s", run_id, ex.status, current, ex.code, ex.message)
         return Evaluation(ex.status, None, {"code": ex.code, "message": ex.message}, provenance, None, b"")
     durations["total"] = round(sum(durations.values()), 3)
-    return Evaluation(RunStatus.SUCCEEDED.value, document, None, provenance, predictions, b"", private_document)
+    return Evaluation(RunStatus.SUCCEEDED.value, document, None, provenance, predictions, b"", private_document,
+                      plot_data or None)

@@ -43,10 +43,12 @@ _MEMORY_WORDS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "ArrowMem
 def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
                    work_dir: Path, config: Config, expected_rows: int | None = None,
                    should_cancel: Callable[[], bool] | None = None,
-                   stats: dict | None = None, csv_source: Path | None = None) -> tuple[dict, dict | None]:
+                   stats: dict | None = None, csv_source: Path | None = None,
+                   plot_data: dict | None = None) -> tuple[dict, dict | None]:
     """Score like splits.score_parts, in a child process limited to config.scoring_memory_bytes.
 
-    `stats`, when given, receives the child's peak RSS, its duration and how it ended.
+    `stats`, when given, receives the child's peak RSS, its duration and how it ended; `plot_data` the
+    plots' summaries (bounded in size by evaluator.plots.stats), as score_parts gives them.
     `csv_source`, when given, is a participant's predictions CSV: the child converts it to
     `predictions` (bounded: evaluator.scoring.csv_predictions) under the same limits, then scores that.
 
@@ -86,7 +88,10 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
     if stats is not None:
         stats.update(peak_rss_bytes=peak, seconds=round(seconds, 3), exit=status)
     logger.info("Scoring process ended %s after %.2fs, peak RSS %d MiB", status, seconds, peak >> 20)
-    return _outcome(status, result, stderr_path, config)
+    documents = _outcome(status, result, stderr_path, config)
+    if plot_data is not None and isinstance(result.get("plots"), dict):
+        plot_data.update(result["plots"])
+    return documents
 
 
 def _wait(child: subprocess.Popen, timeout_s: float, should_cancel: Callable[[], bool] | None):
@@ -183,6 +188,7 @@ def child_main(argv: list[str]) -> int:
     request = json.loads(request_path.read_text("utf-8"))
     _limit_memory(int(request["memory_bytes"]))
     _write(result_path, {"stage": _STARTED})
+    plots: dict = {}
     try:
         if request.get("csv_source"):
             from evaluator.scoring.csv_predictions import CsvLimits, convert, max_rows_for
@@ -192,8 +198,8 @@ def child_main(argv: list[str]) -> int:
                     with_proba=request["scoring"]["task"] == "classification")
         documents = score_parts(Scoring.from_dict(request["scoring"]), Path(request["labels"]),
                                 Path(request["predictions"]), work_dir=Path(request["work_dir"]),
-                                expected_rows=request["expected_rows"])
-        body: dict = {"documents": list(documents)}
+                                expected_rows=request["expected_rows"], plot_data=plots)
+        body: dict = {"documents": list(documents), "plots": plots}
     except RunFailure as ex:
         body = {"failure": {"kind": "run_failure", "code": ex.code, "message": ex.message}}
     except (MemoryError, pa.ArrowMemoryError):

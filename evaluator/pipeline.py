@@ -21,6 +21,7 @@ from evaluator import run_folders, runs, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle, evaluate_predictions_file
+from evaluator.plots.build import publish_plots
 from evaluator.sandbox.spec import Limits
 from evaluator.settings import Scoring, limits_of
 from evaluator.storage import layout, reconnect
@@ -166,6 +167,8 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         _durable(config, "lease", keeper.confirm)
         publish(blobs, config.results_bucket, prefix, record=record, provenance=provenance,
                 predictions=evaluation.predictions, log=evaluation.log)
+        publish_plots(blobs, config.results_bucket, prefix, evaluation.plot_data,
+                      min_bin_rows_floor=config.plot_min_bin_rows)
         fault_pause(config, "recording", run_id, keeper)
         finished = _durable(config, "finish", lambda: runs.finish(
             run_id, status=evaluation.status, metrics=evaluation.metrics, private_metrics=evaluation.private_metrics,

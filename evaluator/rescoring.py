@@ -14,6 +14,7 @@ from pathlib import Path
 from evaluator.config import Config
 from evaluator.isolated_scoring import score_isolated
 from evaluator.pipeline import stage_dataset
+from evaluator.plots.build import publish_plots
 from evaluator.settings import Scoring
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Benchmark, Dataset, Run, RunStatus, isoformat, utcnow
@@ -37,9 +38,10 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"rescore-{run_id}-", dir=_work_dir(config)) as tmp:
         predictions = Path(tmp) / "predictions.parquet"
         blobs.download(bucket, prefix + "predictions.parquet", predictions)
+        plot_data: dict = {}
         document, private = score_isolated(Scoring.of(benchmark, dataset), labels, predictions,
                                            work_dir=Path(tmp) / "scoring", config=config,
-                                           expected_rows=dataset.row_count)
+                                           expected_rows=dataset.row_count, plot_data=plot_data)
     history = [*run.metrics_history, {"metrics": run.metrics, "private_metrics": run.private_metrics,
                                       "replaced_at": isoformat(utcnow()), "dataset": dataset.ref}]
     old = blobs.get_bytes(bucket, prefix + "metrics.json") if blobs.head(bucket, prefix + "metrics.json") else None
@@ -48,6 +50,7 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
     record = {**json.loads(old), "metrics": document, "private_metrics": private,
               "rescored_at": isoformat(utcnow())} if old is not None else {"metrics": document}
     blobs.put_json(bucket, prefix + "metrics.json", record)
+    publish_plots(blobs, bucket, prefix, plot_data, min_bin_rows_floor=config.plot_min_bin_rows)  # drawn anew
     Run.update(metrics=document, private_metrics=private, metrics_history=history).where(Run.id == run.id).execute()
     logger.info("Re-scored run %s on %s (%d earlier results kept)", run_id, dataset.ref, len(history))
     return document

@@ -72,15 +72,22 @@ def _split(batches: Iterator[pa.RecordBatch], paths: dict[str, Path], benchmark_
 
 
 def score_parts(scoring: Scoring, labels: Path, predictions: Path, *, work_dir: Path,
-                expected_rows: int | None = None) -> tuple[dict, dict | None]:
-    """Score predictions: (document, None) without a split, (public, private) documents with one."""
+                expected_rows: int | None = None, plot_data: dict | None = None) -> tuple[dict, dict | None]:
+    """Score predictions: (document, None) without a split, (public, private) documents with one.
+
+    `plot_data`, when given, receives the plots' summaries: {"all": ...}, or {"public": ..., "private": ...}.
+    """
     score = functools.partial(score_files, scoring.task, metrics=scoring.metric_list,
                               primary_metric=scoring.primary_metric)
+
+    def part(name: str) -> dict | None:
+        return None if plot_data is None else plot_data.setdefault(name, {})
+
     if scoring.private_split is None:
         return score(labels, predictions, row_id_column=scoring.row_id_column, target_column=scoring.target_column,
-                     expected_rows=expected_rows), None
+                     expected_rows=expected_rows, plot_data=part("all")), None
     salt, fraction = scoring.private_split
     parts = split_for_scoring(labels, predictions, row_id_column=scoring.row_id_column,
                               target_column=scoring.target_column, benchmark_id=salt, fraction=fraction,
                               out_dir=work_dir / "split", task=scoring.task, expected_rows=expected_rows)
-    return score(*parts["public"]), score(*parts["private"])
+    return score(*parts["public"], plot_data=part("public")), score(*parts["private"], plot_data=part("private"))

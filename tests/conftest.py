@@ -151,6 +151,7 @@ def blobs(config: Config):
 
     store = BlobStore.from_config(config)
     store.ensure_buckets(config.datasets_bucket, config.bundles_bucket, config.results_bucket)
+    store.set_cors(config.bundles_bucket, config.cors_origins)  # as `evaluator dev` does: browser uploads
     return store
 
 

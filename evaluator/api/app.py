@@ -15,10 +15,12 @@ from evaluator.api.middleware import (
     RequestId,
     RequestMetrics,
     SafeParameters,
+    SessionAuth,
 )
 from evaluator.config import Config
 from evaluator.intake import Queues
 from evaluator.storage.blobs import BlobStore
+from evaluator.web import pages
 
 
 def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, queues: Queues,
@@ -26,7 +28,7 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     """Wire resources to their collaborators; no I/O happens here."""
     metrics = RequestMetrics()
     app = falcon.App(middleware=[RequestId(), metrics, BodyLimit(config.api_max_body_bytes), SafeParameters(),
-                                 DatabaseConnection(database), BearerAuth()])
+                                 DatabaseConnection(database), BearerAuth(), SessionAuth()])
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
 
@@ -56,10 +58,13 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/runs/{run_id}/logs", run_item, suffix="logs")
     app.add_route("/v1/runs/{run_id}/cancel", run_item, suffix="cancel")
     app.add_route("/v1/runs/{run_id}/predictions", run_item, suffix="predictions")
+    app.add_route("/v1/runs/{run_id}/plots", run_item, suffix="plots")
+    app.add_route("/v1/runs/{run_id}/plots/{name}", run_item, suffix="plot")
     app.add_route("/v1/runs/{run_id}/final", run_item, suffix="final")
     app.add_route("/v1/events/s3", events.S3Events(config, database, queues))
     app.add_route("/v1/tokens", tokens.TokenCollection())
     app.add_route("/v1/tokens/{token_id}", tokens.TokenItem(blobs))
+    pages.register(app, config, blobs, queues)
     return app
 
 

@@ -10,6 +10,7 @@ from evaluator.config import Config
 from evaluator.contract import inputs, outputs
 from evaluator.intake import Queues
 from evaluator.storage.blobs import BlobStore
+from evaluator.tokens import Principal
 
 
 class BenchmarkCollection:
@@ -54,6 +55,17 @@ class BenchmarkItem:
         resp.media = {"queued": len(run_ids), "runs": run_ids}
 
 
+def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | None,
+                    at: str | None = None) -> dict:
+    """The leaderboard this caller sees (the JSON endpoint's and the web page's one rule).
+
+    Managers may preview the private ranking before close (view "private") and read it live and exact;
+    everyone sees it after close; in the frozen window a participant reads it as it stood at the freeze.
+    """
+    benchmark = benchmarks.get_benchmark(benchmark_id, principal)
+    return leaderboard.board_for(benchmark, principal, view=view, at=at)
+
+
 class Leaderboard:
     @operation("getLeaderboard", "Best run per participant, ranked; baselines listed unranked", tag="benchmarks",
                access=OPTIONAL, query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,),
@@ -61,11 +73,8 @@ class Leaderboard:
                            "scores and rules then in force). In the frozen window (settings.freeze_at or "
                            "freeze_before_close_s) participants get the board at the freeze; managers live.")
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
-        # Managers may preview the private ranking before close (?view=private); everyone sees it after.
-        # In the frozen window a participant reads the board as it stood at the freeze; managers read it live.
-        benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
-        query = req.context.query
-        resp.media = leaderboard.board_for(benchmark, req.context.principal, view=query.view, at=query.at)
+        resp.media = leaderboard_for(benchmark_id, req.context.principal, req.context.query.view,
+                                     at=req.context.query.at)
 
 
 class Features:

@@ -8,6 +8,7 @@ import falcon
 import peewee
 
 from evaluator.errors import EvaluatorError
+from evaluator.web.render import error_page, wants_html
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,16 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, exception: falco
     message = exception.description or exception.title or "error"
     body = {"code": code, "message": message}
     body.update(getattr(exception, "extra", None) or {})
-    resp.content_type = falcon.MEDIA_JSON
-    resp.media = {"error": body}
     if exception.headers:
         resp.set_headers(exception.headers)
+    if wants_html(req):
+        try:
+            error_page(req, resp, status, code, message)
+            return
+        except Exception:  # the page itself failed (the database is down, say): the JSON body still answers
+            logger.exception("The error page of %s %s did not render", req.method, req.path)
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = {"error": body}
 
 
 class _Error(falcon.HTTPError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 
 import falcon
 
@@ -34,6 +35,35 @@ def json_body(req: falcon.Request, resp: falcon.Response, resource: object, para
         raise ValidationFailed("the body must be a JSON object", field="body")
     _refuse_nul(body)
     req.context.body = body
+
+
+MAX_FORM_FIELDS = 100
+
+
+def form_body(req: falcon.Request) -> dict[str, str]:
+    """Parse an HTML form (application/x-www-form-urlencoded) into {name: first value}; {} for other bodies.
+
+    The body's size is already bounded (middleware.BodyLimit); NULs are refused as in JSON bodies.
+    """
+    if (req.content_type or "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        return {}
+    try:
+        raw = req.bounded_stream.read().decode("utf-8")
+    except OSError as ex:
+        raise falcon.HTTPError(falcon.HTTP_408, description="the request body did not arrive in time") from ex
+    except UnicodeDecodeError:
+        raise BadRequest("the form is not UTF-8") from None
+    try:
+        pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS,
+                                       errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(f"the form is malformed or has more than {MAX_FORM_FIELDS} fields") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise ValidationFailed("a form field contains a NUL character", field=name[:40] or "form")
+        form.setdefault(name, value)
+    return form
 
 
 def _refuse_nul(value: object, depth: int = 0) -> None:

@@ -13,12 +13,16 @@ import falcon
 import peewee
 
 from evaluator import tokens
+from evaluator.api.hooks import form_body
 from evaluator.errors import BadRequest, PayloadTooLarge
+from evaluator.web import sessions
 
 # C0 controls, DEL and C1 controls: psycopg2 refuses NUL, terminals act on escapes, no id or filter has one.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _READ_CHUNK = 64 * 1024
+# Routes that never touch the database (/health and /metrics open their own connections).
+_NO_DATABASE = ("/health", "/metrics", "/openapi.json", "/docs", "/static/")
 
 
 class BodyLimit:
@@ -74,8 +78,8 @@ class DatabaseConnection:
         self._database = database
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not req.path.startswith("/v1/"):
-            return  # /health checks the database itself; docs need none
+        if req.path.startswith(_NO_DATABASE):
+            return  # /health checks the database itself; docs need none; pages and the API do
         self._database.connect(reuse_if_open=True)
 
     def process_response(
@@ -108,6 +112,33 @@ class BearerAuth:
         req.context.principal = tokens.authenticate(secret.strip())
         if req.context.principal is None:
             req.context.auth_problem = "the token is unknown or revoked"
+
+
+class SessionAuth:
+    """Resolve the web pages' session cookie into req.context.principal where no Authorization header was sent.
+
+    The same principal then meets the same access rules (the @operation hooks and the plain
+    functions), so a page shows what the API would. Every unsafe request a session authenticates,
+    and every form posted to a page, must carry the visitor's CSRF token (header X-CSRF-Token or
+    the form field csrf_token): the session's own, or the anonymous double-submit cookie's.
+    """
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+        req.context.session = None
+        req.context.page = page = bool(getattr(resource, "page", False))
+        req.context.form = {}
+        if req.get_header("Authorization") or getattr(resource, "auth", "token") not in ("token", "session"):
+            return
+        session = sessions.resolve(sessions.cookie(req, sessions.COOKIE))
+        unsafe = req.method not in sessions.SAFE_METHODS
+        if page and unsafe:
+            req.context.form = form_body(req)
+        if unsafe and (session is not None or page):
+            expected = session.csrf_token if session else sessions.cookie(req, sessions.CSRF_COOKIE)
+            sent = req.get_header(sessions.CSRF_HEADER) or req.context.form.get(sessions.CSRF_FIELD)
+            sessions.check_csrf(expected, sent)
+        if session is not None:
+            req.context.session, req.context.principal = session, session.principal
 
 
 class RequestMetrics:

@@ -32,6 +32,7 @@ TAGS = [
     {"name": "runs", "description": "Evaluations: status, metrics, logs, predictions, final selections"},
     {"name": "tokens", "description": "API tokens (admins)"},
     {"name": "events", "description": "Bucket notifications from the object store"},
+    {"name": "pages", "description": "Server-rendered HTML pages for browsers (a session cookie, CSRF-checked forms)"},
 ]
 _STATUS_TEXT = {
     400: "The request cannot be parsed (bad JSON, a control character in the URL)",
@@ -49,7 +50,7 @@ _STATUS_TEXT = {
 _PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 _DESCRIPTIONS = {"benchmark_id": "the benchmark's id", "dataset_id": "a dataset id or name:version",
                  "submission_id": "a submission id", "run_id": "a run id", "token_id": "a token id",
-                 "asset": "a file of the Swagger UI page"}
+                 "asset": "a file of the Swagger UI page or of the web pages"}
 
 
 def operations(app: falcon.App) -> Iterator[tuple[str, str, Operation]]:
@@ -101,7 +102,10 @@ def document(app: falcon.App) -> dict:
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": definitions.get("$defs", {}), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "description": "an API token (evaluator tokens create)"},
-            "events": {"type": "http", "scheme": "bearer", "description": "the store's webhook shared secret"}}},
+            "events": {"type": "http", "scheme": "bearer", "description": "the store's webhook shared secret"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "evaluator_session",
+                        "description": "a browser session (POST /session with an API token); unsafe requests "
+                                       "need its CSRF token (X-CSRF-Token or the form field csrf_token)"}}},
     }
 
 

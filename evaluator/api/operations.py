@@ -40,6 +40,7 @@ ANYONE = Access([])
 OPTIONAL = Access([{}, {"bearer": []}], hooks.optional_auth, (401,))  # anonymous callers too; a bad token is 401
 TOKEN = Access([{"bearer": []}], hooks.authenticated, (401,))
 EVENTS = Access([{"events": []}], _events_token, (401, 503))
+PAGE = Access([{}, {"session": []}])  # a web page: anyone, as the visitor the session cookie names (if any)
 
 
 def roles(*names: str) -> Access:
@@ -57,6 +58,7 @@ class Media:
 
 TEXT = Media(("text/plain",), {"type": "string"})
 HTML = Media(("text/html",), {"type": "string"})
+SVG = Media(("image/svg+xml",), {"type": "string"})
 EMPTY = Media((), {})
 ANY_JSON = Media(("application/json",), {"type": "object"})
 

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import competition, runs
-from evaluator.api.operations import TEXT, TOKEN, operation
+from evaluator import competition, run_plots, runs
+from evaluator.api.operations import SVG, TEXT, TOKEN, operation
 from evaluator.config import Config
 from evaluator.contract import inputs, outputs
 from evaluator.errors import NotFound
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Benchmark, Run
 from evaluator.tokens import Principal
+
+
+def predictions_url(run: Run, config: Config, blobs: BlobStore, expires_s: int = 300) -> str:
+    """A short-lived presigned GET of a run's predictions (the caller has already been allowed to see the run)."""
+    if not run.results_prefix:
+        raise NotFound(f"run {run.id} has no predictions.parquet yet (status {run.status})")
+    key = run.results_prefix + "predictions.parquet"
+    if blobs.head(config.results_bucket, key) is None:
+        raise NotFound(f"run {run.id} has no predictions")
+    return blobs.presign_get(config.results_bucket, key, expires_s)
 
 
 def shape(run: Run, principal: Principal) -> dict:
@@ -67,10 +77,26 @@ class RunItem:
     def on_get_predictions(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         """A short-lived presigned GET of the run's predictions, issued only to who may see the run."""
         run = runs.get_run(run_id, req.context.principal)
-        key = self._result_key(run, "predictions.parquet")
-        if self._blobs.head(self._config.results_bucket, key) is None:
-            raise NotFound(f"run {run.id} has no predictions")
-        resp.media = {"url": self._blobs.presign_get(self._config.results_bucket, key, 300), "expires_in": 300}
+        resp.media = {"url": predictions_url(run, self._config, self._blobs), "expires_in": 300}
+
+    @operation("listRunPlots", "The run's plots (participants: bins of >= k rows; managers: exact)", tag="runs",
+               access=TOKEN, responses={200: outputs.PlotList}, errors=(404, 503))
+    def on_get_plots(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
+        plots = run_plots.list_plots(run_id, req.context.principal, blobs=self._blobs,
+                                     bucket=self._config.results_bucket)
+        resp.media = {"run": str(plots.run.id), "variant": plots.variant,
+                      "items": [{"name": e.name, "title": e.title, "url": f"/v1/runs/{plots.run.id}/plots/{e.name}"}
+                                for e in plots.entries]}
+
+    @operation("getRunPlot", "One plot of the run as SVG, the caller's variant", tag="runs", access=TOKEN,
+               responses={200: SVG}, errors=(404, 503))
+    def on_get_plot(self, req: falcon.Request, resp: falcon.Response, run_id: str, name: str) -> None:
+        plots = run_plots.list_plots(run_id, req.context.principal, blobs=self._blobs,
+                                     bucket=self._config.results_bucket)
+        resp.data = run_plots.plot_svg(plots, name, blobs=self._blobs, bucket=self._config.results_bucket)
+        resp.content_type = "image/svg+xml"
+        resp.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        resp.set_header("X-Content-Type-Options", "nosniff")
 
     @operation("selectFinalRun", "Select (or unselect) the run for the final leaderboard", tag="runs",
                access=TOKEN, body=inputs.FinalIn, responses={200: outputs.Run}, errors=(404, 409))

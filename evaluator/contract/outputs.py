@@ -308,6 +308,22 @@ class FeaturesUrl(Out):
     sha256: str | None
 
 
+class PlotRef(Out):
+    name: str = Field(description="e.g. confusion_matrix, roc, precision_recall, calibration, "
+                                  "predicted_vs_actual, residuals")
+    title: str
+    url: str = Field(description="the SVG (image/svg+xml), a path on this API")
+
+
+class PlotList(Out):
+    """A run's plots: participants get bins of at least `min_bin_rows` rows of the rows they are scored on,
+    managers (`exact`) every row at full resolution."""
+
+    run: str
+    variant: Literal["participant", "exact"]
+    items: list[PlotRef]
+
+
 # --- tokens and events --------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.errors import EvaluatorError
+from evaluator.plots import stats as plot_stats
 from evaluator.scoring import bootstrap, classification, regression
 from evaluator.scoring.alignment import (
     AlignedChunk,
@@ -50,11 +51,14 @@ def score_files(
     bootstrap_rounds: int = 1000,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     expected_rows: int | None = None,
+    plot_data: dict | None = None,
 ) -> dict:
     """Score predictions against labels and return the validated metrics.json document.
 
     The predictions are untrusted: their footer is checked before they are decoded; they must
     have `expected_rows` rows (default: the labels' count when a Parquet footer states it).
+    `plot_data`, when given, receives the bounded summaries the run's plots are drawn from
+    (evaluator.plots.stats; JSON).
 
     Raises:
         PredictionsInvalid: the predictions do not align one to one with the labels, or hold
@@ -86,7 +90,17 @@ def score_files(
         result = state["accumulator"].result()
     doc = _document(task, result, state, wanted, primary, bootstrap_rounds, bootstrap_seed)
     validate_metrics_document(doc)
+    if plot_data is not None:
+        plot_data.update(_plot_summary(task, state, result))
     return doc
+
+
+def _plot_summary(task: str, state: dict, result: dict) -> dict:
+    if task == "regression":
+        return plot_stats.regression_data(state["plots"], state["n"])
+    proba = state["accumulator"].proba
+    histograms = proba.plot_stats.for_classes(result["classes"]) if proba is not None else {}
+    return plot_stats.classification_data(result["classes"], histograms, result["confusion_matrix"], state["n"])
 
 
 def check_task_metrics(task: str, metrics: list[str] | None, primary_metric: str | None) -> tuple[list[str], str]:
@@ -105,6 +119,7 @@ def _consume(chunks: Iterator[AlignedChunk], task: str, predictions: Predictions
              primary: str, report: AlignmentReport) -> dict:
     accumulator = None
     clusters = bootstrap.ClusterStatistics() if primary in bootstrap.CLUSTER_METRICS else None
+    plots = plot_stats.RegressionStats() if task == "regression" else None
     for chunk in chunks:
         if not report.ok:
             continue  # NOTE: keep reading to count every problem; the result is discarded
@@ -114,6 +129,9 @@ def _consume(chunks: Iterator[AlignedChunk], task: str, predictions: Predictions
                            if task == "classification"
                            else regression.RegressionAccumulator(directory, MEMORY_BUDGET_BYTES))
         losses = accumulator.add(chunk)
+        if plots is not None:
+            plots.add(chunk.target.to_numpy(zero_copy_only=False).astype(np.float64),
+                      chunk.prediction.to_numpy(zero_copy_only=False).astype(np.float64))
         if clusters is not None:
             if task == "regression":
                 y = chunk.target.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -124,7 +142,7 @@ def _consume(chunks: Iterator[AlignedChunk], task: str, predictions: Predictions
     report.raise_if_invalid()
     if accumulator is None:
         raise EvaluatorError("labels file has no rows")
-    return {"accumulator": accumulator, "clusters": clusters, "n": report.n_label_rows}
+    return {"accumulator": accumulator, "clusters": clusters, "n": report.n_label_rows, "plots": plots}
 
 
 def _empty(directory: Path) -> None:

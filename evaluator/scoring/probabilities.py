@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.errors import PredictionsInvalid
+from evaluator.plots.stats import ClassificationStats
 from evaluator.scoring.labels import LabelCodes
 from evaluator.scoring.sources import PROBA_PREFIX
 from evaluator.scoring.value_counts import SortedValueCounts
@@ -65,6 +66,7 @@ class ProbabilityAccumulator:
         self._scores: list[SortedValueCounts | None] = [SortedValueCounts(2, directory, max_in_memory=share)
                                                         for _ in self.names]
         self.warnings: list[str] = []
+        self.plot_stats = ClassificationStats(self.labels)  # the plots' score histograms (bounded)
 
     def add(self, proba: dict[str, np.ndarray], true_codes: np.ndarray) -> np.ndarray:
         """Add a chunk; return each row's log loss (0.0 where its label has no column)."""
@@ -91,6 +93,7 @@ class ProbabilityAccumulator:
         for j, scores in enumerate(self._scores):
             if scores is not None:
                 scores.add(matrix[:, j], (column == j).astype(np.int32))
+        self.plot_stats.add(matrix, column)
         return losses
 
     def results(self, true_classes: list, n: int) -> dict[str, float | str]:

@@ -103,6 +103,19 @@ class BlobStore:
                     if _error_code(ex)[0] not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                         raise
 
+    def set_cors(self, bucket: str, origins: list[str]) -> None:
+        """Let the web pages in `origins` upload straight to this bucket (a presigned POST or PUT from a browser).
+
+        The grant's signature still decides what may be written; CORS only lets those pages send
+        it and read the answer. SeaweedFS applies these rules to object paths and answers the
+        bucket root's preflight permissively; MinIO's community edition has global CORS only
+        (MINIO_API_CORS_ALLOW_ORIGIN) and refuses this call.
+        """
+        rules = {"CORSRules": [{"AllowedOrigins": list(origins), "AllowedMethods": ["GET", "HEAD", "POST", "PUT"],
+                                "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600}]}
+        with s3_errors(bucket):
+            self._client.put_bucket_cors(Bucket=bucket, CORSConfiguration=rules)
+
     def ping(self, bucket: str) -> None:
         """Raise InfrastructureError unless the store answers for this bucket."""
         try:

@@ -34,6 +34,23 @@ def results_prefix(benchmark: str, run_id: uuid.UUID | str) -> str:
     return f"{RESULTS_PREFIX}{benchmark}/{run_id}/"
 
 
+PLOTS_FOLDER = "plots/"
+EXACT_PLOTS_FOLDER = "exact/"
+PLOT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # fullmatch: the names evaluator.plots gives
+
+
+def plots_prefix(results_prefix: str, *, exact: bool = False) -> str:
+    """Folder of a run's plots: participants' at results/<b>/<run>/plots/, managers' under plots/exact/."""
+    return results_prefix + PLOTS_FOLDER + (EXACT_PLOTS_FOLDER if exact else "")
+
+
+def plot_key(results_prefix: str, name: str, ext: str, *, exact: bool = False) -> str:
+    """Key of one plot file (<name>.svg, the <name>.json it is drawn from, or index.json)."""
+    if not PLOT_NAME.fullmatch(name) or ext not in ("svg", "json"):
+        raise ValueError(f"not a plot file: {name[:40]!r}.{ext[:8]}")
+    return f"{plots_prefix(results_prefix, exact=exact)}{name}.{ext}"
+
+
 def bundle_extension(filename: str) -> str | None:
     """Return the bundle extension a filename ends with, or None if it is not a bundle."""
     lowered = filename.lower()

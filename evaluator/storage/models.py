@@ -1,4 +1,4 @@
-"""One class per table: datasets, benchmarks, submissions, runs, object events, API tokens."""
+"""One class per table: datasets, benchmarks, submissions, runs, object events, API tokens, web sessions."""
 
 from __future__ import annotations
 
@@ -221,4 +221,20 @@ class BenchmarkRevision(BaseModel):
         table_name = "benchmark_revision"
 
 
-ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision)
+class WebSession(BaseModel):
+    """A browser session of the web pages: signed in with an API token, ended by sign-out or the token's revocation."""
+
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    secret_hash = peewee.TextField(unique=True)  # sha256 of the cookie's secret; the secret lives in the cookie only
+    token = peewee.ForeignKeyField(ApiToken, backref="sessions", on_delete="CASCADE")
+    csrf_token = peewee.TextField()  # every form and unsafe request of this session carries it
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField(index=True)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "web_session"
+
+
+ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision,
+              WebSession)

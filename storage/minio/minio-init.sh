@@ -13,5 +13,13 @@ for bucket in "$DATASETS_BUCKET" "$BUNDLES_BUCKET" "$RESULTS_BUCKET"; do
 done
 mc event add -p "local/$BUNDLES_BUCKET" "$ARN" --event put --prefix bundles/
 mc event add -p "local/$DATASETS_BUCKET" "$ARN" --event put --prefix datasets/
+# The web pages' browser uploads: per-bucket CORS rules where the server has them (AIStor, S3); the community
+# edition answers NotImplemented and uses MINIO_API_CORS_ALLOW_ORIGIN (docker-compose.yml) instead.
+WEB_ORIGINS=${WEB_ORIGINS:-http://localhost:8000}
+rules=""
+for origin in $(echo "$WEB_ORIGINS" | tr ',' ' '); do rules="$rules<AllowedOrigin>$origin</AllowedOrigin>"; done
+printf '<CORSConfiguration><CORSRule>%s<AllowedMethod>GET</AllowedMethod><AllowedMethod>HEAD</AllowedMethod><AllowedMethod>POST</AllowedMethod><AllowedMethod>PUT</AllowedMethod><AllowedHeader>*</AllowedHeader><ExposeHeader>ETag</ExposeHeader><MaxAgeSeconds>600</MaxAgeSeconds></CORSRule></CORSConfiguration>' "$rules" \
+  | mc cors set "local/$BUNDLES_BUCKET" - \
+  || echo "per-bucket CORS not supported here: the global MINIO_API_CORS_ALLOW_ORIGIN ($WEB_ORIGINS) applies"
 mc event list "local/$BUNDLES_BUCKET"
 [ "$DATASETS_BUCKET" = "$BUNDLES_BUCKET" ] || mc event list "local/$DATASETS_BUCKET"

@@ -133,7 +133,9 @@ def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, *
         api_port=api_port, api_workers=1, work_dir=str(tmp_path / "work"), sandbox_timeout_s=60,
         sandbox_memory="512m", reconcile_interval_s=5, log_level="INFO",
     ).replace(**overrides)
-    BlobStore.from_config(config).ensure_buckets(bucket)
+    store = BlobStore.from_config(config)
+    store.ensure_buckets(bucket)
+    store.set_cors(bucket, config.cors_origins)  # the web pages' browser uploads (tests/e2e/test_web_pages.py)
     logs = tmp_path / "logs"
     logs.mkdir()
     platform = Stack(config, logs)

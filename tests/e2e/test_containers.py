@@ -205,6 +205,7 @@ def test_compose_file_validates_and_wires_the_stack(tmp_path):
     assert init["depends_on"]["minio"]["condition"] == "service_healthy"
     script = (ROOT / "storage" / "minio" / "minio-init.sh").read_text()
     assert "--prefix bundles/" in script and "--prefix datasets/" in script
+    assert "mc cors set" in script and "localhost:8000" in minio["environment"]["MINIO_API_CORS_ALLOW_ORIGIN"]
 
     assert services["migrate"]["command"] == ["evaluator", "db", "migrate"]
     for name in ("api", "worker"):

@@ -1,0 +1,251 @@
+"""What each page shows, as plain data: built from the same functions the JSON resources call.
+
+Visibility and rounding are never decided here: benchmarks.visible_to / get_benchmark,
+runs.get_run, api.runs.shape (runs.serialize), leaderboard.build and competition.log_view
+decide them, exactly as for the API, so a page and the JSON it mirrors cannot disagree.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import markupsafe
+import peewee
+
+from evaluator import benchmarks, competition, datasets, quotas, run_plots, runs, submissions
+from evaluator.api.benchmarks import leaderboard_for
+from evaluator.api.runs import shape as shape_run
+from evaluator.config import Config
+from evaluator.errors import EvaluatorError
+from evaluator.storage.blobs import BlobStore
+from evaluator.storage.models import TERMINAL_RUN_STATUSES, Benchmark, Dataset, Run, Submission
+from evaluator.tokens import Principal
+
+STAGES = ("created", "queued", "preparing", "running", "scoring", "finished")
+BOARD_PAGE = 100  # leaderboard rows per page (the JSON endpoint returns them all)
+RUNS_PAGE = 50
+LOG_PAGE_BYTES = 64 * 1024  # what a page shows of a log (the sandbox already caps it)
+# Controls other than newline and tab, and the bidi/format characters that reorder what a browser shows.
+_LOG_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def participant_counts(benchmark_ids: list[str]) -> dict[str, int]:
+    """Distinct participants who submitted to each benchmark (one grouped query)."""
+    if not benchmark_ids:
+        return {}
+    rows = (Submission.select(Submission.benchmark, peewee.fn.COUNT(Submission.owner.distinct()))
+            .where(Submission.benchmark.in_(benchmark_ids)).group_by(Submission.benchmark).tuples())
+    return {benchmark_id: count for benchmark_id, count in rows}
+
+
+def benchmark_rows(principal: Principal | None) -> list[dict]:
+    """The home page's table: what GET /v1/benchmarks lists for this caller, with sizes and participants."""
+    rows = list(benchmarks.visible_to(principal).select(Benchmark, Dataset).join(Dataset))
+    counts = participant_counts([b.id for b in rows])
+    return [{**benchmarks.serialize(b), "rows": b.dataset.row_count, "participants": counts.get(b.id, 0)}
+            for b in rows]
+
+
+def _parse(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def timeline(timestamps: dict, attempts: list[dict]) -> dict:
+    """The stage timeline: each stage reached, when, and how long until the next one; then each attempt's."""
+    reached = [(stage, timestamps.get(stage)) for stage in STAGES if timestamps.get(stage)]
+    stages = []
+    for index, (stage, at) in enumerate(reached):
+        after = _parse(reached[index + 1][1]) if index + 1 < len(reached) else None
+        began = _parse(at)
+        stages.append({"stage": stage, "at": at,
+                       "seconds": (after - began).total_seconds() if after and began else None})
+    tries = []
+    for attempt in attempts:
+        if not isinstance(attempt, dict):
+            continue
+        began, ended = _parse(attempt.get("preparing_at")), _parse(attempt.get("ended_at"))
+        tries.append({"attempt": attempt.get("attempt"), "worker": attempt.get("worker"),
+                      "stages": [(s, attempt.get(f"{s}_at")) for s in ("preparing", "running", "scoring")
+                                 if attempt.get(f"{s}_at")],
+                      "ended_at": attempt.get("ended_at"), "outcome": attempt.get("outcome"),
+                      "seconds": (ended - began).total_seconds() if began and ended else None})
+    return {"stages": stages, "attempts": tries}
+
+
+def visible_log(log: bytes) -> str:
+    """A log as text a page may show: decoded, capped, control and bidi characters escaped visibly."""
+    text = log[-LOG_PAGE_BYTES:].decode("utf-8", errors="replace")
+    return _LOG_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                           else f"\\u{ord(m.group()):04x}", text)
+
+
+def run_log(run: Run, benchmark: Benchmark, principal: Principal, *, config: Config,
+            blobs: BlobStore) -> tuple[str | None, str | None]:
+    """(log text, why it is not shown): the API's log policy (competition.log_view) decides."""
+    if not run.results_prefix:
+        return None, "no log yet"
+    try:
+        log = blobs.get_bytes(config.results_bucket, run.results_prefix + "sandbox.log")
+        return visible_log(competition.log_view(benchmark, principal, log)), None
+    except EvaluatorError as ex:
+        return None, ex.message
+
+
+def run_page(run: Run, principal: Principal, *, config: Config, blobs: BlobStore) -> dict:
+    """Everything the run page shows; the run document is GET /v1/runs/{id}'s for this caller."""
+    benchmark = Benchmark.get_by_id(run.benchmark_id)
+    document = shape_run(run, principal)
+    metrics = document["metrics"] or {}
+    log, log_note = run_log(run, benchmark, principal, config=config, blobs=blobs)
+    return {
+        "run": document,
+        "benchmark": benchmarks.serialize(benchmark),
+        "manager": competition.manages(benchmark, principal),
+        "timeline": timeline(document["timestamps"], (document["provenance"] or {}).get("attempts") or []),
+        "metrics": metrics.get("metrics") or {},
+        "primary": metrics.get("primary_metric") or {},
+        "per_class": metrics.get("per_class") or {},
+        "private_metrics": ((document["private_metrics"] or {}).get("metrics") or {}),
+        "log": log, "log_note": log_note,
+        "provenance": {k: v for k, v in (document["provenance"] or {}).items() if k != "attempts"},
+        "ended": document["status"] in {s.value for s in TERMINAL_RUN_STATUSES},
+        **plots_view(run, principal, config=config, blobs=blobs),
+    }
+
+
+def plots_view(run: Run, principal: Principal, *, config: Config, blobs: BlobStore) -> dict:
+    """The run's plots for the page: the caller's variant (run_plots decides it, as for the API), inline SVG.
+
+    NOTE: the SVG is the platform's own (evaluator.plots draws it from scored counts, text escaped by
+    matplotlib's writer), so it is marked safe; nothing in it comes from the participant but numbers.
+    """
+    plots, drawn = run_plots.inline_plots(run, principal, blobs=blobs, bucket=config.results_bucket)
+    return {"plots": [{"name": entry.name, "title": entry.title, "svg": markupsafe.Markup(svg.decode("utf-8"))}
+                      for entry, svg in drawn],
+            "plots_exact": plots.exact, "plots_min_bin_rows": plots.min_bin_rows}
+
+
+def _ci_bars(entries: list[dict]) -> dict:
+    """One scale for every row's 95% CI bar: the lowest and highest of the scores and interval ends shown."""
+    values = [v for e in entries for v in [e["score"], *(e["ci"] or [])] if isinstance(v, (int, float))]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    span = (high - low) or 1.0
+
+    def at(value: float) -> float:
+        return round(4 + 152 * (value - low) / span, 2)  # an SVG 160 wide, 4 of margin each side
+
+    for entry in entries:
+        ci = entry["ci"] if isinstance(entry["ci"], list) and len(entry["ci"]) == 2 else None
+        entry["bar"] = None if ci is None or not all(isinstance(v, (int, float)) for v in ci) else {
+            "x": at(min(ci)), "width": max(at(max(ci)) - at(min(ci)), 1.0),
+            "point": at(entry["score"]) if isinstance(entry["score"], (int, float)) else None}
+    return {"low": low, "high": high}
+
+
+def entry_counts(benchmark_id: str) -> dict[str, dict]:
+    """Per participant: how many submissions, and the first and last (Kaggle's "entries" and "last")."""
+    rows = (Submission.select(Submission.owner, peewee.fn.COUNT(Submission.id), peewee.fn.MIN(Submission.created_at),
+                              peewee.fn.MAX(Submission.created_at))
+            .where(Submission.benchmark == benchmark_id).group_by(Submission.owner).tuples())
+    return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in rows}
+
+
+def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int) -> dict:
+    """The benchmark page: its rules and the leaderboard GET /v1/benchmarks/{id}/leaderboard gives this caller."""
+    benchmark = benchmarks.get_benchmark(benchmark_id, principal)
+    board = leaderboard_for(benchmark_id, principal, view)
+    counts = entry_counts(benchmark.id)
+    entries = board["entries"]
+    pages = max(1, -(-len(entries) // BOARD_PAGE))
+    page = min(max(page, 1), pages)
+    shown = [dict(e) for e in entries[(page - 1) * BOARD_PAGE: page * BOARD_PAGE]]
+    mine = None
+    if principal is not None:
+        mine = next((dict(e) for e in entries if e["participant"] == principal.owner), None)
+        if mine is not None and all(e["participant"] != mine["participant"] for e in shown):
+            shown.append(mine)  # the viewer's own row, whatever the page
+    scale = _ci_bars(shown)
+    for entry in shown:
+        entry.update(counts.get(entry["participant"], {}))
+    totals = {"participants": len(counts), "submissions": sum(c["submissions"] for c in counts.values()),
+              "ranked": len(entries),
+              "first": min((c["first"] for c in counts.values()), default=None),
+              "last": max((c["last"] for c in counts.values()), default=None)}
+    document = benchmarks.serialize(benchmark)
+    quota = quotas.state(benchmark, principal.owner).to_dict() if principal is not None else None
+    return {"benchmark": document, "board": board, "entries": shown, "scale": scale, "page": page, "pages": pages,
+            "totals": totals, "rows": benchmark.dataset.row_count, "quota": quota, "mine": mine,
+            "manager": competition.manages(benchmark, principal)}
+
+
+def _score(run: dict, metric: str):
+    return ((run.get("metrics") or {}).get("metrics") or {}).get(metric)
+
+
+def me_page(principal: Principal, *, page: int) -> dict:
+    """My runs (GET /v1/runs for this caller, my own), my submissions without a run, my quotas, what I may submit to."""
+    rows, total = runs.list_runs(principal, owner=principal.owner, limit=RUNS_PAGE,
+                                 offset=(max(page, 1) - 1) * RUNS_PAGE)
+    visible = list(benchmarks.visible_to(principal))
+    by_id = {b.id: b for b in visible}
+    my_runs = []
+    for run in rows:
+        shaped = shape_run(run, principal)
+        benchmark = by_id.get(run.benchmark_id)
+        metric = benchmark.primary_metric if benchmark is not None else None
+        submission = Submission.get_by_id(run.submission_id)
+        my_runs.append({**shaped, "metric": metric, "score": _score(shaped, metric) if metric else None,
+                        "name": submission.name, "version": submission.version})
+    waiting = [submissions.serialize(s) for s in
+               Submission.select().where((Submission.owner == principal.owner) & ~peewee.fn.EXISTS(
+                   Run.select(Run.id).where(Run.submission == Submission.id)))
+               .order_by(Submission.created_at.desc()).limit(RUNS_PAGE)]
+    quota_rows, open_benchmarks = [], []
+    for benchmark in visible:
+        quota_rows.append({"benchmark": benchmark.id, "title": benchmark.title,
+                           **quotas.state(benchmark, principal.owner).to_dict()})
+        try:
+            competition.check_open(benchmark)
+            open_benchmarks.append({"id": benchmark.id, "title": benchmark.title,
+                                    "max_bytes": (benchmark.limits or {}).get("max_bundle_bytes")})
+        except EvaluatorError:
+            continue
+    return {"runs": my_runs, "total": total, "page": max(page, 1), "pages": max(1, -(-total // RUNS_PAGE)),
+            "waiting": waiting, "quotas": quota_rows, "open_benchmarks": open_benchmarks,
+            "may_submit": principal.role in ("participant", "admin")}
+
+
+def manage_page(principal: Principal, *, benchmark: str | None, status: str | None, page: int) -> dict:
+    """Managers' page: the ready datasets they may build on, and every run GET /v1/runs shows them."""
+    from evaluator import scoring
+
+    ready = [datasets.serialize(d) for d in datasets.list_datasets(principal) if d.status == "ready"]
+    rows, total = runs.list_runs(principal, benchmark=benchmark or None, status=status or None, limit=RUNS_PAGE,
+                                 offset=(max(page, 1) - 1) * RUNS_PAGE)
+    managed = [benchmarks.serialize(b) for b in benchmarks.visible_to(principal)
+               if competition.manages(b, principal)]
+    return {"datasets": ready, "runs": [shape_run(r, principal) for r in rows], "total": total,
+            "page": max(page, 1), "pages": max(1, -(-total // RUNS_PAGE)), "managed": managed,
+            "filter": {"benchmark": benchmark or "", "status": status or ""},
+            "metrics": {task: scoring.metric_names(task) for task in benchmarks.TASKS},
+            "visibilities": benchmarks.VISIBILITIES}
+
+
+def benchmark_body(form: dict[str, str]) -> dict:
+    """The create-benchmark form as the JSON body POST /v1/benchmarks takes (validated by the same model)."""
+    body: dict = {key: form[key].strip() for key in ("id", "title", "dataset", "task", "primary_metric", "visibility")
+                  if form.get(key, "").strip()}
+    settings = {key: form[key].strip() for key in ("opens_at", "closes_at") if form.get(key, "").strip()}
+    if settings:
+        body["settings"] = settings
+    if form.get("quota_limit", "").strip():
+        limit = form["quota_limit"].strip()
+        body["quota"] = {"limit": int(limit) if limit.isdigit() else limit,
+                         "window": form.get("quota_window") or "utc_day"}
+    return body
