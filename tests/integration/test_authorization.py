@@ -25,6 +25,8 @@ CASES = {
     ("POST", "/v1/runs/{run_id}/cancel"): 404,
     ("GET", "/v1/runs/{run_id}/predictions"): 404,
     ("POST", "/v1/runs/{run_id}/final"): 404,
+    ("GET", "/v1/runs/{run_id}/plots"): 404,
+    ("GET", "/v1/runs/{run_id}/plots/{name}"): 404,
     ("PATCH", "/v1/runs/{run_id}"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}"): 404,               # A's private benchmark
     ("PATCH", "/v1/benchmarks/{benchmark_id}"): 404,
@@ -72,7 +74,7 @@ def objects_of_a(api, admin, db):
     run, _ = runs.create_or_get_run(Submission.get_by_id(submission["submission"]["id"]))
     dataset_id = api.simulate_get("/v1/datasets/iris:1", headers=admin).json["id"]
     return {"submission_id": submission["submission"]["id"], "run_id": str(run.id), "benchmark_id": "private-a",
-            "dataset_id": dataset_id, "token_id": str(token.id)}
+            "dataset_id": dataset_id, "token_id": str(token.id), "name": "roc"}
 
 
 @pytest.mark.parametrize("method, route", sorted(CASES))
@@ -83,6 +85,6 @@ def test_another_participant_cannot_reach_a_participants_object(api, objects_of_
     assert set(response.json["error"]) >= {"code", "message"}
     if CASES[(method, route)] == 404 and method == "GET":
         # The owner does reach it (the 404 is about B, not about the route); a queued run has no artifacts yet.
-        has_artifacts = route.endswith(("/logs", "/predictions"))
+        has_artifacts = route.endswith(("/logs", "/predictions", "/plots/{name}"))
         owner = api.simulate_request(method, path, headers=alice)
         assert owner.status_code == 200 or (has_artifacts and "no " in owner.json["error"]["message"])
