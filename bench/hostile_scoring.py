@@ -31,8 +31,8 @@ outcome = {}
 try:
     from evaluator.config import Config
     from evaluator.isolated_scoring import score_isolated
-    score_isolated(task, labels, predictions, row_id_column="row_id", target_column="target", metrics=None,
-                   primary_metric=None, private_split=None, work_dir=predictions.parent, config=Config())
+    from evaluator.settings import Scoring
+    score_isolated(Scoring(task), labels, predictions, work_dir=predictions.parent, config=Config())
     outcome["code"] = "succeeded"
 except BaseException as ex:
     outcome["code"] = getattr(ex, "code", type(ex).__name__)

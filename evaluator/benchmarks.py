@@ -7,7 +7,8 @@ from evaluator.config import Config
 from evaluator.datasets import dataset_field, may_use, require_ready
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from evaluator.sandbox.frameworks import FRAMEWORKS
-from evaluator.storage.models import Benchmark, isoformat
+from evaluator.settings import settings_of
+from evaluator.storage.models import Benchmark, BenchmarkRevision, isoformat, utcnow
 from evaluator.tokens import Principal
 
 TASKS = ("classification", "regression")
@@ -21,6 +22,7 @@ def default_limits(config: Config) -> dict:
         "cpus": config.sandbox_cpus,
         "pids": config.sandbox_pids,
         "max_bundle_bytes": config.max_bundle_bytes,
+        "gpus": config.sandbox_gpus,
     }
 
 
@@ -33,6 +35,7 @@ def parse_limits(body: dict, config: Config) -> dict:
         "cpus": fields.number(raw, "cpus", defaults["cpus"]),
         "pids": fields.integer(raw, "pids", defaults["pids"], minimum=16),
         "max_bundle_bytes": fields.integer(raw, "max_bundle_bytes", defaults["max_bundle_bytes"], minimum=1),
+        "gpus": fields.integer(raw, "gpus", defaults["gpus"], minimum=0, maximum=16),
     }
     if not limits["memory"][:-1].isdigit() or limits["memory"][-1].lower() not in "kmg":
         raise ValidationFailed("'limits.memory' must look like 512m or 2g", field="limits.memory")
@@ -49,21 +52,30 @@ def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Ben
     dataset = require_ready(dataset_field(body, principal))  # an owner attaches only her own datasets
     if Benchmark.get_or_none(Benchmark.id == benchmark_id):
         raise Conflict(f"benchmark {benchmark_id} already exists")
-    return Benchmark.create(
-        id=benchmark_id,
-        title=fields.text(body, "title", benchmark_id),
-        dataset=dataset,
-        task=task,
-        primary_metric=primary,
-        direction=scoring.direction(primary),
-        metrics=metrics,
-        limits=parse_limits(body, config),
-        allowed_frameworks=fields.string_list(body, "allowed_frameworks", list(FRAMEWORKS), allowed=FRAMEWORKS),
-        quota=quotas.parse_quota(body),
-        visibility=fields.choice(body, "visibility", VISIBILITIES, "public"),
-        settings=competition.parse_settings(body, metric_names, primary),
-        owner=principal.owner,
-    )
+    with Benchmark._meta.database.atomic():
+        benchmark = Benchmark.create(
+            id=benchmark_id,
+            title=fields.text(body, "title", benchmark_id),
+            dataset=dataset,
+            task=task,
+            primary_metric=primary,
+            direction=scoring.direction(primary),
+            metrics=metrics,
+            limits=parse_limits(body, config),
+            allowed_frameworks=fields.string_list(body, "allowed_frameworks", list(FRAMEWORKS), allowed=FRAMEWORKS),
+            quota=quotas.parse_quota(body),
+            visibility=fields.choice(body, "visibility", VISIBILITIES, "public"),
+            settings=competition.parse_settings(body, metric_names, primary),
+            owner=principal.owner,
+        )
+        record_revision(benchmark)
+    return benchmark
+
+
+def record_revision(benchmark: Benchmark) -> None:
+    """Keep the rules now in force (primary metric, metrics, settings), so `?at=` ranks with past ones."""
+    BenchmarkRevision.create(benchmark=benchmark.id, primary_metric=benchmark.primary_metric,
+                             metrics=benchmark.metrics, settings=benchmark.settings, changed_at=utcnow())
 
 
 def update_benchmark(benchmark_id: str, body: dict, principal: Principal) -> Benchmark:
@@ -84,8 +96,11 @@ def update_benchmark(benchmark_id: str, body: dict, principal: Principal) -> Ben
         changes[Benchmark.settings] = competition.parse_settings(body, names, primary)
     if "title" in body:
         changes[Benchmark.title] = fields.text(body, "title")
-    Benchmark.update(changes).where(Benchmark.id == benchmark.id).execute()
-    return Benchmark.get_by_id(benchmark.id)
+    with Benchmark._meta.database.atomic():
+        Benchmark.update(changes).where(Benchmark.id == benchmark.id).execute()
+        benchmark = Benchmark.get_by_id(benchmark.id)
+        record_revision(benchmark)
+    return benchmark
 
 
 def rescore_benchmark(benchmark_id: str, principal: Principal, enqueue) -> list[str]:
@@ -120,6 +135,26 @@ def get_benchmark(benchmark_id: str, principal: Principal | None) -> Benchmark:
     if row is None:
         raise NotFound(f"benchmark {benchmark_id} not found")
     return row
+
+
+FEATURES_URL_S = 300
+
+
+def features_url(benchmark_id: str, principal: Principal, *, blobs, config: Config) -> dict:
+    """A short-lived presigned GET of a benchmark's features file, never of its labels.
+
+    Participants get it for benchmarks that take prediction files (they predict on these rows);
+    managers for any of theirs. Registration refused a features file holding the target column.
+    """
+    benchmark = get_benchmark(benchmark_id, principal)
+    if not competition.manages(benchmark, principal) and not settings_of(benchmark).accepts("predictions"):
+        raise Forbidden(f"benchmark {benchmark_id} takes model bundles only; its features are not published")
+    dataset = require_ready(benchmark.dataset)
+    if blobs.head(config.datasets_bucket, dataset.features_key) is None:
+        raise NotFound(f"the features of benchmark {benchmark_id} are gone from the store; ask its organiser")
+    return {"url": blobs.presign_get(config.datasets_bucket, dataset.features_key, FEATURES_URL_S),
+            "expires_in": FEATURES_URL_S, "format": dataset.file_format, "row_id_column": dataset.row_id_column,
+            "rows": dataset.row_count, "sha256": dataset.features_sha256}
 
 
 def serialize(benchmark: Benchmark) -> dict:

@@ -109,8 +109,11 @@ class ApiClient:
     # --- uploads through grants ------------------------------------------------------
 
     def submit(self, benchmark: str, bundle: Path, *, name: str, version: str, progress: Progress | None = None,
-               multipart_threshold: int = 64 * 1024 * 1024) -> dict:
-        """Ask for a grant and upload the bundle straight to the store; returns the submission.
+               multipart_threshold: int = 64 * 1024 * 1024, baseline: bool = False) -> dict:
+        """Ask for a grant and upload the file straight to the store; returns the submission.
+
+        The file is a model bundle or, for benchmarks that take them, a predictions file (.csv,
+        .parquet): the API tells them apart by the name.
 
         A grant the store calls expired is asked for again, once (a new submission: the old one
         is never uploaded and ends with its grant).
@@ -118,6 +121,8 @@ class ApiClient:
         size = bundle.stat().st_size  # declared: the grant signs it, so the store takes exactly this many bytes
         method = "multipart" if size > multipart_threshold else "put"
         body = {"name": name, "version": version, "filename": bundle.name, "size": size, "method": method}
+        if baseline:
+            body["baseline"] = True
         for attempt in (1, 2):
             grant = self.post(f"/v1/benchmarks/{benchmark}/submissions", body)
             try:

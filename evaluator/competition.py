@@ -11,6 +11,7 @@ import hashlib
 
 from evaluator import fields
 from evaluator.errors import Conflict, Forbidden, ValidationFailed
+from evaluator.settings import SUBMISSION_KINDS
 from evaluator.settings import settings_of as competition_settings
 from evaluator.storage.models import Benchmark, Run, RunStatus, utcnow
 from evaluator.tokens import Principal
@@ -28,7 +29,18 @@ def parse_settings(body: dict, metric_names: tuple[str, ...], primary: str) -> d
         "log_policy": fields.choice(raw, "log_policy", LOG_POLICIES, "own"),
         "final_selections": fields.integer(raw, "final_selections", 0, minimum=0, maximum=100),
         "private_fraction": _fraction(raw, "private_fraction"),
+        "submission_kinds": fields.string_list(raw, "submission_kinds", ["bundle"], allowed=list(SUBMISSION_KINDS)),
+        "freeze_at": _timestamp(raw, "freeze_at"),
+        "freeze_before_close_s": fields.integer(raw, "freeze_before_close_s", None, minimum=1,
+                                                maximum=366 * 24 * 3600),
     }
+    if not settings["submission_kinds"]:
+        raise ValidationFailed("'settings.submission_kinds' must name at least one of "
+                               f"{list(SUBMISSION_KINDS)}", field="settings.submission_kinds")
+    settings["submission_kinds"] = [k for k in SUBMISSION_KINDS if k in settings["submission_kinds"]]
+    if settings["freeze_before_close_s"] and not settings["closes_at"]:
+        raise ValidationFailed("'settings.freeze_before_close_s' needs 'settings.closes_at'",
+                               field="settings.freeze_before_close_s")
     if settings["opens_at"] and settings["closes_at"] and settings["closes_at"] <= settings["opens_at"]:
         raise ValidationFailed("'settings.closes_at' must be after 'settings.opens_at'", field="settings.closes_at")
     return settings
@@ -83,6 +95,15 @@ def check_open(benchmark: Benchmark, now: datetime.datetime | None = None) -> No
 def manages(benchmark: Benchmark, principal: Principal | None) -> bool:
     """Admins and the benchmark's owner see everything of it, private scores included."""
     return principal is not None and (principal.is_admin or benchmark.owner == principal.owner)
+
+
+def frozen_since(benchmark: Benchmark, now: datetime.datetime | None = None) -> datetime.datetime | None:
+    """The freeze instant while the benchmark is in its frozen window (frozen until it closes), else None."""
+    now = now or utcnow()
+    since = competition_settings(benchmark).freezes_at()
+    if since is None or now < since or is_closed(benchmark, now):
+        return None
+    return since
 
 
 def shows_private(benchmark: Benchmark, principal: Principal | None) -> bool:

@@ -73,11 +73,20 @@ class Config:
     sandbox_tmp_bytes: int = 256 * 1024 * 1024  # size of the sandbox's /tmp tmpfs (it counts against memory)
     sandbox_log_bytes: int = 64 * 1024
     sandbox_runtime: str = ""  # a Docker runtime for sandboxes, e.g. runsc (gVisor); empty: the daemon's default
+    sandbox_gpus: int = 0  # default GPUs per sandbox (a benchmark's limits.gpus overrides it)
+    sandbox_backend: str = "docker"  # docker: containers on this worker's Docker; kubernetes: one Job per run
     sandbox_pool_size: int = 0  # warm single-use containers per pooled image (0: every run starts cold; see README)
     sandbox_pool_images: str = "sklearn"  # comma-separated images (sklearn, onnx, pytorch, tensorflow) to pool
     work_dir: str = "/tmp/evaluator-runs"
     images_dir: str = ""  # the build contexts to build from; defaults to the package's evaluator/images/
     rootfs_dir: str = "/var/cache/evaluator/rootfs-bookworm"  # debootstrap root of the base image
+    # Kubernetes runner (sandbox_backend=kubernetes; README "Running on Kubernetes").
+    k8s_kubeconfig: str = ""  # a kubeconfig file; empty: the pod's in-cluster service account
+    k8s_namespace: str = "evaluator-sandboxes"
+    k8s_runtime_class: str = ""  # a RuntimeClass for sandbox pods (e.g. gvisor); empty: the cluster's default
+    k8s_store_cidr: str = ""  # the object store's address as the pods see it: the only egress allowed
+    k8s_store_port: int = 0
+    k8s_ttl_after_finished_s: int = 300
     # Scoring: untrusted predictions are scored in a child process with these limits.
     scoring_memory_bytes: int = 1 << 30  # its RLIMIT_DATA; past it the run ends predictions_invalid
     scoring_timeout_s: int = 3600

@@ -108,6 +108,12 @@ class ValidationFailed(EvaluatorError):
     code, http_status = "invalid", 422
 
 
+class KindNotAccepted(ValidationFailed):
+    """A bundle sent to a benchmark that takes prediction files only, or the other way round."""
+
+    code = "kind_not_accepted"
+
+
 class QuotaExceeded(EvaluatorError):
     """Raised when a participant has no submissions left in the window."""
 

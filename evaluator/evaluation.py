@@ -137,6 +137,7 @@ def evaluate_bundle(
     bundle_limits: BundleLimits | None = None,
     allowed_frameworks: list[str] | None = None,
     known_sha256: dict[str, str] | None = None,
+    attempt: int = 1,
 ) -> Evaluation:
     """Evaluate one bundle on one dataset; participant failures end as a failed Evaluation.
 
@@ -176,7 +177,7 @@ def evaluate_bundle(
         current, clock = "running", time.monotonic()
         stage("running")
         spec = SandboxSpec(image=image, model_dir=manifest.root, data_dir=data_dir, limits=limits, run_id=run_id,
-                           env={"EVALUATOR_ROW_ID_COLUMN": scoring.row_id_column})
+                           env={"EVALUATOR_ROW_ID_COLUMN": scoring.row_id_column}, attempt=attempt)
         result = sandbox.run(spec, should_cancel=should_cancel)
         log, predictions = result.log, result.predictions
         provenance["image_id"] = result.image_id
@@ -216,3 +217,57 @@ def new_work_dir(config: Config, run_id: str) -> pathlib.Path:
     Its name is opaque (see evaluator.run_folders): the sandbox can read its path.
     """
     return run_folders.prepare(config, run_id)
+
+
+def evaluate_predictions_file(
+    predictions_file: pathlib.Path,
+    labels_path: pathlib.Path,
+    *,
+    scoring: Scoring,
+    config: Config,
+    work_dir: pathlib.Path,
+    run_id: str,
+    file_format: str,
+    expected_rows: int | None,
+    should_cancel: Callable[[], bool] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    known_sha256: dict[str, str] | None = None,
+) -> Evaluation:
+    """Score a participant's predictions file (`csv` or `parquet`): no sandbox, the same checked scorer.
+
+    A CSV is converted inside the scoring child, bounded (evaluator.scoring.csv_predictions); the
+    Parquet that results, or the one uploaded, then passes the footer checks and the decode budget
+    a sandbox's predictions pass. Participant failures end as a failed Evaluation.
+    """
+    stage = on_stage or (lambda name: None)
+    durations: dict[str, float] = {}
+    known = known_sha256 or {}
+    provenance: dict = {"run_id": run_id, "worker_host": socket.gethostname(), "kind": "predictions",
+                        "predictions_format": file_format, "rows": expected_rows, "durations_s": durations}
+    clock, current = time.monotonic(), "preparing"
+    predictions: bytes | None = None
+    try:
+        stage("preparing")
+        provenance["predictions_file_sha256"] = known.get("predictions") or sha256_file(predictions_file)
+        provenance["labels_sha256"] = known.get("labels") or sha256_file(labels_path)
+        _mkdir(work_dir)
+        durations["preparing"] = round(time.monotonic() - clock, 3)
+        current, clock = "scoring", time.monotonic()
+        stage("scoring")
+        csv_source = predictions_file if file_format == "csv" else None
+        predictions_path = work_dir / "predictions.parquet" if csv_source is not None else predictions_file
+        provenance["scoring"] = scoring_stats = {}
+        plot_data: dict = {}
+        document, private_document = score_isolated(
+            scoring, labels_path, predictions_path, work_dir=work_dir / "scoring", config=config,
+            expected_rows=expected_rows, should_cancel=should_cancel, stats=scoring_stats, csv_source=csv_source,
+            plot_data=plot_data)
+        predictions = predictions_path.read_bytes()
+        durations["scoring"] = round(time.monotonic() - clock, 3)
+    except RunFailure as ex:
+        durations[current] = round(time.monotonic() - clock, 3)
+        logger.info("Run %s ended %s at %s: %s: %s", run_id, ex.status, current, ex.code, ex.message)
+        return Evaluation(ex.status, None, {"code": ex.code, "message": ex.message}, provenance, None, b"")
+    durations["total"] = round(sum(durations.values()), 3)
+    return Evaluation(RunStatus.SUCCEEDED.value, document, None, provenance, predictions, b"", private_document,
+                      plot_data or None)

@@ -43,11 +43,14 @@ _MEMORY_WORDS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "ArrowMem
 def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
                    work_dir: Path, config: Config, expected_rows: int | None = None,
                    should_cancel: Callable[[], bool] | None = None,
-                   stats: dict | None = None, plot_data: dict | None = None) -> tuple[dict, dict | None]:
+                   stats: dict | None = None, csv_source: Path | None = None,
+                   plot_data: dict | None = None) -> tuple[dict, dict | None]:
     """Score like splits.score_parts, in a child process limited to config.scoring_memory_bytes.
 
     `stats`, when given, receives the child's peak RSS, its duration and how it ended; `plot_data` the
     plots' summaries (bounded in size by evaluator.plots.stats), as score_parts gives them.
+    `csv_source`, when given, is a participant's predictions CSV: the child converts it to
+    `predictions` (bounded: evaluator.scoring.csv_predictions) under the same limits, then scores that.
 
     Raises:
         PredictionsInvalid: the predictions are invalid, or made the scorer exceed its limits.
@@ -65,7 +68,8 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
     stderr_path = work_dir / "scoring-stderr.txt"
     result_path.unlink(missing_ok=True)
     request = {"scoring": scoring.to_dict(), "labels": str(labels), "predictions": str(predictions),
-               "work_dir": str(work_dir), "expected_rows": expected_rows, "memory_bytes": config.scoring_memory_bytes}
+               "work_dir": str(work_dir), "expected_rows": expected_rows, "memory_bytes": config.scoring_memory_bytes,
+               "csv_source": str(csv_source) if csv_source is not None else None}
     request_path.write_text(json.dumps(request))
     started = time.monotonic()
     with stderr_path.open("wb") as stderr:
@@ -186,6 +190,12 @@ def child_main(argv: list[str]) -> int:
     _write(result_path, {"stage": _STARTED})
     plots: dict = {}
     try:
+        if request.get("csv_source"):
+            from evaluator.scoring.csv_predictions import CsvLimits, convert, max_rows_for
+
+            convert(Path(request["csv_source"]), Path(request["predictions"]),
+                    caps=CsvLimits(max_rows=max_rows_for(request["expected_rows"])),
+                    with_proba=request["scoring"]["task"] == "classification")
         documents = score_parts(Scoring.from_dict(request["scoring"]), Path(request["labels"]),
                                 Path(request["predictions"]), work_dir=Path(request["work_dir"]),
                                 expected_rows=request["expected_rows"], plot_data=plots)

@@ -3,14 +3,52 @@
 While a benchmark is open everyone ranks on the public part of the labels;
 after it closes (or for its managers) the private part decides, over each
 participant's final selections (their best public run when they chose none).
+
+Baselines (a manager's reference submissions) are listed among the entries at
+their score, with no rank, and are not counted as participants. A board `at` an
+instant is built from the runs finished by then, the metric documents they had
+then (re-scores keep the earlier ones) and the rules then in force
+(BenchmarkRevision); a participant's board in the frozen window is the board at
+the freeze instant.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import math
 
 from evaluator import competition, disclosure, scoring
-from evaluator.storage.models import Benchmark, Run, RunStatus, isoformat
+from evaluator.settings import CompetitionSettings
+from evaluator.storage.models import Benchmark, BenchmarkRevision, Run, RunStatus, Submission, isoformat, utcnow
+from evaluator.tokens import Principal
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    """What ranks a board: the primary metric and the competition settings, as of some instant."""
+
+    primary_metric: str
+    settings: CompetitionSettings
+
+    @classmethod
+    def current(cls, benchmark: Benchmark) -> Rules:
+        return cls(benchmark.primary_metric, CompetitionSettings.from_json(benchmark.settings))
+
+    @classmethod
+    def at(cls, benchmark: Benchmark, at: datetime.datetime) -> Rules:
+        """The revision in force at `at` (the first one when `at` is before it; the row's when none)."""
+        query = BenchmarkRevision.select().where(BenchmarkRevision.benchmark == benchmark.id)
+        revision = (query.where(BenchmarkRevision.changed_at <= at)
+                    .order_by(BenchmarkRevision.changed_at.desc(), BenchmarkRevision.id.desc()).first()
+                    or query.order_by(BenchmarkRevision.changed_at, BenchmarkRevision.id).first())
+        if revision is None:
+            return cls.current(benchmark)
+        return cls(revision.primary_metric, CompetitionSettings.from_json(revision.settings))
+
+    def closed(self, now: datetime.datetime) -> bool:
+        closes = self.settings.closes_at
+        return closes is not None and now >= datetime.datetime.fromisoformat(closes)
 
 
 def _value(document: dict | None, metric: str) -> float | None:
@@ -18,74 +56,140 @@ def _value(document: dict | None, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def _document(run: Run, private: bool) -> dict | None:
-    return (run.private_metrics or run.metrics) if private else run.metrics
+def _parse(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _documents_at(run: Run, at: datetime.datetime | None) -> tuple[dict | None, dict | None]:
+    """(metrics, private_metrics) the run had at `at`: the first document replaced after it, else the current."""
+    if at is not None:
+        for earlier in run.metrics_history or []:
+            replaced = _parse(earlier.get("replaced_at"))
+            if replaced is not None and replaced > at:
+                return earlier.get("metrics"), earlier.get("private_metrics")
+    return run.metrics, run.private_metrics
+
+
+def _document(run: Run, private: bool, at: datetime.datetime | None = None) -> dict | None:
+    public_doc, private_doc = _documents_at(run, at)
+    return (private_doc or public_doc) if private else public_doc
 
 
 def _sort_key(values: list[float], directions: list[str]) -> tuple:
     return tuple(-v if d == "maximize" else v for v, d in zip(values, directions))
 
 
-def build(benchmark: Benchmark, *, private: bool, exact: bool = False) -> dict:
+def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | None = None,
+              at: str | None = None, now: datetime.datetime | None = None) -> dict:
+    """The board this caller may read: managers live and exact; others rounded, and frozen in the freeze window.
+
+    `at` (ISO 8601, naive UTC) asks for the board as it stood then; a participant in the frozen
+    window gets the board at the freeze instant for any later `at`.
+    """
+    now = now or utcnow()
+    manager = competition.manages(benchmark, principal)
+    instant = min(_parse(at), now) if at else None
+    frozen = False
+    if not manager:
+        since = competition.frozen_since(benchmark, now)
+        if since is not None and (instant is None or instant > since):
+            instant, frozen = since, True
+    rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
+    closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
+    private = closed or (view == "private" and manager)
+    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules)
+
+
+def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datetime.datetime | None = None,
+          frozen: bool = False, rules: Rules | None = None) -> dict:
     """Rank on exact values; show them exactly only when `exact` (managers), else rounded."""
     shown = (lambda value: value) if exact else disclosure.coarsen
-    settings = competition.settings_of(benchmark)
-    metrics = [benchmark.primary_metric, *settings["tie_breakers"]]
+    rules = rules or (Rules.at(benchmark, at) if at is not None else Rules.current(benchmark))
+    settings = rules.settings
+    metrics = [rules.primary_metric, *settings.tie_breakers]
     directions = [scoring.direction(m) for m in metrics]
-    runs = list(Run.select().where((Run.benchmark == benchmark.id) & (Run.status == RunStatus.SUCCEEDED.value))
-                .order_by(Run.finished_at))
-    candidates = _candidates(runs, private and settings["final_selections"] > 0, metrics, directions)
+    query = (Run.select(Run, Submission).join(Submission)
+             .where((Run.benchmark == benchmark.id) & (Run.status == RunStatus.SUCCEEDED.value))
+             .order_by(Run.finished_at))
+    if at is not None:
+        query = query.where(Run.finished_at <= at)
+    runs = list(query)
+    baselines = [run for run in runs if run.submission.baseline]
+    ranked = [run for run in runs if not run.submission.baseline]
+    candidates = _candidates(ranked, private and settings.final_selections > 0, metrics, directions, at)
 
-    best: dict[str, tuple[tuple, Run, list[float]]] = {}
-    for run in candidates:
-        values = [_value(_document(run, private), m) for m in metrics]
-        if values[0] is None:
-            continue
-        values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
-                  zip(values, directions)]
-        key = _sort_key(values, directions) + (run.finished_at,)
-        if run.owner not in best or key < best[run.owner][0]:
-            best[run.owner] = (key, run, values)
+    def best_of(pool: list[Run], group) -> dict:
+        best: dict = {}
+        for run in pool:
+            values = [_value(_document(run, private, at), m) for m in metrics]
+            if values[0] is None:
+                continue
+            values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
+                      zip(values, directions)]
+            key = _sort_key(values, directions) + (run.finished_at,)
+            if group(run) not in best or key < best[group(run)][0]:
+                best[group(run)] = (key, run, values)
+        return best
 
-    entries, rank, previous = [], 0, None
-    for position, (key, run, values) in enumerate(sorted(best.values(), key=lambda item: item[0]), start=1):
-        if key[:-1] != previous:  # equal on every ranked metric: an equal rank
-            rank, previous = position, key[:-1]
-        document = _document(run, private) or {}
-        entries.append({
+    contenders = sorted(best_of(candidates, lambda run: run.owner).values(), key=lambda item: item[0])
+    references = best_of(baselines, lambda run: (run.owner, run.submission.name)).values()
+
+    def entry(rank: int | None, run: Run, values: list[float]) -> dict:
+        document = _document(run, private, at) or {}
+        return {
             "rank": rank, "participant": run.owner, "score": shown(values[0]),
             # NOTE: a missing tie-breaker ranks last (an infinity) but reads as null: JSON has no Infinity
             "tie_breakers": shown({m: v if math.isfinite(v) else None for m, v in zip(metrics[1:], values[1:])}),
             "ci": shown((document.get("primary_metric") or {}).get("ci")),
             "run_id": str(run.id), "final": run.final, "finished_at": isoformat(run.finished_at),
-        })
+            "baseline": run.submission.baseline, "name": run.submission.name if run.submission.baseline else None,
+        }
+
+    listed, rank, previous = [], 0, None
+    for position, (key, run, values) in enumerate(contenders, start=1):
+        if key[:-1] != previous:  # equal on every ranked metric: an equal rank
+            rank, previous = position, key[:-1]
+        listed.append((key, 0, entry(rank, run, values)))
+    listed += [(key, 1, entry(None, run, values)) for key, run, values in references]
+    listed.sort(key=lambda item: item[:2])  # a baseline sits at its score, after an equal ranked entry
     return {
         "benchmark": benchmark.id,
         "view": "private" if private else "public",
-        "closed": competition.is_closed(benchmark),
+        "closed": rules.closed(at) if at is not None else competition.is_closed(benchmark),
+        "at": isoformat(at),
+        "frozen": frozen,
+        "participants": len(contenders),
         "rules": {
-            "metric": benchmark.primary_metric, "direction": benchmark.direction,
+            "metric": rules.primary_metric, "direction": scoring.direction(rules.primary_metric),
             "tie_breakers": [{"metric": m, "direction": d} for m, d in zip(metrics[1:], directions[1:])],
-            "per_participant": "final selections (best public run if none)" if private and settings[
-                "final_selections"] else "best run",
+            "per_participant": "final selections (best public run if none)" if private and
+            settings.final_selections else "best run",
             "ties": "equal on every ranked metric: equal rank; then earlier completion is listed first",
-            "final_selections": settings["final_selections"], "closes_at": settings["closes_at"],
+            "final_selections": settings.final_selections, "closes_at": settings.closes_at,
+            "baselines": "a manager's reference entries: listed at their score, never ranked nor counted",
         },
-        "entries": entries,
+        "entries": [item for _, _, item in listed],
     }
 
 
-def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], directions: list[str]) -> list[Run]:
+def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], directions: list[str],
+                at: datetime.datetime | None = None) -> list[Run]:
     if not use_finals:
         return runs
     chosen = [run for run in runs if run.final]
     owners_with_choice = {run.owner for run in chosen}
     fallback: dict[str, Run] = {}
+
+    def primary(run: Run) -> float | None:
+        return _value(_document(run, False, at), metrics[0])
+
     for run in runs:
-        if run.owner in owners_with_choice or _value(run.metrics, metrics[0]) is None:
+        if run.owner in owners_with_choice or primary(run) is None:
             continue
-        key = _sort_key([_value(run.metrics, metrics[0])], directions[:1])
-        if run.owner not in fallback or key < _sort_key([_value(fallback[run.owner].metrics, metrics[0])],
-                                                        directions[:1]):
+        key = _sort_key([primary(run)], directions[:1])
+        if run.owner not in fallback or key < _sort_key([primary(fallback[run.owner])], directions[:1]):
             fallback[run.owner] = run
     return chosen + list(fallback.values())

@@ -20,7 +20,7 @@ from typing import Protocol
 from evaluator import run_folders, runs, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
-from evaluator.evaluation import Sandbox, evaluate_bundle
+from evaluator.evaluation import Sandbox, evaluate_bundle, evaluate_predictions_file
 from evaluator.plots.build import publish_plots
 from evaluator.sandbox.spec import Limits
 from evaluator.settings import Scoring, limits_of
@@ -30,6 +30,7 @@ from evaluator.storage.db import database
 from evaluator.storage.models import Benchmark, Dataset, DatasetStatus, Run, RunStatus, Submission
 
 logger = logging.getLogger(__name__)
+PREDICTIONS = "predictions"  # Submission.kind of a predictions file
 
 _evaluating: set[str] = set()  # runs a thread of this process evaluates now: a duplicate message waits
 _evaluating_lock = threading.Lock()
@@ -121,7 +122,8 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
     try:
         own_limits = limits_of(benchmark)  # the row's JSON, parsed once
         limit = own_limits.bundle_bytes(config.max_bundle_bytes)
-        bundle_path = run_dir / f"bundle{layout.bundle_extension(submission.object_key) or ''}"
+        ext = (layout.submission_extension(submission.object_key) or ("bundle", ""))[1]
+        bundle_path = run_dir / f"{'predictions' if submission.kind == PREDICTIONS else 'bundle'}{ext}"
         try:
             # NOTE: the object its upload event named (ETag pinned), never one that replaced it later
             sha256 = submissions.fetch_bundle(submission, bundle_path, limit, blobs=blobs)
@@ -139,13 +141,21 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             return _finish_failed(config, run_id, worker, ex.code, ex.message)
         download_s = time.monotonic() - stage_started
 
-        evaluation = evaluate_bundle(
-            bundle_path, features, labels, scoring=Scoring.of(benchmark, dataset), sandbox=sandbox, config=config,
-            limits=Limits.from_config(config, own_limits), work_dir=run_dir / "work", run_id=run_id,
-            should_cancel=keeper.should_stop, allowed_frameworks=benchmark.allowed_frameworks or None,
-            known_sha256={"bundle": sha256, "features": dataset.features_sha256, "labels": dataset.labels_sha256},
-            on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper),
-        )
+        if submission.kind == PREDICTIONS:  # a file of predictions: no sandbox, the same checked scorer
+            evaluation = evaluate_predictions_file(
+                bundle_path, labels, scoring=Scoring.of(benchmark, dataset), config=config, work_dir=run_dir / "work",
+                run_id=run_id, file_format=ext.lstrip("."), expected_rows=dataset.row_count,
+                should_cancel=keeper.should_stop, known_sha256={"predictions": sha256, "labels": dataset.labels_sha256},
+                on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper))
+        else:
+            evaluation = evaluate_bundle(
+                bundle_path, features, labels, scoring=Scoring.of(benchmark, dataset), sandbox=sandbox,
+                config=config, limits=Limits.from_config(config, own_limits), work_dir=run_dir / "work",
+                run_id=run_id, should_cancel=keeper.should_stop,
+                allowed_frameworks=benchmark.allowed_frameworks or None,
+                known_sha256={"bundle": sha256, "features": dataset.features_sha256, "labels": dataset.labels_sha256},
+                on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper), attempt=run.attempts,
+            )
         keeper.check()  # lost meanwhile: another worker may be evaluating it; publish nothing over its results
         prefix = layout.results_prefix(benchmark.id, run_id)
         provenance = {**evaluation.provenance, "dataset": dataset.ref, "worker": worker, "attempt": run.attempts}

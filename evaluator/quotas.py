@@ -65,7 +65,7 @@ def state(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None
     else:
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     counted = (Submission.select().where((Submission.benchmark == benchmark.id) & (Submission.owner == owner)
-                                         & (Submission.created_at >= start)))
+                                         & (Submission.created_at >= start) & ~Submission.baseline))
     if not quota.count_failed:
         failed = Run.select(Run.submission).where(Run.status.in_(_NOT_COUNTED_WHEN_FAILED))
         counted = counted.where(Submission.id.not_in(failed))

@@ -9,11 +9,12 @@ import uuid
 
 import peewee
 
-from evaluator import disclosure, workers
-from evaluator.errors import Conflict, NotFound, ValidationFailed, WorkerCrashed, clean_message
+from evaluator import competition, disclosure, workers
+from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed, WorkerCrashed, clean_message
 from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
+    Benchmark,
     Run,
     RunStatus,
     Submission,
@@ -222,6 +223,20 @@ def finish(run_id: str, *, status: str, metrics: dict | None = None, private_met
     return Run.update(changes).where(where).execute() == 1
 
 
+def set_baseline(run: Run, principal: Principal, baseline: bool | None) -> Run:
+    """Flag (or unflag) a run's submission as a baseline: the benchmark's managers only.
+
+    A baseline is evaluated like any run; the leaderboard shows it as a reference entry, unranked.
+    """
+    if baseline is None:
+        return run
+    benchmark = Benchmark.get_by_id(run.benchmark_id)
+    if not competition.manages(benchmark, principal):
+        raise Forbidden(f"only an admin or the owner of {benchmark.id} may flag baselines")
+    Submission.update(baseline=baseline).where(Submission.id == run.submission_id).execute()
+    return Run.get_by_id(run.id)
+
+
 def cancel(run_id: str, principal: Principal) -> Run:
     """Cancel a run that has not finished; the worker sees it and kills the container."""
     run = get_run(run_id, principal)
@@ -234,7 +249,7 @@ def cancel(run_id: str, principal: Principal) -> Run:
 
 
 def visible_runs(principal: Principal) -> peewee.ModelSelect:
-    query = Run.select()
+    query = Run.select(Run, Submission).join(Submission)  # NOTE: serialize reads the submission's kind and flag
     return query if principal.is_admin else query.where(Run.owner == principal.owner)
 
 
@@ -301,6 +316,8 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False) ->
         "private_metrics": (run.private_metrics if manager
                             else disclosure.coarsen(run.private_metrics) if show_private else None),
         "final": run.final,
+        "baseline": run.submission.baseline,
+        "kind": run.submission.kind,
         "failure": _failure(run, manager),
         "provenance": run.provenance if manager else _participant_provenance(run.provenance),
         "attempts": run.attempts,

@@ -10,6 +10,7 @@ from the worker (or the CLI) to the isolated scorer.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any, Protocol
 
 
@@ -38,6 +39,7 @@ class BenchmarkLimits:
     pids: int | None = None
     max_bundle_bytes: int | None = None
     runtime: str | None = None
+    gpus: int | None = None
 
     @classmethod
     def from_json(cls, raw: dict | None) -> BenchmarkLimits:
@@ -48,7 +50,8 @@ class BenchmarkLimits:
             return None if value is None or value == "" else kind(value)
 
         return cls(timeout_s=get("timeout_s", int), memory=get("memory", str), cpus=get("cpus", float),
-                   pids=get("pids", int), max_bundle_bytes=get("max_bundle_bytes", int), runtime=get("runtime", str))
+                   pids=get("pids", int), max_bundle_bytes=get("max_bundle_bytes", int), runtime=get("runtime", str),
+                   gpus=get("gpus", int))
 
     def bundle_bytes(self, default: int) -> int:
         """The largest bundle this benchmark accepts (`default`: config.max_bundle_bytes)."""
@@ -71,9 +74,16 @@ class Quota:
                    count_failed=bool(raw.get("count_failed", True)))
 
 
+SUBMISSION_KINDS = ("bundle", "predictions")  # a model the sandbox runs; a file of predictions
+
+
 @dataclasses.dataclass(frozen=True)
 class CompetitionSettings:
-    """Schedule, tie-breaks, final selections, log policy and the private label split of a benchmark."""
+    """Schedule, tie-breaks, final selections, log policy, label split, submission kinds and freeze.
+
+    `freeze_at` (or `freeze_before_close_s` before `closes_at`) starts the frozen window: until the
+    close, participants read the leaderboard as it stood at that instant; managers read it live.
+    """
 
     tie_breakers: tuple[str, ...] = ()
     opens_at: str | None = None  # ISO 8601, UTC, naive
@@ -81,18 +91,38 @@ class CompetitionSettings:
     log_policy: str = "own"
     final_selections: int = 0
     private_fraction: float | None = None
+    submission_kinds: tuple[str, ...] = ("bundle",)
+    freeze_at: str | None = None  # ISO 8601, UTC, naive
+    freeze_before_close_s: int | None = None
 
     @classmethod
     def from_json(cls, raw: dict | None) -> CompetitionSettings:
         raw = raw or {}
         fraction = raw.get("private_fraction")
+        before = raw.get("freeze_before_close_s")
         return cls(tie_breakers=tuple(raw.get("tie_breakers") or ()), opens_at=raw.get("opens_at") or None,
                    closes_at=raw.get("closes_at") or None, log_policy=str(raw.get("log_policy") or "own"),
                    final_selections=int(raw.get("final_selections") or 0),
-                   private_fraction=float(fraction) if fraction else None)
+                   private_fraction=float(fraction) if fraction else None,
+                   submission_kinds=tuple(raw.get("submission_kinds") or ("bundle",)),
+                   freeze_at=raw.get("freeze_at") or None,
+                   freeze_before_close_s=int(before) if before else None)
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "tie_breakers": list(self.tie_breakers)}
+        return {**dataclasses.asdict(self), "tie_breakers": list(self.tie_breakers),
+                "submission_kinds": list(self.submission_kinds)}
+
+    def accepts(self, kind: str) -> bool:
+        return kind in self.submission_kinds
+
+    def freezes_at(self) -> datetime.datetime | None:
+        """The instant the public leaderboard freezes, or None when it never does."""
+        if self.freeze_at:
+            return datetime.datetime.fromisoformat(self.freeze_at)
+        if self.freeze_before_close_s and self.closes_at:
+            return datetime.datetime.fromisoformat(self.closes_at) - datetime.timedelta(
+                seconds=self.freeze_before_close_s)
+        return None
 
 
 def limits_of(benchmark: _BenchmarkRow) -> BenchmarkLimits:

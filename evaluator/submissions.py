@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import math
@@ -11,8 +12,18 @@ from pathlib import Path
 from evaluator import competition, fields, quotas
 from evaluator.benchmarks import get_benchmark
 from evaluator.config import Config
-from evaluator.errors import BundleMissing, Conflict, NotFound, ObjectMissing, PayloadTooLarge, ValidationFailed
+from evaluator.errors import (
+    BundleMissing,
+    Conflict,
+    Forbidden,
+    KindNotAccepted,
+    NotFound,
+    ObjectMissing,
+    PayloadTooLarge,
+    ValidationFailed,
+)
 from evaluator.settings import limits_of
+from evaluator.settings import settings_of as limits_settings
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore, ObjectChanged
 from evaluator.storage.models import Submission, SubmissionStatus, isoformat, utcnow
@@ -22,7 +33,9 @@ logger = logging.getLogger(__name__)
 
 UPLOAD_METHODS = ("put", "post", "multipart")
 MAX_PARTS = 10_000
-CONTENT_TYPES = {".tar.gz": "application/gzip", ".tgz": "application/gzip", ".zip": "application/zip"}
+CONTENT_TYPES = {".tar.gz": "application/gzip", ".tgz": "application/gzip", ".zip": "application/zip",
+                 ".csv": "text/csv", ".parquet": "application/vnd.apache.parquet"}
+KIND_WORDS = {"bundle": "model bundles (.tar.gz, .tgz, .zip)", "predictions": "prediction files (.csv, .parquet)"}
 
 
 def create_submission(benchmark_id: str, body: dict, principal: Principal, *, blobs: BlobStore,
@@ -32,15 +45,25 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     name = fields.slug(body, "name")
     version = fields.slug(body, "version", "1")
     filename = fields.text(body, "filename", "bundle.tar.gz", max_length=255)
-    ext = layout.bundle_extension(filename)
-    if ext is None:
-        raise ValidationFailed(f"'filename' must end with one of {list(layout.BUNDLE_EXTENSIONS)}", field="filename")
+    found = layout.submission_extension(filename)
+    if found is None:
+        raise ValidationFailed(f"'filename' must end with one of "
+                               f"{list(layout.BUNDLE_EXTENSIONS + layout.PREDICTIONS_EXTENSIONS)}", field="filename")
+    kind, ext = found
+    check_kind(benchmark, kind)
+    baseline = bool(body.get("baseline", False))
+    if baseline and not competition.manages(benchmark, principal):
+        raise Forbidden(f"only an admin or the owner of {benchmark.id} may submit a baseline")
+    if not baseline and principal.role == "owner" and not principal.is_admin:
+        raise Forbidden("an owner token submits to its own benchmarks as baselines only ('baseline': true)")
     size = fields.integer(body, "size", None, minimum=1)
     max_bytes = limits_of(benchmark).bundle_bytes(config.max_bundle_bytes)
     if size is not None and size > max_bytes:
-        raise PayloadTooLarge(f"bundle of {size} bytes is over this benchmark's limit of {max_bytes} bytes")
+        raise PayloadTooLarge(f"{'bundle' if kind == 'bundle' else 'predictions file'} of {size} bytes is over "
+                              f"this benchmark's limit of {max_bytes} bytes")
     competition.check_open(benchmark)
-    quotas.check(benchmark, principal.owner)  # NOTE: before any URL is issued (checked again under the lock)
+    if not baseline:  # NOTE: a manager's reference entries spend no one's quota
+        quotas.check(benchmark, principal.owner)  # NOTE: before any URL is issued (checked again under the lock)
     default_method = "multipart" if size and size > config.multipart_threshold_bytes else "post"
     method = fields.choice(body, "method", UPLOAD_METHODS, default_method)
     if method in ("put", "multipart") and size is None:
@@ -54,12 +77,21 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     submission = Submission(
         id=submission_id, benchmark=benchmark, owner=principal.owner, name=name, version=version,
         bucket=config.bundles_bucket, object_key=key, filename=filename, declared_size=size,
-        upload_method=method, expires_at=expires_at, token_id=principal.token_id,
+        upload_method=method, expires_at=expires_at, token_id=principal.token_id, kind=kind, baseline=baseline,
     )
-    with quotas.reserved(benchmark, principal.owner):  # concurrent requests of one participant queue here
+    # NOTE: concurrent requests of one participant queue here; a baseline spends no quota
+    with contextlib.nullcontext() if baseline else quotas.reserved(benchmark, principal.owner):
         grant = _grant(submission, max_bytes, content_type=CONTENT_TYPES[ext], blobs=blobs, config=config)
         submission.save(force_insert=True)
     return submission, grant
+
+
+def check_kind(benchmark, kind: str) -> None:
+    """Refuse a kind of submission the benchmark does not take, saying what it does take."""
+    accepted = limits_settings(benchmark).submission_kinds
+    if kind not in accepted:
+        raise KindNotAccepted(f"benchmark {benchmark.id} does not accept {KIND_WORDS[kind]}; it accepts "
+                              f"{' and '.join(KIND_WORDS[k] for k in accepted)}", field="filename")
 
 
 def _grant(submission: Submission, max_bytes: int, *, content_type: str, blobs: BlobStore, config: Config) -> dict:
@@ -145,6 +177,8 @@ def serialize(submission: Submission, *, new: bool = False) -> dict:
         "size": submission.size,
         "sha256": submission.sha256,
         "upload_method": submission.upload_method,
+        "kind": submission.kind,
+        "baseline": submission.baseline,
         "created_at": isoformat(submission.created_at),
         "expires_at": isoformat(submission.expires_at),
         "uploaded_at": isoformat(submission.uploaded_at),

@@ -48,6 +48,7 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/benchmarks/{benchmark_id}/submissions", submissions.BenchmarkSubmissions(config, blobs))
     app.add_route("/v1/benchmarks/{benchmark_id}/leaderboard", benchmarks.Leaderboard())
     app.add_route("/v1/benchmarks/{benchmark_id}/quota", benchmarks.Quota())
+    app.add_route("/v1/benchmarks/{benchmark_id}/features", benchmarks.Features(config, blobs))
     submission_item = submissions.SubmissionItem(blobs)
     app.add_route("/v1/submissions/{submission_id}", submission_item)
     app.add_route("/v1/submissions/{submission_id}/complete", submission_item, suffix="complete")

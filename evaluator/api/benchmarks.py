@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import benchmarks, competition, leaderboard, quotas
+from evaluator import benchmarks, leaderboard, quotas
 from evaluator.api.operations import OPTIONAL, TOKEN, operation, roles
 from evaluator.config import Config
 from evaluator.contract import inputs, outputs
 from evaluator.intake import Queues
+from evaluator.storage.blobs import BlobStore
 from evaluator.tokens import Principal
 
 
@@ -54,23 +55,40 @@ class BenchmarkItem:
         resp.media = {"queued": len(run_ids), "runs": run_ids}
 
 
-def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | None) -> dict:
+def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | None,
+                    at: str | None = None) -> dict:
     """The leaderboard this caller sees (the JSON endpoint's and the web page's one rule).
 
-    Managers may preview the private ranking before close (view "private"); everyone sees it
-    after; only managers see exact values.
+    Managers may preview the private ranking before close (view "private") and read it live and exact;
+    everyone sees it after close; in the frozen window a participant reads it as it stood at the freeze.
     """
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
-    manager = competition.manages(benchmark, principal)
-    wants_private = view == "private" and manager
-    return leaderboard.build(benchmark, private=competition.is_closed(benchmark) or wants_private, exact=manager)
+    return leaderboard.board_for(benchmark, principal, view=view, at=at)
 
 
 class Leaderboard:
-    @operation("getLeaderboard", "Best run per participant, ranked", tag="benchmarks", access=OPTIONAL,
-               query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,))
+    @operation("getLeaderboard", "Best run per participant, ranked; baselines listed unranked", tag="benchmarks",
+               access=OPTIONAL, query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,),
+               description="`?at=<ISO time>` gives the board as it stood then (runs finished by then, the "
+                           "scores and rules then in force). In the frozen window (settings.freeze_at or "
+                           "freeze_before_close_s) participants get the board at the freeze; managers live.")
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
-        resp.media = leaderboard_for(benchmark_id, req.context.principal, req.context.query.view)
+        resp.media = leaderboard_for(benchmark_id, req.context.principal, req.context.query.view,
+                                     at=req.context.query.at)
+
+
+class Features:
+    def __init__(self, config: Config, blobs: BlobStore) -> None:
+        self._config = config
+        self._blobs = blobs
+
+    @operation("getBenchmarkFeatures", "A short-lived presigned GET of the benchmark's features (never labels)",
+               tag="benchmarks", access=TOKEN, responses={200: outputs.FeaturesUrl}, errors=(403, 404, 409, 503),
+               description="For participants of a benchmark whose settings.submission_kinds include "
+                           "`predictions` (managers: any of theirs). The URL reads the features file only.")
+    def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        resp.media = benchmarks.features_url(benchmark_id, req.context.principal, blobs=self._blobs,
+                                             config=self._config)
 
 
 class Quota:

@@ -52,6 +52,13 @@ class RunItem:
     def on_get(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         resp.media = shape(runs.get_run(run_id, req.context.principal), req.context.principal)
 
+    @operation("updateRun", "Flag (or unflag) a run as a baseline (the benchmark's managers)", tag="runs",
+               access=TOKEN, body=inputs.RunPatch, responses={200: outputs.Run}, errors=(403, 404))
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
+        run = runs.get_run(run_id, req.context.principal)
+        run = runs.set_baseline(run, req.context.principal, req.context.body.get("baseline"))
+        resp.media = shape(run, req.context.principal)
+
     def _result_key(self, run: Run, name: str) -> str:
         if not run.results_prefix:
             raise NotFound(f"run {run.id} has no {name} yet (status {run.status})")

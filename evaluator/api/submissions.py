@@ -10,7 +10,7 @@ from evaluator.config import Config
 from evaluator.contract import inputs, outputs
 from evaluator.storage.blobs import BlobStore
 
-submitter = roles("participant", "admin")
+submitter = roles("participant", "admin", "owner")  # an owner: baselines on its own benchmarks only
 
 
 class BenchmarkSubmissions:
@@ -26,7 +26,11 @@ class BenchmarkSubmissions:
 
     @operation("createSubmission", "Create a submission and get its upload grant (PUT, POST policy or multipart)",
                tag="submissions", access=submitter, body=inputs.SubmissionIn,
-               responses={201: outputs.SubmissionCreated}, errors=(404, 409, 429, 503))
+               responses={201: outputs.SubmissionCreated}, errors=(404, 409, 429, 503),
+               description="A file named .tar.gz, .tgz or .zip is a model bundle; .csv or .parquet a predictions file "
+                           "(row_id, prediction, optional proba__<class>), for benchmarks whose "
+                           "settings.submission_kinds include it (else 422 kind_not_accepted). `baseline: true` "
+                           "(managers) makes a reference entry: on the leaderboard, never ranked, no quota.")
     def on_post(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         submission, grant = submissions.create_submission(
             benchmark_id, req.context.body, req.context.principal, blobs=self._blobs, config=self._config

@@ -41,11 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     login.set_defaults(func=cmd_login)
     subparsers.add_parser("logout", help="forget the saved login").set_defaults(func=cmd_logout)
 
-    submit = subparsers.add_parser("submit", parents=[common], help="upload a model bundle to a benchmark")
-    submit.add_argument("bundle", type=Path)
+    submit = subparsers.add_parser("submit", parents=[common],
+                                   help="upload a model bundle (.tar.gz, .tgz, .zip) or a predictions file "
+                                        "(.csv, .parquet) to a benchmark")
+    submit.add_argument("bundle", type=Path, metavar="FILE")
     submit.add_argument("--benchmark", required=True)
     submit.add_argument("--name", help="default: the bundle's file name")
     submit.add_argument("--version", default="1")
+    submit.add_argument("--baseline", action="store_true",
+                        help="a reference entry of the benchmark's managers: shown on the leaderboard, never ranked")
     submit.add_argument("--wait", action="store_true",
                         help="follow the run until it ends (riding out API restarts) and print its metrics; "
                              "exit status 1 when it did not succeed")
@@ -65,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     board = subparsers.add_parser("leaderboard", parents=[common], help="print a benchmark's leaderboard")
     board.add_argument("benchmark")
+    board.add_argument("--at", help="the board as it stood at this ISO 8601 time (UTC)")
     board.set_defaults(func=cmd_leaderboard)
 
 
@@ -121,16 +126,40 @@ def cmd_logout(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def submission_kind(path: Path) -> str:
+    """Tell a bundle from a predictions file by its name, and check its first bytes agree.
+
+    Raises:
+        ValidationFailed: the name is neither, or the content is not what the name says.
+    """
+    from evaluator.storage import layout
+
+    found = layout.submission_extension(path.name)
+    if found is None:
+        raise ValidationFailed(f"{path.name} is neither a model bundle (.tar.gz, .tgz, .zip) nor a predictions file "
+                               "(.csv, .parquet); rename it to what it is")
+    kind, ext = found
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if ext == ".parquet" and head != b"PAR1":
+        raise ValidationFailed(f"{path.name} is named .parquet but is not a Parquet file (no PAR1 magic bytes)")
+    if ext == ".csv" and (head == b"PAR1" or head[:2] == b"\x1f\x8b" or head[:2] == b"PK"):
+        raise ValidationFailed(f"{path.name} is named .csv but is a binary file (Parquet, gzip or zip); "
+                               "rename it to what it is, or write the predictions as CSV text")
+    return kind
+
+
 def cmd_submit(args: argparse.Namespace, config: Config) -> int:
     if not args.bundle.is_file():
-        raise ValidationFailed(f"bundle file {args.bundle} does not exist")
+        raise ValidationFailed(f"file {args.bundle} does not exist")
+    submission_kind(args.bundle)  # NOTE: the API decides by the name too; this catches a misnamed file early
     from evaluator.progress import StatusLine, upload_bar
 
     client = client_for(args, config)
     name = args.name or args.bundle.name.split(".")[0]
     submission = client.submit(args.benchmark, args.bundle, name=name, version=args.version,
                                progress=None if args.json else upload_bar(),
-                               multipart_threshold=config.multipart_threshold_bytes)
+                               multipart_threshold=config.multipart_threshold_bytes, baseline=args.baseline)
     if not args.wait:
         _print(args, submission, lambda s: f"submitted {s['id']} ({s['key']})")
         return 0
@@ -198,18 +227,23 @@ def format_leaderboard(board: dict) -> str:
     """Return a leaderboard as text; participant names and the rest are escaped."""
     board = scrub(board)
     rules = board["rules"]
-    lines = [f"leaderboard {board['benchmark']}  ({rules['metric']}, {rules['direction']})",
+    when = (f"  frozen at {board['at']}" if board.get("frozen") else f"  as of {board['at']}" if board.get("at")
+            else "")
+    lines = [f"leaderboard {board['benchmark']}  ({rules['metric']}, {rules['direction']}){when}",
              f"{'rank':>4}  {'participant':<16} {'score':>10}  95% CI"]
     for entry in board["entries"]:
         ci = entry.get("ci") or {}
         interval = f"[{ci['low']:.4f}, {ci['high']:.4f}]" if ci.get("low") is not None else "-"
-        lines.append(f"{entry['rank']:>4}  {entry['participant']:<16} {entry['score']:>10.6f}  {interval}")
+        rank = "base" if entry.get("rank") is None else entry["rank"]  # a baseline: a reference line, no rank
+        who = f"{entry['participant']} ({entry.get('name')})" if entry.get("baseline") else entry["participant"]
+        lines.append(f"{rank:>4}  {who:<16} {entry['score']:>10.6f}  {interval}")
     if not board["entries"]:
         lines.append("   (no succeeded runs yet)")
     return "\n".join(lines)
 
 
 def cmd_leaderboard(args: argparse.Namespace, config: Config) -> int:
-    board = client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/leaderboard")
+    params = {"at": args.at} if args.at else {}
+    board = client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/leaderboard", **params)
     _print(args, board, format_leaderboard)
     return 0

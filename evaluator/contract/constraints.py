@@ -14,7 +14,9 @@ from evaluator.storage.models import Role, RunStatus
 # Lookahead-free (hypothesis and Rust's regex both take it): dot-separated runs, never "..".
 SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$"
 NOT_BLANK_PATTERN = r"\S"
-BUNDLE_NAME_PATTERN = r"\.([Tt][Aa][Rr]\.[Gg][Zz]|[Tt][Gg][Zz]|[Zz][Ii][Pp])$"
+# A bundle (.tar.gz, .tgz, .zip) or, for a benchmark that accepts them, a predictions file (.csv, .parquet)
+BUNDLE_NAME_PATTERN = (r"\.([Tt][Aa][Rr]\.[Gg][Zz]|[Tt][Gg][Zz]|[Zz][Ii][Pp]|[Cc][Ss][Vv]"
+                       r"|[Pp][Aa][Rr][Qq][Uu][Ee][Tt])$")
 MEMORY_PATTERN = r"^[0-9]{1,12}[KkMmGg]$"
 MAX_JSON_INTEGER = 2**53  # beyond this a JavaScript client (and jsonb comparisons) lose precision
 
@@ -23,7 +25,7 @@ PATTERN_RULES = {
     SLUG_PATTERN: "must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, "
                   "without '..'",
     NOT_BLANK_PATTERN: "must not be blank",
-    BUNDLE_NAME_PATTERN: "must end with .tar.gz, .tgz or .zip",
+    BUNDLE_NAME_PATTERN: "must end with .tar.gz, .tgz or .zip (a bundle) or .csv or .parquet (predictions)",
     MEMORY_PATTERN: "must look like 512m or 2g",
 }
 
@@ -60,6 +62,7 @@ QuotaWindow = Literal["utc_day", "rolling_24h"]
 UploadMethod = Literal["put", "post", "multipart"]
 DataFormat = Literal["parquet", "csv"]
 Framework = Literal[FRAMEWORKS]
+SubmissionKind = Literal["bundle", "predictions"]
 
 # A time as the API writes it: ISO 8601 in UTC without an offset (not RFC 3339's date-time), or null.
 Time = Annotated[str | None, Field(description="ISO 8601, UTC, no offset")]

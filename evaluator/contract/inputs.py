@@ -24,6 +24,7 @@ from evaluator.contract.constraints import (
     RoleName,
     RunStatusName,
     Slug,
+    SubmissionKind,
     Task,
     Timestamp,
     UploadMethod,
@@ -76,6 +77,7 @@ class LimitsIn(Body):
     cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
     pids: Annotated[int, Field(ge=16, le=MAX_JSON_INTEGER)] | None = None
     max_bundle_bytes: Count | None = None
+    gpus: Annotated[int, Field(ge=0, le=16, description="GPUs per run (needs GPU workers)")] | None = None
 
 
 class QuotaIn(Body):
@@ -102,6 +104,13 @@ class SettingsIn(Body):
     final_selections: Annotated[int, Field(ge=0, le=100)] = 0
     private_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
         None, description="share of the labels scored privately until the benchmark closes")
+    submission_kinds: list[SubmissionKind] = Field(
+        ["bundle"], min_length=1, max_length=2,
+        description="what participants submit: model bundles, prediction files (CSV or Parquet), or both")
+    freeze_at: Timestamp | None = Field(
+        None, description="from then until the close, participants see the leaderboard as it stood then")
+    freeze_before_close_s: Annotated[int, Field(ge=1, le=366 * 24 * 3600)] | None = Field(
+        None, description="freeze this many seconds before closes_at (when freeze_at is not set)")
 
 
 _BENCHMARK_EXAMPLE = {"id": "iris", "dataset": "iris:1", "task": "classification", "primary_metric": "accuracy",
@@ -142,7 +151,7 @@ class BenchmarkPatch(Body):
 
 
 class SubmissionIn(Body):
-    """Ask for an upload grant for one bundle."""
+    """Ask for an upload grant for one bundle, or one predictions file (.csv, .parquet) where accepted."""
 
     name: Slug
     version: Slug = "1"
@@ -150,6 +159,7 @@ class SubmissionIn(Body):
     size: Count | None = Field(None, description="the bundle's bytes; required for put and multipart, "
                                                  "over the benchmark's limit is 413")
     method: UploadMethod | None = Field(None, description="post (a policy) by default; multipart for large bundles")
+    baseline: bool = Field(False, description="a manager's reference entry: shown on the leaderboard, never ranked")
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "logreg", "version": "1.0.0", "filename": "bundle.tar.gz", "size": 2048, "method": "put"}]})
@@ -168,6 +178,12 @@ class MultipartComplete(Body):
 
 class FinalIn(Body):
     selected: bool = True
+
+
+class RunPatch(Body):
+    """Change a run's standing on the leaderboard (the benchmark's managers)."""
+
+    baseline: bool | None = Field(None, description="true: a reference entry, shown but never ranked nor counted")
 
 
 class TokenIn(Body):
@@ -191,6 +207,8 @@ class RunQuery(Query):
 class LeaderboardQuery(Query):
     view: Literal["public", "private"] | None = Field(
         None, description="`private` lets the benchmark's managers preview the private ranking before close")
+    at: Timestamp | None = Field(
+        None, description="the board as it stood then: runs finished by then, the rules then in force")
 
 
 class EventNotification(Body):

@@ -99,6 +99,7 @@ class Limits(Out):
     cpus: float
     pids: int
     max_bundle_bytes: int
+    gpus: int = 0
 
 
 class Quota(Out):
@@ -116,6 +117,9 @@ class Settings(Out):
     log_policy: str
     final_selections: int
     private_fraction: float | None
+    submission_kinds: list[Literal["bundle", "predictions"]]
+    freeze_at: Time
+    freeze_before_close_s: int | None
 
 
 class Benchmark(Out):
@@ -167,10 +171,11 @@ class Rules(Out):
     ties: str
     final_selections: int
     closes_at: Time
+    baselines: str
 
 
 class Entry(Out):
-    rank: int
+    rank: int | None = Field(description="null for a baseline: a reference entry is never ranked")
     participant: str
     score: float
     tie_breakers: dict[str, float | None]
@@ -178,12 +183,17 @@ class Entry(Out):
     run_id: str
     final: bool
     finished_at: Time
+    baseline: bool = Field(description="a manager's reference entry, shown beside the ranked ones")
+    name: str | None = Field(description="a baseline's submission name (null for ranked entries)")
 
 
 class Leaderboard(Out):
     benchmark: str
     view: Literal["public", "private"]
     closed: bool
+    at: Time = Field(description="the instant the board shows: ?at=, or the freeze; null when live")
+    frozen: bool = Field(description="true when a participant reads the board as it stood at the freeze")
+    participants: int = Field(description="ranked participants (baselines are not counted)")
     rules: Rules
     entries: list[Entry]
 
@@ -209,6 +219,8 @@ class Submission(Out):
     size: int | None
     sha256: str | None
     upload_method: str
+    kind: Literal["bundle", "predictions"]
+    baseline: bool
     created_at: Time
     expires_at: Time
     uploaded_at: Time
@@ -264,6 +276,8 @@ class Run(Out):
     metrics: dict[str, Any] | None = Field(description="the metrics.json document once scored")
     private_metrics: dict[str, Any] | None
     final: bool
+    baseline: bool
+    kind: Literal["bundle", "predictions"]
     failure: Failure | None
     provenance: dict[str, Any]
     attempts: int
@@ -281,6 +295,17 @@ class RunPage(Out):
 class PredictionsUrl(Out):
     url: str
     expires_in: int
+
+
+class FeaturesUrl(Out):
+    """A short-lived presigned GET of the benchmark's features (never its labels)."""
+
+    url: str
+    expires_in: int
+    format: Literal["parquet", "csv"]
+    row_id_column: str
+    rows: int | None
+    sha256: str | None
 
 
 class PlotRef(Out):

@@ -151,6 +151,9 @@ def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict)
         hostname="sandbox",
         working_dir="/tmp",
         runtime=limits.runtime or None,  # None: the daemon's default (runc)
+        # NVIDIA's container toolkit serves this request; none is made without GPUs.
+        device_requests=[docker.types.DeviceRequest(count=limits.gpus, capabilities=[["gpu"]])]
+        if limits.gpus else None,
     )
 
 

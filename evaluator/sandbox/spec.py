@@ -25,6 +25,7 @@ class Limits:
     # counted against memory too (joblib falls back to /tmp when it is this small).
     shm_bytes: int = 16 * 1024 * 1024
     runtime: str = ""  # a Docker runtime name (e.g. "runsc" for gVisor); empty: the daemon's default
+    gpus: int = 0  # GPUs handed to the sandbox: a Docker device request, nvidia.com/gpu on Kubernetes
 
     @property
     def nano_cpus(self) -> int:
@@ -52,6 +53,7 @@ class Limits:
             log_bytes=int(config.sandbox_log_bytes),
             tmp_bytes=int(config.sandbox_tmp_bytes),
             runtime=str(pick(own.runtime, config.sandbox_runtime)),
+            gpus=int(pick(own.gpus, config.sandbox_gpus)),
         )
 
     def to_dict(self) -> dict:
@@ -68,6 +70,7 @@ class SandboxSpec:
     limits: Limits
     run_id: str
     env: dict = dataclasses.field(default_factory=dict)
+    attempt: int = 1  # the run's attempt: a Kubernetes Job is named from run id and attempt
 
 
 @dataclasses.dataclass(frozen=True)

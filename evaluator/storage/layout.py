@@ -8,6 +8,7 @@ import uuid
 
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # NOTE: fullmatch only: `$` matches before a final "\n"
 BUNDLE_EXTENSIONS = (".tar.gz", ".tgz", ".zip")
+PREDICTIONS_EXTENSIONS = (".csv", ".parquet")  # a predictions file, for benchmarks that accept them
 DATA_EXTENSIONS = ("parquet", "csv")
 
 DATASETS_PREFIX = "datasets/"
@@ -56,6 +57,21 @@ def bundle_extension(filename: str) -> str | None:
     return next((ext for ext in BUNDLE_EXTENSIONS if lowered.endswith(ext)), None)
 
 
+def predictions_extension(filename: str) -> str | None:
+    """Return the predictions-file extension a filename ends with, or None."""
+    lowered = filename.lower()
+    return next((ext for ext in PREDICTIONS_EXTENSIONS if lowered.endswith(ext)), None)
+
+
+def submission_extension(filename: str) -> tuple[str, str] | None:
+    """Return (kind, extension) of a submitted file name: ("bundle", ".zip"), ("predictions", ".csv"); or None."""
+    ext = bundle_extension(filename)
+    if ext is not None:
+        return "bundle", ext
+    ext = predictions_extension(filename)
+    return ("predictions", ext) if ext is not None else None
+
+
 @dataclasses.dataclass(frozen=True)
 class BundleKey:
     benchmark: str
@@ -73,9 +89,10 @@ def parse_bundle_key(key: str) -> BundleKey | None:
     parts = key[len(BUNDLES_PREFIX):].split("/")
     if len(parts) != 5 or not all(is_slug(p) for p in parts[:4]):
         return None
-    ext = bundle_extension(parts[4])
-    if ext is None or len(parts[4]) == len(ext):
+    found = submission_extension(parts[4])  # NOTE: predictions files live under bundles/ too: one intake path
+    if found is None or len(parts[4]) == len(found[1]):
         return None
+    ext = found[1]
     return BundleKey(*parts[:4], stem=parts[4][: -len(ext)], ext=ext)
 
 

@@ -110,6 +110,8 @@ class Submission(BaseModel):
     bucket = peewee.TextField()
     object_key = peewee.TextField(unique=True)
     filename = peewee.TextField(default="bundle.tar.gz")
+    kind = peewee.TextField(default="bundle")  # bundle (a model the sandbox runs) | predictions (a file)
+    baseline = peewee.BooleanField(default=False)  # a manager's reference entry: on the board, never ranked
     declared_size = peewee.BigIntegerField(null=True)
     size = peewee.BigIntegerField(null=True)
     etag = peewee.TextField(null=True)
@@ -205,6 +207,20 @@ class OutboxMessage(BaseModel):
         table_name = "outbox_message"
 
 
+class BenchmarkRevision(BaseModel):
+    """A benchmark's scoring rules as they were from `changed_at` on: the leaderboard's history reads them."""
+
+    id = peewee.BigAutoField()
+    benchmark = peewee.ForeignKeyField(Benchmark, backref="revisions", on_delete="CASCADE")
+    primary_metric = peewee.TextField()
+    metrics = peewee.JSONField(default=list)
+    settings = peewee.JSONField(default=dict)
+    changed_at = peewee.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "benchmark_revision"
+
+
 class WebSession(BaseModel):
     """A browser session of the web pages: signed in with an API token, ended by sign-out or the token's revocation."""
 
@@ -220,4 +236,5 @@ class WebSession(BaseModel):
         table_name = "web_session"
 
 
-ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, WebSession)
+ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision,
+              WebSession)

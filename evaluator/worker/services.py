@@ -9,6 +9,7 @@ from typing import Any
 import dramatiq
 
 from evaluator.config import Config
+from evaluator.errors import ConfigInvalid
 from evaluator.storage.blobs import BlobStore
 
 _config: Config | None = None
@@ -45,6 +46,10 @@ def sandbox() -> Any:
     from evaluator.workers import worker_name
 
     config = current_config()
+    if config.sandbox_backend == "kubernetes":
+        return kubernetes_sandbox(config)
+    if config.sandbox_backend != "docker":
+        raise ConfigInvalid(f"EVALUATOR_SANDBOX_BACKEND={config.sandbox_backend!r}: use docker or kubernetes")
     client = docker.from_env(timeout=120)
     images = pooled_images(config.sandbox_pool_images, config.image_prefix)
     if config.sandbox_pool_size <= 0 or not images:
@@ -52,6 +57,21 @@ def sandbox() -> Any:
     return WarmPoolSandbox(client, deployment=config.deployment, worker=worker_name(),
                            limits=Limits.from_config(config), images=images, size=config.sandbox_pool_size,
                            root=Path(config.work_dir) / "pool").start()
+
+
+def kubernetes_sandbox(config: Config) -> Any:
+    """One Job per run attempt in config.k8s_namespace, behind the same interface as DockerSandbox."""
+    from evaluator.sandbox.kubernetes_manifests import Placement
+    from evaluator.sandbox.kubernetes_runner import KubernetesSandbox
+    from evaluator.workers import worker_name
+
+    placement = Placement(namespace=config.k8s_namespace, deployment=config.deployment, worker=worker_name(),
+                          runtime_class=config.k8s_runtime_class, ttl_after_finished_s=config.k8s_ttl_after_finished_s,
+                          store_cidr=config.k8s_store_cidr, store_port=config.k8s_store_port)
+    built = KubernetesSandbox.from_kubeconfig(blobs(), bucket=config.results_bucket, placement=placement,
+                                              kubeconfig=config.k8s_kubeconfig)
+    built.ensure_network_policy()
+    return built
 
 
 def close_sandbox() -> None:

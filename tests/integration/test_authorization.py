@@ -25,6 +25,7 @@ CASES = {
     ("POST", "/v1/runs/{run_id}/cancel"): 404,
     ("GET", "/v1/runs/{run_id}/predictions"): 404,
     ("POST", "/v1/runs/{run_id}/final"): 404,
+    ("PATCH", "/v1/runs/{run_id}"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}"): 404,               # A's private benchmark
     ("PATCH", "/v1/benchmarks/{benchmark_id}"): 404,
     ("POST", "/v1/benchmarks/{benchmark_id}/rescore"): 404,
@@ -32,6 +33,7 @@ CASES = {
     ("POST", "/v1/benchmarks/{benchmark_id}/submissions"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}/leaderboard"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}/quota"): 404,
+    ("GET", "/v1/benchmarks/{benchmark_id}/features"): 404,
     ("GET", "/v1/datasets/{dataset_id}"): 403,                    # admins only: datasets hold labels
     ("DELETE", "/v1/tokens/{token_id}"): 403,                     # admins only
 }
