@@ -59,6 +59,19 @@ EOF
   docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || { echo "runsc is not registered" >&2; return 1; }
 }
 
+# The web pages' browser tests (tests/e2e/test_web_pages.py): Debian's Chromium driven by Playwright for
+# Python (no browser download), and axe-core from npm in a cache folder outside the checkout.
+AXE_DIR=${EVALUATOR_AXE_DIR:-/var/cache/evaluator/node}
+browser() {
+  command -v chromium >/dev/null 2>&1 && [ -x /usr/bin/chromedriver ] || { log "installing Chromium"; apt_install chromium chromium-driver; }
+  command -v npm >/dev/null 2>&1 || { log "installing nodejs and npm"; apt_install nodejs npm; }
+  if [ ! -f "$AXE_DIR/node_modules/axe-core/axe.min.js" ]; then
+    log "installing axe-core into $AXE_DIR"
+    mkdir -p "$AXE_DIR"
+    (cd "$AXE_DIR" && npm install --no-audit --no-fund --silent axe-core@4)
+  fi
+}
+
 venv() {
   if [ ! -x .venv/bin/python ]; then
     log "creating .venv"

@@ -97,6 +97,12 @@ def run_log(run: Run, benchmark: Benchmark, principal: Principal, *, config: Con
         return None, ex.message
 
 
+def _ordered(values: dict, order: list[str]) -> dict:
+    """Metrics in the benchmark's order, the primary first (jsonb keeps no order), others after."""
+    rank = {name: index for index, name in enumerate(dict.fromkeys(order))}
+    return dict(sorted(values.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
+
+
 def run_page(run: Run, principal: Principal, *, config: Config, blobs: BlobStore) -> dict:
     """Everything the run page shows; the run document is GET /v1/runs/{id}'s for this caller."""
     benchmark = Benchmark.get_by_id(run.benchmark_id)
@@ -108,8 +114,9 @@ def run_page(run: Run, principal: Principal, *, config: Config, blobs: BlobStore
         "benchmark": benchmarks.serialize(benchmark),
         "manager": competition.manages(benchmark, principal),
         "timeline": timeline(document["timestamps"], (document["provenance"] or {}).get("attempts") or []),
-        "metrics": metrics.get("metrics") or {},
+        "metrics": _ordered(metrics.get("metrics") or {}, [benchmark.primary_metric, *benchmark.metrics]),
         "primary": metrics.get("primary_metric") or {},
+        "interval": interval((metrics.get("primary_metric") or {}).get("ci")),
         "per_class": metrics.get("per_class") or {},
         "private_metrics": ((document["private_metrics"] or {}).get("metrics") or {}),
         "log": log, "log_note": log_note,
@@ -131,9 +138,20 @@ def plots_view(run: Run, principal: Principal, *, config: Config, blobs: BlobSto
             "plots_exact": plots.exact, "plots_min_bin_rows": plots.min_bin_rows}
 
 
+def interval(ci: object) -> tuple[float, float] | None:
+    """(low, high) of a metrics document's bootstrap interval ({low, high, level, ...}); None without one."""
+    if not isinstance(ci, dict):
+        return None
+    low, high = ci.get("low"), ci.get("high")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    return (float(min(low, high)), float(max(low, high))) if numbers else None
+
+
 def _ci_bars(entries: list[dict]) -> dict:
     """One scale for every row's 95% CI bar: the lowest and highest of the scores and interval ends shown."""
-    values = [v for e in entries for v in [e["score"], *(e["ci"] or [])] if isinstance(v, (int, float))]
+    for entry in entries:
+        entry["interval"] = interval(entry["ci"])
+    values = [v for e in entries for v in [e["score"], *(e["interval"] or ())] if isinstance(v, (int, float))]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     span = (high - low) or 1.0
 
@@ -141,9 +159,9 @@ def _ci_bars(entries: list[dict]) -> dict:
         return round(4 + 152 * (value - low) / span, 2)  # an SVG 160 wide, 4 of margin each side
 
     for entry in entries:
-        ci = entry["ci"] if isinstance(entry["ci"], list) and len(entry["ci"]) == 2 else None
-        entry["bar"] = None if ci is None or not all(isinstance(v, (int, float)) for v in ci) else {
-            "x": at(min(ci)), "width": max(at(max(ci)) - at(min(ci)), 1.0),
+        ci = entry["interval"]
+        entry["bar"] = None if ci is None else {
+            "x": at(ci[0]), "width": max(at(ci[1]) - at(ci[0]), 1.0),
             "point": at(entry["score"]) if isinstance(entry["score"], (int, float)) else None}
     return {"low": low, "high": high}
 

@@ -131,7 +131,9 @@ def signed_in(api, owner: str, role: str) -> dict:
 
 
 def scored(world, owner: str, accuracy: float, ci: list[float]) -> None:
-    document = {"metrics": {"accuracy": accuracy}, "primary_metric": {"name": "accuracy", "value": accuracy, "ci": ci}}
+    interval = {"low": ci[0], "high": ci[1], "level": 0.95, "rounds": 1000, "seed": 0, "method": "rows"}
+    primary = {"name": "accuracy", "value": accuracy, "direction": "maximize", "ci": interval}
+    document = {"metrics": {"accuracy": accuracy}, "primary_metric": primary}
     Run.update(status="succeeded", failure_code=None, failure_message=None, finished_at=Run.created_at,
                metrics=document, results_prefix=f"results/open-b/{world[owner]}/").where(
         Run.id == world[owner]).execute()

@@ -72,6 +72,7 @@
     xhr.open("POST", grant.url);
     xhr.upload.addEventListener("progress", function (event) {
       if (!event.lengthComputable) { return; }
+      bar.dataset.updates = String(Number(bar.dataset.updates || 0) + 1);
       var percent = Math.floor(100 * event.loaded / event.total);
       bar.value = percent;
       bar.textContent = percent + "%";
