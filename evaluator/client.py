@@ -9,6 +9,7 @@ the object store (its XML never reaches the user), or the API's own error.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -75,6 +76,7 @@ class ApiClient:
     def __init__(self, base_url: str, token: str = "", *, timeout_s: float = 30, retries: int = 3) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = _session(token, retries)
+        self._stream_session = _session(token, 0)  # no retries: a failed stream falls back to polling at once
         self._timeout = (min(5.0, timeout_s), timeout_s)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -135,12 +137,29 @@ class ApiClient:
         raise AssertionError("not reached")
 
     def wait_for_run(self, submission_id: str, *, on_status: Callable[[dict], None] | None = None,
-                     timeout_s: float = 3600, poll_s: float = 0.5, outage_s: float = 300) -> dict:
-        """Poll until the submission's run reaches a final state, riding out API outages up to `outage_s`."""
+                     timeout_s: float = 3600, poll_s: float = 0.5, outage_s: float = 300,
+                     stream: bool = True) -> dict:
+        """Wait until the submission's run reaches a final state, riding out API outages up to `outage_s`.
+
+        Once the run exists, its server-sent events (GET /v1/runs/{id}/events) say each stage as it
+        happens; when the stream cannot be had (an older API, 503: the API's streams are all taken, a
+        dropped connection) this polls GET /v1/runs/{id} instead and tries the stream again later.
+        """
         deadline = time.monotonic() + timeout_s
         run_id: str | None = None
         down_since: float | None = None
+        stream_at = 0.0  # when to try the stream (again)
+        last_event_id: str | None = None
         while time.monotonic() < deadline:
+            if stream and run_id is not None and down_since is None and time.monotonic() >= stream_at:
+                try:
+                    ended, last_event_id = self._follow_events(run_id, on_status, last_event_id, deadline)
+                except _StreamUnavailable:
+                    stream_at = time.monotonic() + STREAM_RETRY_S  # poll meanwhile
+                else:
+                    if ended is not None:
+                        return ended
+                    continue  # the stream's time was up: resume where it stopped
             try:
                 if run_id is None:
                     runs = self.get(f"/v1/submissions/{submission_id}").get("runs") or []
@@ -159,8 +178,71 @@ class ApiClient:
                 on_status(run)
             if run.get("status") in TERMINAL:
                 return run
+            if run_id is not None and down_since is None and time.monotonic() >= stream_at:
+                continue  # the run exists now: follow its stream at once
             time.sleep(poll_s if down_since is None else min(5.0, 1 + time.monotonic() - down_since))
         raise Unreachable(f"the run did not finish within {timeout_s:g}s (`evaluator runs show {run_id}`)")
+
+    def _follow_events(self, run_id: str, on_status: Callable[[dict], None] | None, last_event_id: str | None,
+                       deadline: float) -> tuple[dict | None, str | None]:
+        """Read the run's event stream; returns (the ended run or None when the stream stopped first, last id).
+
+        Raises:
+            _StreamUnavailable: no stream now (refused, dropped, or not an event stream): poll instead.
+        """
+        headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+        try:
+            with self._stream_session.get(f"{self.base_url}/v1/runs/{run_id}/events", headers=headers, stream=True,
+                                          timeout=(min(5.0, self._timeout[1]), STREAM_READ_TIMEOUT_S)) as response:
+                if response.status_code == 204:
+                    return self.get(f"/v1/runs/{run_id}"), last_event_id  # its end was seen already
+                if response.status_code != 200 or not response.headers.get("Content-Type", "").startswith(
+                        "text/event-stream"):
+                    raise _StreamUnavailable(f"the API answered {response.status_code}")  # polling says why
+                for event, data, event_id in _events(response):
+                    last_event_id = event_id or last_event_id
+                    if event == "finished":
+                        return (data.get("run") or self.get(f"/v1/runs/{run_id}")), last_event_id
+                    if event == "stage" and on_status:
+                        on_status({**data, "id": run_id})
+                    if time.monotonic() > deadline:
+                        break
+        except (requests.RequestException, ValueError) as ex:
+            raise _StreamUnavailable(type(ex).__name__) from None
+        return None, last_event_id
+
+
+STREAM_RETRY_S = 10.0  # after a failed stream, poll this long before trying it again
+STREAM_READ_TIMEOUT_S = 60.0  # the API sends a heartbeat every 15 s (EVALUATOR_SSE_HEARTBEAT_S)
+STREAM_LINE_BYTES = 1024 * 1024  # an event line longer than this is not one of ours
+
+
+class _StreamUnavailable(Exception):
+    """The event stream could not be read; the caller polls instead."""
+
+
+def _events(response: requests.Response):  # type: ignore[no-untyped-def]
+    """Parse a text/event-stream body into (event, data as JSON, id) triples; comments are skipped."""
+    event, data, event_id = "message", [], None
+    for raw in response.iter_lines(chunk_size=None, decode_unicode=False):
+        if len(raw) > STREAM_LINE_BYTES:
+            raise ValueError("an event line is too long")
+        line = raw.decode("utf-8", "replace")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data)), event_id
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id":
+            event_id = value
 
 
 def _api_error(response: requests.Response) -> ClientError:

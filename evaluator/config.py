@@ -113,6 +113,17 @@ class Config:
     outbox_relay_interval_s: float = 1.0  # send what intake committed but could not send (broker down)
     outbox_check_interval_s: float = 5.0  # compare queued runs with the broker's messages (0: off)
     outbox_resend_after_s: float = 10.0  # a queued run the broker holds no message for is re-sent after this
+    # Outgoing webhooks (run.finished, HMAC-SHA256 signed; see README "Webhooks").
+    webhook_allow_private: int = 0  # 1: let subscriptions target loopback/private/link-local hosts (SSRF: off)
+    webhook_timeout_s: float = 10.0  # connect and read timeout of one delivery attempt
+    webhook_max_attempts: int = 8  # then the delivery is marked failed
+    webhook_min_backoff_s: float = 10.0  # the first retry's delay; it doubles per attempt (with jitter)
+    webhook_max_backoff_s: float = 3600.0
+    # Server-sent events (GET /v1/runs/{id}/events).
+    sse_max_streams: int = 4  # concurrent streams per API worker process (each holds a thread); beyond: 503
+    sse_max_duration_s: float = 300.0  # a stream ends after this; the client resumes with Last-Event-ID
+    sse_poll_s: float = 0.5  # how often a stream reads its run (one primary-key SELECT)
+    sse_heartbeat_s: float = 15.0  # a comment line when nothing else was sent for this long
     # Embedded default (`evaluator dev`).
     data_dir: str = ".evaluator"
     log_level: str = "INFO"

@@ -233,6 +233,16 @@ def is_retryable(exception: BaseException) -> bool:
 # --- configuration (an entry point refuses to start) -----------------------------
 
 
+class TooManyStreams(EvaluatorError):
+    """Raised when an API process already serves its maximum of event streams (EVALUATOR_SSE_MAX_STREAMS)."""
+
+    code, http_status = "too_many_streams", 503
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ConfigInvalid(EvaluatorError):
     """Raised when a setting would make the platform unsafe or unusable, before anything starts."""
 

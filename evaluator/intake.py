@@ -50,6 +50,7 @@ class Queues:
     evaluate_run: Callable[[str], None]
     register_dataset: Callable[[str], None]
     rescore_run: Callable[[str], None]
+    deliver_webhook: Callable[[str], None] | None = None  # None: this process sends no webhooks (they wait)
 
 
 def ingest(events: list[ObjectCreated], *, database: peewee.Database, config: Config, queues: Queues) -> list[Outcome]:

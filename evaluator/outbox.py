@@ -28,7 +28,7 @@ from evaluator.storage.models import OutboxMessage, Run, RunStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
-KINDS = frozenset({"evaluate_run", "register_dataset", "rescore_run"})  # the fields of intake.Queues
+KINDS = frozenset({"evaluate_run", "register_dataset", "rescore_run", "deliver_webhook"})  # the fields of intake.Queues
 BATCH = 100
 RESEND_SCAN_LIMIT = 1000  # queued runs compared with the broker per pass, oldest first
 KEEP_SENT_S = 24 * 3600  # sent rows are kept this long (to read what was sent when), then pruned
@@ -62,7 +62,8 @@ def deliver(queues: object, ids: Iterable[int] | None = None, *, limit: int = BA
     """
     result = Delivery()
     with _locking_transaction():
-        query = OutboxMessage.select().where(OutboxMessage.sent_at.is_null())
+        senders = [kind for kind in sorted(KINDS) if getattr(queues, kind, None) is not None]
+        query = OutboxMessage.select().where(OutboxMessage.sent_at.is_null() & OutboxMessage.kind.in_(senders))
         if ids is not None:
             query = query.where(OutboxMessage.id.in_(list(ids)))
         query = query.order_by(OutboxMessage.id).limit(limit)

@@ -11,6 +11,7 @@ import peewee
 
 from evaluator import competition, disclosure, workers
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed, WorkerCrashed, clean_message
+from evaluator.storage.db import database
 from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
@@ -110,11 +111,15 @@ def acquire(run_id: str, worker: str, *, lease_s: int = LEASE_S, max_crashes: in
             message = (f"the evaluation stopped its worker {crashes} times (the worker process died while the run "
                        f"was {row.status}), so it is not tried again; a bundle or predictions file that makes the "
                        f"trusted side run out of memory does this; an operator has the worker log")
-            updated = Run.update({
-                Run.status: RunStatus.FAILED.value, Run.finished_at: now, Run.updated_at: now, Run.lease_owner: None,
-                Run.lease_expires_at: None, Run.crashes: crashes, Run.failure_code: WORKER_CRASHED,
-                Run.failure_message: message, Run.provenance: {**(row.provenance or {}), "attempts": history},
-            }).where(unchanged).execute()
+            with database.atomic():
+                updated = Run.update({
+                    Run.status: RunStatus.FAILED.value, Run.finished_at: now, Run.updated_at: now,
+                    Run.lease_owner: None, Run.lease_expires_at: None, Run.crashes: crashes,
+                    Run.failure_code: WORKER_CRASHED, Run.failure_message: message,
+                    Run.provenance: {**(row.provenance or {}), "attempts": history},
+                }).where(unchanged).execute()
+                if updated:
+                    _ended(run_id)
             if updated:
                 logger.warning("Run %s ended failed/%s: %s", run_id, WORKER_CRASHED, message)
                 return Claim(attempt=row.attempts, crashes=crashes, took_over=row.lease_owner, poisoned=True)
@@ -214,13 +219,24 @@ def finish(run_id: str, *, status: str, metrics: dict | None = None, private_met
     where = (Run.id == run_id) & Run.status.not_in(_TERMINAL)
     if owner is not None:
         where &= Run.lease_owner == owner
-    row = Run.select(Run.provenance).where(where).first()
-    if row is None:
-        return False
-    history = _close_attempt(row.provenance, now, status)
-    if provenance is not None or history:
-        changes[Run.provenance] = {**(row.provenance if provenance is None else provenance), "attempts": history}
-    return Run.update(changes).where(where).execute() == 1
+    with database.atomic():  # NOTE: the end and its webhook deliveries commit together (exactly once)
+        row = Run.select(Run.provenance).where(where).first()
+        if row is None:
+            return False
+        history = _close_attempt(row.provenance, now, status)
+        if provenance is not None or history:
+            changes[Run.provenance] = {**(row.provenance if provenance is None else provenance), "attempts": history}
+        if Run.update(changes).where(where).execute() != 1:
+            return False
+        _ended(run_id)
+        return True
+
+
+def _ended(run_id: str) -> None:
+    """What a terminal state sets off, in its transaction: the run.finished webhooks."""
+    from evaluator import webhooks  # NOTE: lazily: webhooks shapes runs with serialize() from here
+
+    webhooks.enqueue_run_finished(run_id)
 
 
 def set_baseline(run: Run, principal: Principal, baseline: bool | None) -> Run:
@@ -324,4 +340,6 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False) ->
         "results_prefix": run.results_prefix,
         "timestamps": {name: isoformat(getattr(run, f"{name}_at")) for name in
                        ("created", "queued", "preparing", "running", "scoring", "finished", "updated")},
+        "queue_position": None,  # GET /v1/runs/{id} fills these in (evaluator.waiting): a listing stays cheap
+        "eta_s": None,
     }

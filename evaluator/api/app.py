@@ -7,7 +7,19 @@ from typing import Mapping
 import falcon
 import peewee
 
-from evaluator.api import benchmarks, datasets, docs, errors, events, health, openapi, runs, submissions, tokens
+from evaluator.api import (
+    benchmarks,
+    datasets,
+    docs,
+    errors,
+    events,
+    health,
+    openapi,
+    runs,
+    submissions,
+    tokens,
+    webhooks,
+)
 from evaluator.api.middleware import (
     BearerAuth,
     BodyLimit,
@@ -61,6 +73,11 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/runs/{run_id}/plots", run_item, suffix="plots")
     app.add_route("/v1/runs/{run_id}/plots/{name}", run_item, suffix="plot")
     app.add_route("/v1/runs/{run_id}/final", run_item, suffix="final")
+    app.add_route("/v1/runs/{run_id}/events", runs.RunEvents(config, runs.StreamSlots(config.sse_max_streams)))
+    app.add_route("/v1/webhooks", webhooks.WebhookCollection(config))
+    webhook_item = webhooks.WebhookItem()
+    app.add_route("/v1/webhooks/{webhook_id}", webhook_item)
+    app.add_route("/v1/webhooks/{webhook_id}/deliveries", webhook_item, suffix="deliveries")
     app.add_route("/v1/events/s3", events.S3Events(config, database, queues))
     app.add_route("/v1/tokens", tokens.TokenCollection())
     app.add_route("/v1/tokens/{token_id}", tokens.TokenItem(blobs))

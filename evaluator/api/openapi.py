@@ -31,6 +31,7 @@ TAGS = [
     {"name": "submissions", "description": "Upload grants (presigned PUT, POST policy or multipart) and bundles"},
     {"name": "runs", "description": "Evaluations: status, metrics, logs, predictions, final selections"},
     {"name": "tokens", "description": "API tokens (admins)"},
+    {"name": "webhooks", "description": "Signed run.finished POSTs to subscribed URLs, and their delivery log"},
     {"name": "events", "description": "Bucket notifications from the object store"},
     {"name": "pages", "description": "Server-rendered HTML pages for browsers (a session cookie, CSRF-checked forms)"},
 ]

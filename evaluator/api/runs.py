@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import competition, run_plots, runs
-from evaluator.api.operations import SVG, TEXT, TOKEN, operation
+from evaluator import competition, run_events, run_plots, runs, waiting
+from evaluator.api.operations import EMPTY, SVG, TEXT, TOKEN, Media, operation
 from evaluator.config import Config
 from evaluator.contract import inputs, outputs
 from evaluator.errors import NotFound
 from evaluator.storage.blobs import BlobStore
+from evaluator.storage.db import database
 from evaluator.storage.models import Benchmark, Run
 from evaluator.tokens import Principal
 
@@ -50,7 +51,8 @@ class RunItem:
     @operation("getRun", "One run: status, metrics, failure, provenance", tag="runs", access=TOKEN,
                responses={200: outputs.Run}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
-        resp.media = shape(runs.get_run(run_id, req.context.principal), req.context.principal)
+        run = runs.get_run(run_id, req.context.principal)
+        resp.media = {**shape(run, req.context.principal), **waiting.estimate(run)}
 
     @operation("updateRun", "Flag (or unflag) a run as a baseline (the benchmark's managers)", tag="runs",
                access=TOKEN, body=inputs.RunPatch, responses={200: outputs.Run}, errors=(403, 404))
@@ -109,3 +111,46 @@ class RunItem:
                access=TOKEN, responses={200: outputs.Run}, errors=(404, 409))
     def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
         resp.media = shape(runs.cancel(run_id, req.context.principal), req.context.principal)
+
+
+StreamSlots = run_events.StreamSlots
+EVENT_STREAM = Media(("text/event-stream",), {"type": "string", "description": (
+    "`event: stage` per status reached (`data`: run_id, status, attempt, at; the newest also queue_position, "
+    "eta_s), then `event: finished` with the run as GET /v1/runs/{id} shows it; `id:` lines for Last-Event-ID")})
+
+
+class RunEvents:
+    """GET /v1/runs/{id}/events: the run's stages as server-sent events (see evaluator.run_events)."""
+
+    def __init__(self, config: Config, slots: run_events.StreamSlots) -> None:
+        self._config = config
+        self._slots = slots
+
+    @operation("streamRunEvents", "The run's status changes as server-sent events, until it ends", tag="runs",
+               access=TOKEN, responses={200: EVENT_STREAM, 204: EMPTY}, errors=(404, 503),
+               description=run_events.__doc__.split("\n\n")[2])
+    def on_get(self, req: falcon.Request, resp: falcon.Response, run_id: str) -> None:
+        principal = req.context.principal
+        run = runs.get_run(run_id, principal)  # the same visibility as GET /v1/runs/{id}
+        last_event_id = (req.get_header("Last-Event-ID") or "")[:40] or None
+        events = run_events.stage_events(run)
+        if last_event_id == events[-1].id and run.status in run_events.TERMINAL:
+            resp.status = falcon.HTTP_204  # the client saw the end: EventSource stops reconnecting on 204
+            return
+        release = self._slots.take()
+        key = str(run.id)
+
+        def read() -> run_events.Snapshot:
+            with database.connection_context():
+                row = Run.get_by_id(key)
+                ended = row.status in run_events.TERMINAL
+                return run_events.Snapshot(run_events.stage_events(row), {} if ended else waiting.estimate(row),
+                                           shape(row, principal) if ended else None)
+
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")  # nginx: pass each event on at once
+        resp.stream = run_events.EventStream(
+            read, run_id=key, last_event_id=last_event_id, release=release,
+            max_duration_s=self._config.sse_max_duration_s, poll_s=self._config.sse_poll_s,
+            heartbeat_s=self._config.sse_heartbeat_s)

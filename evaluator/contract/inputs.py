@@ -204,6 +204,24 @@ class RunQuery(Query):
     offset: Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER)] = 0
 
 
+class WebhookIn(Body):
+    """Subscribe a URL to signed `run.finished` events (the secret is in the answer, once)."""
+
+    url: text(2000) = Field(description="http(s); private and loopback targets only where the operator allows")
+    scope: Literal["benchmark", "participant"] = Field(
+        "participant", description="`benchmark`: every run of it (its managers); `participant`: your own runs")
+    benchmark: Slug | None = Field(None, description="required for scope `benchmark`; else limits to one benchmark")
+    events: list[Literal["run.finished"]] = Field(["run.finished"], min_length=1, max_length=5)
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"url": "https://ci.example.org/hooks/evaluator", "scope": "participant", "benchmark": "iris"}]})
+
+
+class PageQuery(Query):
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    offset: Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER)] = 0
+
+
 class LeaderboardQuery(Query):
     view: Literal["public", "private"] | None = Field(
         None, description="`private` lets the benchmark's managers preview the private ranking before close")

@@ -283,6 +283,9 @@ class Run(Out):
     attempts: int
     results_prefix: str | None
     timestamps: dict[str, Time]
+    queue_position: int | None = Field(None, description="while queued (GET /v1/runs/{id}): 1 is next")
+    eta_s: float | None = Field(None, description="while waiting (GET /v1/runs/{id}): seconds until it ends, "
+                                                  "from the stage durations of the benchmark's recent runs")
 
 
 class RunPage(Out):
@@ -322,6 +325,53 @@ class PlotList(Out):
     run: str
     variant: Literal["participant", "exact"]
     items: list[PlotRef]
+# --- webhooks -----------------------------------------------------------------------------
+
+
+class Webhook(Out):
+    id: str
+    owner: str
+    scope: Literal["benchmark", "participant"]
+    benchmark: str | None
+    url: str
+    events: list[str]
+    created_at: Time
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="the HMAC-SHA256 key of the Evaluator-Signature header; shown once")
+
+
+class WebhookList(Out):
+    items: list[Webhook]
+
+
+class DeliveryAttempt(Out):
+    number: int
+    at: Time
+    status_code: int | None = Field(description="the receiver's HTTP status; null when none came")
+    error: str | None
+    duration_ms: int
+    response: str = Field(description="the first bytes of the receiver's answer, escaped")
+
+
+class WebhookDelivery(Out):
+    id: str = Field(description="the Evaluator-Delivery header: the receiver's idempotency key")
+    subscription: str
+    event: str
+    run_id: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: list[DeliveryAttempt]
+    next_attempt_at: Time
+    created_at: Time
+    delivered_at: Time
+
+
+class DeliveryPage(Out):
+    items: list[WebhookDelivery]
+    total: int
+    limit: int
+    offset: int
 
 
 # --- tokens and events --------------------------------------------------------------------

@@ -157,6 +157,7 @@ class Run(BaseModel):
 
     class Meta:
         table_name = "run"
+        indexes = ((("benchmark", "status", "finished_at"), False),)  # recent runs of a benchmark (ETAs)
 
 
 class ObjectEvent(BaseModel):
@@ -236,5 +237,41 @@ class WebSession(BaseModel):
         table_name = "web_session"
 
 
+class WebhookSubscription(BaseModel):
+    """Where to POST a signed `run.finished`: a benchmark's runs (its managers) or a participant's own runs."""
+
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    owner = peewee.TextField(index=True)  # who created it: they list it, delete it and read its delivery log
+    role = peewee.TextField()  # the owner's role then: what the payload may show is decided with it
+    scope = peewee.TextField()  # "benchmark" (every run of it) or "participant" (the owner's own runs)
+    benchmark = peewee.TextField(null=True, index=True)  # the benchmark of either scope; None: all of theirs
+    url = peewee.TextField()
+    secret = peewee.TextField()  # the HMAC key; shown once, at creation
+    events = peewee.JSONField(default=list)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "webhook_subscription"
+
+
+class WebhookDelivery(BaseModel):
+    """One event for one subscription: its payload (fixed at enqueue time), attempts and outcome."""
+
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)  # the receiver's idempotency key
+    subscription = peewee.ForeignKeyField(WebhookSubscription, backref="deliveries", on_delete="CASCADE")
+    event = peewee.TextField()
+    run_id = peewee.UUIDField(index=True)
+    payload = peewee.JSONField()
+    status = peewee.TextField(default="pending", index=True)  # pending, delivered, failed (attempts spent)
+    attempts = peewee.JSONField(default=list)  # [{number, at, status_code, error, duration_ms, response}]
+    next_attempt_at = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    delivered_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "webhook_delivery"
+        indexes = ((("subscription", "run_id", "event"), True),)  # one delivery per subscription, run and event
+
+
 ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision,
-              WebSession)
+              WebSession, WebhookSubscription, WebhookDelivery)

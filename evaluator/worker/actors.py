@@ -109,10 +109,29 @@ def reconcile() -> None:
     reconciling.reconcile(config=config, blobs=services.blobs(), queues=queues())
 
 
+WEBHOOKS = "webhooks"
+
+
+@dramatiq.actor(queue_name=WEBHOOKS, min_backoff=2_000, max_backoff=60_000, retry_when=_retry_infrastructure_only,
+                time_limit=120 * 1000)  # backstop: one attempt is bounded by EVALUATOR_WEBHOOK_TIMEOUT_S
+def deliver_webhook(delivery_id: str) -> None:
+    """POST one webhook delivery; a failed attempt schedules the next one with the backoff it was given."""
+    from evaluator import webhooks
+
+    outcome = webhooks.deliver(delivery_id, config=services.current_config())
+    if outcome.status == "retry":
+        try:
+            deliver_webhook.send_with_options(args=(delivery_id,), delay=int((outcome.retry_in_s or 0) * 1000))
+        except Exception as ex:  # noqa: BLE001 - the broker is down: the relay's stalled-delivery check re-sends it
+            logger.warning("Webhook delivery %s: could not schedule its retry (%s); the relay re-sends it once "
+                           "overdue", delivery_id, ex)
+
+
 def queues():
     """The intake's message senders, bound to these actors."""
     from evaluator.intake import Queues
 
     return Queues(evaluate_run=lambda run_id: evaluate_run.send(run_id),
                   register_dataset=lambda dataset_id: register_dataset.send(dataset_id),
-                  rescore_run=lambda run_id: rescore_run.send(run_id))
+                  rescore_run=lambda run_id: rescore_run.send(run_id),
+                  deliver_webhook=lambda delivery_id: deliver_webhook.send(delivery_id))

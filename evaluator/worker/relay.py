@@ -22,6 +22,7 @@ PRUNE_INTERVAL_S = 600.0
 # one sent since is in Redis (held), and one still pending in the outbox is skipped by resend_lost.
 FRESH_REDIS_GRACE_S = 0.0
 FRESH_LOCK_S = 5.0  # one process compares them; another retries when this runs out
+WEBHOOK_CHECK_INTERVAL_S = 30.0  # how often pending webhook deliveries whose retry is long overdue are re-sent
 
 
 def build_relay(config: Config, broker: dramatiq.Broker) -> outbox.Relay:
@@ -56,11 +57,18 @@ def build_relay(config: Config, broker: dramatiq.Broker) -> outbox.Relay:
         if elected:
             reconcile.check_pending_uploads(config=config, blobs=services.blobs(), queues=queues)
 
+    def webhooks_stalled() -> None:
+        from evaluator import webhooks
+
+        if elect(broker, "webhooks-stalled", WEBHOOK_CHECK_INTERVAL_S * 0.9):
+            webhooks.resend_stalled()
+
     return outbox.Relay([
         outbox.Duty("deliver", config.outbox_relay_interval_s, lambda: outbox.flush(queues)),
         outbox.Duty("resend-lost", resend_every_s, resend_lost),
         outbox.Duty("pending-uploads", uploads_s, pending_uploads),
         outbox.Duty("prune", PRUNE_INTERVAL_S, outbox.prune),
+        outbox.Duty("webhooks-stalled", WEBHOOK_CHECK_INTERVAL_S, webhooks_stalled),
     ])
 
 
