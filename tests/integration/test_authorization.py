@@ -38,6 +38,10 @@ CASES = {
     ("GET", "/v1/benchmarks/{benchmark_id}/features"): 404,
     ("GET", "/v1/datasets/{dataset_id}"): 403,                    # admins only: datasets hold labels
     ("DELETE", "/v1/tokens/{token_id}"): 403,                     # admins only
+    ("GET", "/v1/runs/{run_id}/events"): 404,
+    ("GET", "/v1/webhooks/{webhook_id}"): 404,                    # A's subscription
+    ("DELETE", "/v1/webhooks/{webhook_id}"): 404,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): 404,
 }
 NO_ID = {  # routes without an owned id, and who may call them
     ("GET", "/health"): "anyone", ("GET", "/metrics"): "anyone", ("GET", "/openapi.json"): "anyone",
@@ -46,6 +50,7 @@ NO_ID = {  # routes without an owned id, and who may call them
     ("GET", "/v1/benchmarks"): "visible ones", ("POST", "/v1/benchmarks"): "admin",
     ("GET", "/v1/runs"): "own runs", ("POST", "/v1/tokens"): "admin",
     ("POST", "/v1/events/s3"): "store token", ("HEAD", "/v1/events/s3"): "store probe",
+    ("GET", "/v1/webhooks"): "own subscriptions", ("POST", "/v1/webhooks"): "token holders",
 }
 
 
@@ -73,8 +78,13 @@ def objects_of_a(api, admin, db):
     submission = api.simulate_post("/v1/benchmarks/open/submissions", json={"name": "m"}, headers=headers).json
     run, _ = runs.create_or_get_run(Submission.get_by_id(submission["submission"]["id"]))
     dataset_id = api.simulate_get("/v1/datasets/iris:1", headers=admin).json["id"]
+    # A public address literal: nothing is resolved or sent (no run of hers ends here).
+    hook = api.simulate_post("/v1/webhooks", headers=headers, json={"url": "https://1.1.1.1/a",
+                                                                    "scope": "participant"})
+    assert hook.status_code == 201, hook.text
     return {"submission_id": submission["submission"]["id"], "run_id": str(run.id), "benchmark_id": "private-a",
-            "dataset_id": dataset_id, "token_id": str(token.id), "name": "roc"}
+            "dataset_id": dataset_id, "token_id": str(token.id), "name": "roc",
+            "webhook_id": hook.json["id"]}
 
 
 @pytest.mark.parametrize("method, route", sorted(CASES))
@@ -83,7 +93,7 @@ def test_another_participant_cannot_reach_a_participants_object(api, objects_of_
     response = api.simulate_request(method, path, headers=bob, json={"name": "x", "parts": []})
     assert response.status_code == CASES[(method, route)], (path, response.text)
     assert set(response.json["error"]) >= {"code", "message"}
-    if CASES[(method, route)] == 404 and method == "GET":
+    if CASES[(method, route)] == 404 and method == "GET" and not route.endswith("/events"):  # a stream waits
         # The owner does reach it (the 404 is about B, not about the route); a queued run has no artifacts yet.
         has_artifacts = route.endswith(("/logs", "/predictions", "/plots/{name}"))
         owner = api.simulate_request(method, path, headers=alice)
