@@ -158,7 +158,7 @@ class ApiClient:
         raise Unreachable(f"the run did not finish within {timeout_s:g}s (`evaluator runs show {run_id}`)")
 
 
-def _api_error(response: requests.Response) -> ClientError:
+def _api_error(response: requests.Response) -> EvaluatorError:
     try:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])

@@ -8,6 +8,8 @@ participant's final selections (their best public run when they chose none).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 from evaluator import competition, disclosure, scoring
 from evaluator.storage.models import Benchmark, Run, RunStatus, isoformat
@@ -22,7 +24,7 @@ def _document(run: Run, private: bool) -> dict | None:
     return (run.private_metrics or run.metrics) if private else run.metrics
 
 
-def _sort_key(values: list[float], directions: list[str]) -> tuple:
+def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
     return tuple(-v if d == "maximize" else v for v, d in zip(values, directions))
 
 
@@ -38,11 +40,11 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False) -> dict:
 
     best: dict[str, tuple[tuple, Run, list[float]]] = {}
     for run in candidates:
-        values = [_value(_document(run, private), m) for m in metrics]
-        if values[0] is None:
+        found = [_value(_document(run, private), m) for m in metrics]
+        if found[0] is None:
             continue
         values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
-                  zip(values, directions)]
+                  zip(found, directions)]
         key = _sort_key(values, directions) + (run.finished_at,)
         if run.owner not in best or key < best[run.owner][0]:
             best[run.owner] = (key, run, values)
@@ -82,10 +84,11 @@ def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], direction
     owners_with_choice = {run.owner for run in chosen}
     fallback: dict[str, Run] = {}
     for run in runs:
-        if run.owner in owners_with_choice or _value(run.metrics, metrics[0]) is None:
+        value = _value(run.metrics, metrics[0])
+        if run.owner in owners_with_choice or value is None:
             continue
-        key = _sort_key([_value(run.metrics, metrics[0])], directions[:1])
-        if run.owner not in fallback or key < _sort_key([_value(fallback[run.owner].metrics, metrics[0])],
-                                                        directions[:1]):
+        key = _sort_key([value], directions[:1])
+        kept = fallback.get(run.owner)  # a kept run has a value
+        if kept is None or key < _sort_key([cast(float, _value(kept.metrics, metrics[0]))], directions[:1]):
             fallback[run.owner] = run
     return chosen + list(fallback.values())

@@ -249,7 +249,7 @@ def images_built(docker_client):
     import docker.errors
 
     from evaluator.config import Config
-    from evaluator.sandbox.images import image_name
+    from evaluator.sandbox.frameworks import image_name
 
     config = Config()
 

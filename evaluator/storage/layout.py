@@ -59,7 +59,7 @@ def parse_bundle_key(key: str) -> BundleKey | None:
     ext = bundle_extension(parts[4])
     if ext is None or len(parts[4]) == len(ext):
         return None
-    return BundleKey(*parts[:4], stem=parts[4][: -len(ext)], ext=ext)
+    return BundleKey(parts[0], parts[1], parts[2], parts[3], stem=parts[4][: -len(ext)], ext=ext)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,11 +13,15 @@ import secrets
 import socketserver
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from evaluator.config import Config
 from evaluator.errors import ConfigInvalid
 from evaluator.storage.seaweed import SeaweedServer, Webhook
+
+if TYPE_CHECKING:  # dramatiq is imported when the platform starts, not with this module
+    import dramatiq
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class DevPlatform:
     config: Config
     s3: SeaweedServer | None = None
     http: WSGIServer | None = None
-    worker: object | None = None
+    worker: dramatiq.Worker | None = None
     broker_kind: str = ""
 
     def start(self) -> DevPlatform:
