@@ -269,7 +269,6 @@ def custom_predictor(manifest: dict, framework: str, model_path: pathlib.Path):
         raise BadInput(f"predict entry point {target!r} must be 'file.py:function' inside the bundle")
     sys.path.insert(0, str(MODEL_DIR))
     spec = importlib.util.spec_from_file_location("bundle_predict", source)
-    assert spec is not None and spec.loader is not None  # a .py file path always has a source loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     function = getattr(module, function_name, None)
