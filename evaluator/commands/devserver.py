@@ -131,30 +131,22 @@ class DevPlatform:
                                 webhook=Webhook(f"{self.config.api_base_url}/v1/events/s3", self.config.events_token))
         self.s3.start()
 
-    def _broker(self):
+    def _broker(self) -> dramatiq.Broker:
         import dramatiq
         from dramatiq.brokers.stub import StubBroker
 
-        from evaluator.worker import services
-        from evaluator.worker.broker import create_broker
-        from evaluator.worker.middleware import worker_middleware
-        from evaluator.worker.relay import OutboxRelay
+        from evaluator.worker.broker import setup
 
+        broker: dramatiq.Broker | None = None
         if redis_reachable(self.config.redis_url):
-            broker, self.broker_kind = create_broker(self.config), f"Redis at {self.config.redis_url}"
+            self.broker_kind = f"Redis at {self.config.redis_url}"
         else:
             logger.warning("Redis is not reachable at %s: using an IN-PROCESS broker. Runs queued now are lost "
                            "if this process stops (the reconciler re-queues them on the next start).",
                            self.config.redis_url)
             broker, self.broker_kind = StubBroker(), "in-process (no Redis)"
             broker.emit_after("process_boot")
-        services.configure(self.config)
-        for middleware in worker_middleware(self.config):
-            broker.add_middleware(middleware)
-        broker.add_middleware(OutboxRelay(self.config))
-        broker.add_middleware(services.SandboxPool())
-        dramatiq.set_broker(broker)
-        return broker
+        return setup(self.config, broker)
 
     def stop(self) -> None:
         if self.http is not None:

@@ -96,12 +96,14 @@ def elect(broker: dramatiq.Broker, name: str, ttl_s: float) -> bool:
     return bool(client.set(f"{_namespace(broker)}:{name}-lock", owner, nx=True, px=max(1, int(ttl_s * 1000))))
 
 
-def setup(config: Config | None = None) -> dramatiq.Broker:
+def setup(config: Config | None = None, broker: dramatiq.Broker | None = None) -> dramatiq.Broker:
     """Create the broker, set it global and wire the worker's middleware.
 
     `dramatiq evaluator.worker.broker:setup evaluator.worker.actors` calls this
     before it imports the actors, so they bind to the configured broker.
     Called so (without a config), it first refuses an unusable events token.
+    `broker` replaces the Redis broker (`evaluator dev` without Redis: an in-process one);
+    either way the worker's middleware is wired here, once.
     """
     from evaluator.logs import configure_logging
 
@@ -109,7 +111,7 @@ def setup(config: Config | None = None) -> dramatiq.Broker:
         config = Config.from_env()
         refuse_to_start_unless_configured(config)
     configure_logging(config)
-    broker = create_broker(config)
+    broker = broker if broker is not None else create_broker(config)
     _add_worker_middleware(broker, config)
     dramatiq.set_broker(broker)
     return broker
