@@ -44,13 +44,19 @@ def assert_clean(result: subprocess.CompletedProcess, *, json_output: bool = Fal
         assert result.stdout.decode().isascii()
 
 
-@pytest.fixture
-def hostile_run(stack, images_built, tmp_path):
+@pytest.fixture(scope="module")
+def stack(shared_stack):
+    """These tests only read the one run below: one stack for the module."""
+    return shared_stack
+
+
+@pytest.fixture(scope="module")
+def hostile_run(stack, images_built, tmp_path_factory):
     """A succeeded run whose log holds the hostile text; returns (admin token, alice token, run id)."""
     images_built("sklearn")
     admin, alice, _ = stack.competition({"id": "iris", "task": "classification"})
     manifest = b"name: noisy\nversion: 1\nframework: sklearn\nmodel: model.bin\npredict: predict.py:predict\n"
-    bundle = tmp_path / "noisy.tar.gz"
+    bundle = tmp_path_factory.mktemp("hostile") / "noisy.tar.gz"
     bundle.write_bytes(tar_bundle({"evaluator.yaml": manifest, "model.bin": b"unused",
                                    "predict.py": HOSTILE_LOG_PREDICT.encode()}))
     result = cli(stack, alice, "submit", str(bundle), "--benchmark", "iris", "--wait", "--json")
