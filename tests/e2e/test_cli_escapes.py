@@ -11,24 +11,17 @@ import pytest
 from evaluator.storage.models import Run
 from tests.e2e.conftest import BIN, ROOT
 from tests.integration.helpers import tar_bundle
-from tests.terminal_checks import HOSTILE_RECORD_TEXT, HOSTILE_SOURCE_LITERAL, HOSTILE_TEXT, unsafe_characters
+from tests.terminal_checks import (
+    HOSTILE_RECORD_TEXT,
+    HOSTILE_TEXT,
+    hostile_log_predict,
+    unsafe_characters,
+)
 
 pytestmark = pytest.mark.integration
 
 # Writes the hostile text (and raw invalid UTF-8 around an ESC) to its log, then predicts a constant.
-HOSTILE_LOG_PREDICT = f"""
-import sys
-import numpy as np
-
-TEXT = {HOSTILE_SOURCE_LITERAL}
-
-def predict(batch):
-    sys.stderr.write("HOSTILE-BEGIN " + TEXT + " HOSTILE-END\\n")
-    sys.stderr.flush()
-    sys.stderr.buffer.write(b"raw \\xff\\xc2\\x9b\\x1bc bytes\\n")
-    sys.stderr.flush()
-    return np.zeros(len(batch), dtype=int)
-"""
+HOSTILE_LOG_PREDICT = hostile_log_predict("return np.zeros(len(batch), dtype=int)", imports="import numpy as np\n")
 
 
 def cli(stack, token: str, *args: str) -> subprocess.CompletedProcess:
