@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The platform image (API, workers, migrations; docker-compose.yml's evaluator-platform:latest) over that same base.
 PLATFORM_BASE_IMAGE ?= evaluator-rootfs:bookworm
 
-.PHONY: setup images demo test test-unit lint bench platform-image
+.PHONY: setup images demo test test-unit lint typecheck bench platform-image
 
 setup:
 	scripts/machine.sh services docker_engine browser venv
@@ -30,6 +30,10 @@ test-unit: setup
 lint: setup
 	.venv/bin/flake8 evaluator tests bench
 	.venv/bin/isort --check-only --diff evaluator tests bench
+
+# mypy reads its settings (and which libraries are untyped) from setup.cfg.
+typecheck: setup
+	.venv/bin/mypy evaluator
 
 bench: images
 	for b in bench/*.py; do .venv/bin/python $$b || exit 1; done

@@ -114,7 +114,7 @@ def inprocess_floor(runs: int, bundle: bytes, features: Path, labels: Path) -> l
     import pyarrow.parquet as pq
     import sklearn.linear_model  # noqa: F401 - warm: the framework is imported before the clock starts
 
-    from evaluator.scoring.pipeline import score_files
+    from evaluator.scoring.files import score_files
 
     times = []
     for _ in range(runs):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import peewee
+
 from evaluator import competition, fields, quotas, scoring
 from evaluator.config import Config
 from evaluator.datasets import dataset_field, may_use, require_ready
@@ -29,7 +33,7 @@ def default_limits(config: Config) -> dict:
 def parse_limits(body: dict, config: Config) -> dict:
     raw = fields.mapping(body, "limits", {})
     defaults = default_limits(config)
-    limits = {
+    limits: dict[str, Any] = {
         "timeout_s": fields.integer(raw, "timeout_s", defaults["timeout_s"], minimum=1, maximum=24 * 3600),
         "memory": fields.text(raw, "memory", defaults["memory"], max_length=20),
         "cpus": fields.number(raw, "cpus", defaults["cpus"]),
@@ -85,7 +89,7 @@ def update_benchmark(benchmark_id: str, body: dict, principal: Principal) -> Ben
         raise Forbidden(f"only an admin or the owner of {benchmark_id} may change it")
     names = scoring.metric_names(benchmark.task)
     primary = fields.choice(body, "primary_metric", names, benchmark.primary_metric)
-    changes = {
+    changes: dict[peewee.Field, Any] = {
         Benchmark.primary_metric: primary,
         Benchmark.direction: scoring.direction(primary),
         Benchmark.metrics: fields.string_list(body, "metrics", benchmark.metrics, allowed=names),

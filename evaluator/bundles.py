@@ -24,7 +24,7 @@ from typing import IO, Iterator
 import yaml
 
 from evaluator.errors import BundleInvalid, FrameworkUnsupported
-from evaluator.sandbox.images import FRAMEWORKS
+from evaluator.sandbox.frameworks import FRAMEWORKS
 
 MANIFEST_NAMES = ("evaluator.yaml", "evaluator.yml", "evaluator.json")
 _CHUNK = 1024 * 1024
@@ -239,7 +239,7 @@ class _Budget:
 class _CountingReader(io.RawIOBase):
     """A stream of decompressed archive bytes that charges every read to the budget."""
 
-    def __init__(self, inner: IO[bytes], budget: _Budget) -> None:
+    def __init__(self, inner: IO[bytes] | gzip.GzipFile, budget: _Budget) -> None:
         self._inner = inner
         self._budget = budget
         self.entry = "archive"
@@ -303,7 +303,9 @@ def _extract_tar(handle: IO[bytes], dest: pathlib.Path, budget: _Budget, compres
                     raise BundleInvalid(f"{member.name!r}: devices, fifos and special files are not allowed")
                 if not parts:
                     raise BundleInvalid(f"{member.name!r}: a file without a name")
-                _write(dest, parts, _charged(archive.extractfile(member), budget, member.name), member.name)
+                source = archive.extractfile(member)
+                assert source is not None  # a regular file always has its contents
+                _write(dest, parts, _charged(source, budget, member.name), member.name)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as ex:
         raise BundleInvalid(f"{reader.entry}: the archive is corrupt or truncated ({ex})") from None
 

@@ -9,11 +9,12 @@ the object store (its XML never reaches the user), or the API's own error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import requests
@@ -80,15 +81,13 @@ class ApiClient:
         self._timeout = (min(5.0, timeout_s), timeout_s)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
+        with _transport_errors(
+                Unreachable,
+                unreachable=f"cannot reach the API at {self.base_url} (is it running? set --api-url or "
+                            "EVALUATOR_API_URL)",
+                timed_out=f"the API at {self.base_url} did not answer in {self._timeout[1]:g}s",
+                failed=f"the request to the API at {self.base_url} failed"):
             response = self._session.request(method, self.base_url + path, timeout=self._timeout, **kwargs)
-        except requests.ConnectionError:
-            raise Unreachable(f"cannot reach the API at {self.base_url} (is it running? set --api-url or "
-                              "EVALUATOR_API_URL)") from None
-        except requests.Timeout:
-            raise Unreachable(f"the API at {self.base_url} did not answer in {self._timeout[1]:g}s") from None
-        except requests.RequestException as ex:
-            raise Unreachable(f"the request to the API at {self.base_url} failed ({type(ex).__name__})") from None
         if response.status_code >= 400:
             raise _api_error(response)
         if response.headers.get("Content-Type", "").startswith("application/json"):
@@ -245,7 +244,7 @@ def _events(response: requests.Response):  # type: ignore[no-untyped-def]
             event_id = value
 
 
-def _api_error(response: requests.Response) -> ClientError:
+def _api_error(response: requests.Response) -> EvaluatorError:
     try:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
@@ -309,15 +308,27 @@ def upload_file(grant: dict, path: Path, *, progress: Progress | None = None, cl
 def _to_store(send: Callable[..., requests.Response], url: str, **kwargs: Any) -> requests.Response:
     """Send one upload request; a connection problem becomes StoreError naming the store, not a traceback."""
     where = "{0.scheme}://{0.netloc}".format(urlsplit(url))
-    try:
+    with _transport_errors(
+            StoreError,
+            unreachable=f"cannot reach the object store at {where} (the API's /health says whether it is "
+                        "up; EVALUATOR_S3_PUBLIC_ENDPOINT_URL is what clients use)",
+            timed_out=f"the object store at {where} stopped answering during the upload",
+            failed=f"the upload to the object store at {where} failed"):
         return send(url, timeout=(10, 600), **kwargs)
+
+
+@contextlib.contextmanager
+def _transport_errors(failure: type[ClientError], *, unreachable: str, timed_out: str,
+                      failed: str) -> Iterator[None]:
+    """Turn a requests transport error (API or store) into `failure` with its sentence, never a traceback."""
+    try:
+        yield
     except requests.ConnectionError:
-        raise StoreError(f"cannot reach the object store at {where} (the API's /health says whether it is "
-                         "up; EVALUATOR_S3_PUBLIC_ENDPOINT_URL is what clients use)") from None
+        raise failure(unreachable) from None
     except requests.Timeout:
-        raise StoreError(f"the object store at {where} stopped answering during the upload") from None
+        raise failure(timed_out) from None
     except requests.RequestException as ex:
-        raise StoreError(f"the upload to the object store at {where} failed ({type(ex).__name__})") from None
+        raise failure(f"{failed} ({type(ex).__name__})") from None
 
 
 def _raise_for_store(response: requests.Response) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from typing import Any
 
 from evaluator import fields
 from evaluator.errors import Conflict, Forbidden, ValidationFailed
@@ -22,7 +23,7 @@ TAIL_BYTES = 4096
 
 def parse_settings(body: dict, metric_names: tuple[str, ...], primary: str) -> dict:
     raw = fields.mapping(body, "settings", {})
-    settings = {
+    settings: dict[str, Any] = {
         "tie_breakers": fields.string_list(raw, "tie_breakers", [], allowed=[m for m in metric_names if m != primary]),
         "opens_at": _timestamp(raw, "opens_at"),
         "closes_at": _timestamp(raw, "closes_at"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 from evaluator.errors import ConfigInvalid
 
@@ -184,5 +184,5 @@ class Config:
         """Render as EVALUATOR_* variables: how a parent process configures its children."""
         return {_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    def replace(self, **changes: object) -> Config:
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,7 +45,7 @@ def create_dataset(body: dict, principal: Principal, *, blobs: BlobStore, config
     return dataset, upload_grants(dataset, sizes, blobs=blobs, config=config)
 
 
-def upload_grants(dataset: Dataset, sizes: dict[str, int | None], *, blobs: BlobStore, config: Config) -> dict:
+def upload_grants(dataset: Dataset, sizes: Mapping[str, int | None], *, blobs: BlobStore, config: Config) -> dict:
     """PUT grants for both files; a declared size is signed (the store refuses any other length)."""
     bucket, expiry = config.datasets_bucket, config.upload_expiry_s
     grants = {}
@@ -150,7 +151,7 @@ def register_dataset(dataset_id: str, *, blobs: BlobStore, config: Config, work_
         try:
             rows, columns = check_files(features, labels, dataset.row_id_column, dataset.target_column)
         except ValueError as ex:
-            changes = {"status": DatasetStatus.INVALID.value, "reason": str(ex)}
+            changes: dict[str, object] = {"status": DatasetStatus.INVALID.value, "reason": str(ex)}
         else:
             changes = {"status": DatasetStatus.READY.value, "reason": None, "row_count": rows, "columns": columns}
         (Dataset.update(features_sha256=features_sha, labels_sha256=labels_sha, registered_at=utcnow(), **changes)

@@ -25,7 +25,7 @@ from evaluator.config import Config
 from evaluator.errors import FrameworkUnsupported, PredictionsInvalid, RunFailure
 from evaluator.failures import program_failed
 from evaluator.isolated_scoring import score_isolated
-from evaluator.sandbox.images import image_name
+from evaluator.sandbox.frameworks import image_name
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
 from evaluator.settings import Scoring
 from evaluator.storage.models import RunStatus
@@ -136,7 +136,7 @@ def evaluate_bundle(
     on_stage: Callable[[str], None] | None = None,
     bundle_limits: BundleLimits | None = None,
     allowed_frameworks: list[str] | None = None,
-    known_sha256: dict[str, str] | None = None,
+    known_sha256: dict[str, str | None] | None = None,
     attempt: int = 1,
 ) -> Evaluation:
     """Evaluate one bundle on one dataset; participant failures end as a failed Evaluation.
@@ -193,7 +193,8 @@ def evaluate_bundle(
         stage("scoring")
         predictions_path = work_dir / "predictions.parquet"
         predictions_path.write_bytes(predictions)
-        provenance["scoring"] = scoring_stats = {}
+        scoring_stats: dict[str, object] = {}
+        provenance["scoring"] = scoring_stats
         plot_data: dict = {}
         document, private_document = score_isolated(
             scoring, labels_path, predictions_path, work_dir=work_dir / "scoring", config=config,

@@ -2,7 +2,8 @@
 
 Pure parsing: nothing downstream knows which store spoke. Anything that is not
 the creation of a file (directories, deletes, test events, tagging) yields no
-record, so the caller can acknowledge it and move on.
+record, so the caller can acknowledge it and move on. What becomes of a record
+(a run, a dataset registration, nothing) is decided in evaluator.intake.
 """
 
 from __future__ import annotations

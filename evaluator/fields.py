@@ -44,7 +44,8 @@ def choice(body: dict, field: str, options: Iterable[str], default: Any = _MISSI
     return value
 
 
-def integer(body: dict, field: str, default: Any = _MISSING, *, minimum: int = 0, maximum: int | None = None) -> int:
+def integer(body: dict, field: str, default: Any = _MISSING, *, minimum: int = 0,
+            maximum: int | None = None) -> int | None:
     value = _get(body, field, default)
     if value is None:
         return value

@@ -53,7 +53,8 @@ class Queues:
     deliver_webhook: Callable[[str], None] | None = None  # None: this process sends no webhooks (they wait)
 
 
-def ingest(events: list[ObjectCreated], *, database: peewee.Database, config: Config, queues: Queues) -> list[Outcome]:
+def ingest(events: list[ObjectCreated], *, database: peewee.Database | peewee.DatabaseProxy, config: Config,
+           queues: Queues) -> list[Outcome]:
     """Turn created objects into runs (or dataset registrations); idempotent per object version."""
     outcomes, pending = [], []
     for event in events:
@@ -85,6 +86,7 @@ def _ingest_one(event: ObjectCreated, config: Config) -> tuple[Outcome, Message 
     _record(event)
     if bundle is not None:
         return _ingest_bundle(event, bundle, config)
+    assert dataset is not None  # one of the two, checked above
     return _ingest_dataset(event, dataset)
 
 

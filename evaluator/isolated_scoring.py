@@ -59,7 +59,7 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
         RunCancelled: should_cancel() said so while scoring.
         ValueError: an unknown task or metric (a benchmark configuration error).
     """
-    from evaluator.scoring.pipeline import check_task_metrics
+    from evaluator.scoring.files import check_task_metrics
 
     # NOTE: ours to get right, so checked here, not in the child
     check_task_metrics(scoring.task, scoring.metric_list, scoring.primary_metric)

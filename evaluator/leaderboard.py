@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+from collections.abc import Sequence
 
 from evaluator import competition, disclosure, scoring
 from evaluator.settings import CompetitionSettings
@@ -78,7 +79,7 @@ def _document(run: Run, private: bool, at: datetime.datetime | None = None) -> d
     return (private_doc or public_doc) if private else public_doc
 
 
-def _sort_key(values: list[float], directions: list[str]) -> tuple:
+def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
     return tuple(-v if d == "maximize" else v for v, d in zip(values, directions))
 
 

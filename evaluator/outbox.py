@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 import peewee
 
 from evaluator.errors import InfrastructureError
-from evaluator.storage.db import database
+from evaluator.storage.db import database, rows
 from evaluator.storage.models import OutboxMessage, Run, RunStatus, utcnow
 
 logger = logging.getLogger(__name__)
@@ -114,14 +114,14 @@ def resend_lost(queues: object, held: Held, *, older_than_s: float, now: datetim
     """
     now = now or utcnow()
     cutoff = now - datetime.timedelta(seconds=older_than_s)
-    stale = [str(run_id) for (run_id,) in Run.select(Run.id)
+    stale = [str(run_id) for (run_id,) in rows(Run.select(Run.id)
              .where((Run.status == RunStatus.QUEUED.value) & (Run.updated_at < cutoff))
-             .order_by(Run.updated_at).limit(limit).tuples()]
+             .order_by(Run.updated_at).limit(limit).tuples())]
     if not stale:
         return []
-    recent = {argument for (argument,) in OutboxMessage.select(OutboxMessage.argument).where(
+    recent = {argument for (argument,) in rows(OutboxMessage.select(OutboxMessage.argument).where(
         (OutboxMessage.kind == "evaluate_run") & OutboxMessage.argument.in_(stale)
-        & (OutboxMessage.sent_at.is_null() | (OutboxMessage.sent_at > cutoff))).tuples()}
+        & (OutboxMessage.sent_at.is_null() | (OutboxMessage.sent_at > cutoff))).tuples())}
     candidates = [run_id for run_id in stale if run_id not in recent]
     holding = held("evaluate_run") if candidates else None
     if holding is None:
@@ -132,8 +132,8 @@ def resend_lost(queues: object, held: Held, *, older_than_s: float, now: datetim
     if not lost:
         return []
     with database.atomic():
-        still_queued = [str(run_id) for (run_id,) in Run.select(Run.id).where(
-            Run.id.in_(lost) & (Run.status == RunStatus.QUEUED.value)).tuples()]
+        still_queued = [str(run_id) for (run_id,) in rows(Run.select(Run.id).where(
+            Run.id.in_(lost) & (Run.status == RunStatus.QUEUED.value)).tuples())]
         ids = [add("evaluate_run", run_id) for run_id in still_queued]
     delivery = deliver(queues, ids)
     logger.warning("Re-sent %d of %d queued runs the broker held no message for (was it restarted without "
@@ -190,11 +190,6 @@ class Relay:
         self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout_s)
-
-    def run_once(self) -> None:
-        """Run every duty now, in this thread (the CLI's one-shot commands, tests)."""
-        for duty in self._duties:
-            self._run(duty)
 
     def _loop(self) -> None:
         due = {duty.name: time.monotonic() for duty in self._duties}

@@ -24,7 +24,7 @@ from evaluator.events import ObjectCreated
 from evaluator.intake import Queues, ingest
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
-from evaluator.storage.db import database
+from evaluator.storage.db import database, rows
 from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
     Dataset,
@@ -92,7 +92,7 @@ def check_pending_uploads(*, config: Config, blobs: BlobStore, queues: Queues,
                       & (Submission.expires_at.is_null() | (Submission.expires_at > horizon)))
                .order_by(Submission.created_at.desc()).limit(PENDING_LIMIT).tuples())
     arrived = []
-    for bucket, key in pending:
+    for bucket, key in rows(pending):
         head = blobs.head(bucket, key)
         if head is not None:
             arrived.append(ObjectCreated(bucket=bucket, key=key, size=head["size"], etag=head["etag"],
@@ -111,9 +111,9 @@ def _adopt_lost_uploads(config: Config, blobs: BlobStore, queues: Queues, report
     """
     without_run = (Submission.select(Submission.object_key, Submission.status)
                    .join(Run, peewee.JOIN.LEFT_OUTER).where(Run.id.is_null()).tuples())
-    granted = {key: status for key, status in without_run}
+    granted = {key: status for key, status in rows(without_run)}
     ended = Submission.select(Submission.object_key).where(Submission.status == SubmissionStatus.REJECTED.value)
-    granted.update({key: SubmissionStatus.REJECTED.value for (key,) in ended.tuples()})
+    granted.update({key: SubmissionStatus.REJECTED.value for (key,) in rows(ended.tuples())})
     lost = []
     for item in blobs.list_keys(config.bundles_bucket, layout.BUNDLES_PREFIX):
         status = granted.get(item["key"])

@@ -35,6 +35,7 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
     dataset = Dataset.get_by_id(benchmark.dataset_id)
     _, labels = stage_dataset(dataset, blobs=blobs, config=config)
     bucket, prefix = config.results_bucket, run.results_prefix
+    assert prefix is not None  # only runs that stored results are re-scored
     with tempfile.TemporaryDirectory(prefix=f"rescore-{run_id}-", dir=_work_dir(config)) as tmp:
         predictions = Path(tmp) / "predictions.parquet"
         blobs.download(bucket, prefix + "predictions.parquet", predictions)

@@ -150,7 +150,7 @@ def _close_attempt(provenance: dict | None, now: datetime.datetime, outcome: str
     return history
 
 
-def renew_lease(run_id: str, worker: str, attempt: int, *, lease_s: int = LEASE_S) -> str:
+def renew_lease(run_id: str, worker: str, attempt: int, *, lease_s: float = LEASE_S) -> str:
     """Extend our lease on this attempt; returns RENEWED, ENDED (cancelled, say) or LOST (not ours any more)."""
     now = utcnow()
     updated = (Run.update(lease_expires_at=now + datetime.timedelta(seconds=lease_s))
@@ -264,7 +264,7 @@ def cancel(run_id: str, principal: Principal) -> Run:
     return Run.get_by_id(run.id)
 
 
-def visible_runs(principal: Principal) -> peewee.ModelSelect:
+def visible_runs(principal: Principal) -> peewee.ModelSelect[Run]:
     query = Run.select(Run, Submission).join(Submission)  # NOTE: serialize reads the submission's kind and flag
     return query if principal.is_admin else query.where(Run.owner == principal.owner)
 

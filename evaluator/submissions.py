@@ -8,6 +8,7 @@ import logging
 import math
 import uuid
 from pathlib import Path
+from typing import Any
 
 from evaluator import competition, fields, quotas
 from evaluator.benchmarks import get_benchmark
@@ -98,8 +99,8 @@ def _grant(submission: Submission, max_bytes: int, *, content_type: str, blobs: 
     """Presign the upload so the store itself enforces what the API checked: length, type, one upload."""
     bucket, key, expiry = submission.bucket, submission.object_key, config.upload_expiry_s
     size = submission.declared_size
-    grant = {"method": submission.upload_method, "key": key, "bucket": bucket,
-             "expires_at": isoformat(submission.expires_at), "max_bytes": max_bytes}
+    grant: dict[str, Any] = {"method": submission.upload_method, "key": key, "bucket": bucket,
+                             "expires_at": isoformat(submission.expires_at), "max_bytes": max_bytes}
     if submission.upload_method == "put":
         grant["url"], grant["headers"] = blobs.presign_put(bucket, key, expiry, size=size, content_type=content_type,
                                                            once=True)
@@ -107,6 +108,7 @@ def _grant(submission: Submission, max_bytes: int, *, content_type: str, blobs: 
         grant.update(blobs.presign_post(bucket, key, size or max_bytes, expiry, min_bytes=size or 1,
                                         content_type=content_type))
     else:
+        assert size is not None  # a multipart grant is only made for a declared size
         part_size = max(config.multipart_part_bytes, math.ceil(size / MAX_PARTS))
         count = math.ceil(size / part_size)
         submission.upload_id = blobs.start_multipart(bucket, key, content_type)

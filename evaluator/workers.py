@@ -41,7 +41,7 @@ def worker_name() -> str:
 
 def is_live_here(owner: str | None) -> bool:
     """Say whether a lease owner names a process of this host that may still exist."""
-    return bool(owner) and owner.rsplit(":", 2)[0] == socket.gethostname() and not is_gone(owner)
+    return owner is not None and bool(owner) and owner.rsplit(":", 2)[0] == socket.gethostname() and not is_gone(owner)
 
 
 def is_gone(owner: str | None) -> bool:

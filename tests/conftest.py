@@ -41,6 +41,26 @@ EVENTS_HEADERS = {"Authorization": f"Bearer {EVENTS_TOKEN}"}  # what the store's
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts: evaluator, dramatiq
 
 
+def make_config(s3_endpoint_url: str, database_url: str, redis_url: str, work_dir: Path, **overrides: object) -> Config:
+    """The one Config of the tests: these services, a fresh bucket and broker namespace; `overrides` win."""
+    bucket = f"ev-{uuid.uuid4().hex[:12]}"
+    return Config(
+        database_url=database_url,
+        redis_url=redis_url,
+        broker_namespace=f"evaluator-test-{uuid.uuid4().hex[:8]}",
+        s3_endpoint_url=s3_endpoint_url,
+        s3_access_key=S3_KEY,
+        s3_secret_key=S3_SECRET,
+        datasets_bucket=bucket,
+        bundles_bucket=bucket,
+        results_bucket=bucket,
+        events_token=EVENTS_TOKEN,
+        work_dir=str(work_dir),
+        sandbox_timeout_s=60,
+        sandbox_memory="512m",
+    ).replace(**overrides)
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -87,20 +107,22 @@ def migrated_database(database_url: str) -> peewee.Database:
 def db(migrated_database: peewee.Database) -> peewee.Database:
     """The migrated database, emptied before and after each test."""
     from evaluator.storage.db import database
-    from evaluator.storage.models import ALL_MODELS
 
     database.initialize(migrated_database)  # another test may have bound the proxy elsewhere
-    tables = ", ".join(f'"{m._meta.table_name}"' for m in ALL_MODELS)
-
-    def truncate() -> None:
-        with migrated_database.connection_context():
-            migrated_database.execute_sql(f"TRUNCATE {tables} CASCADE")
-
-    truncate()
+    empty_tables(migrated_database)
     yield migrated_database
-    truncate()
+    empty_tables(migrated_database)
     if not migrated_database.is_closed():
         migrated_database.close()
+
+
+def empty_tables(db: peewee.Database) -> None:
+    """Truncate every table of the models (the `db` fixture does so around each test)."""
+    from evaluator.storage.models import ALL_MODELS
+
+    tables = ", ".join(f'"{m._meta.table_name}"' for m in ALL_MODELS)
+    with db.connection_context():
+        db.execute_sql(f"TRUNCATE {tables} CASCADE")
 
 
 @pytest.fixture(scope="session")
@@ -126,22 +148,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def config(s3_server, database_url: str, redis_url: str, tmp_path: Path) -> Config:
     """A Config pointing at the test services, with fresh bucket names per test."""
-    bucket = f"ev-{uuid.uuid4().hex[:12]}"
-    return Config(
-        database_url=database_url,
-        redis_url=redis_url,
-        broker_namespace=f"evaluator-test-{uuid.uuid4().hex[:8]}",
-        s3_endpoint_url=s3_server.endpoint_url,
-        s3_access_key=S3_KEY,
-        s3_secret_key=S3_SECRET,
-        datasets_bucket=bucket,
-        bundles_bucket=bucket,
-        results_bucket=bucket,
-        events_token=EVENTS_TOKEN,
-        work_dir=str(tmp_path / "runs"),
-        sandbox_timeout_s=60,
-        sandbox_memory="512m",
-    )
+    return make_config(s3_server.endpoint_url, database_url, redis_url, tmp_path / "runs")
 
 
 @pytest.fixture
@@ -250,7 +257,7 @@ def images_built(docker_client):
     import docker.errors
 
     from evaluator.config import Config
-    from evaluator.sandbox.images import image_name
+    from evaluator.sandbox.frameworks import image_name
 
     config = Config()
 

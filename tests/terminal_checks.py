@@ -22,3 +22,19 @@ def unsafe_characters(output: bytes, *, allow: str = "\n\t") -> list[str]:
     """Return the control/format characters in output (as escapes) other than those allowed."""
     text = output.decode("utf-8")  # the CLI writes UTF-8; invalid bytes would fail the test here
     return sorted({f"U+{ord(c):04X}" for c in text if c not in allow and unicodedata.category(c) in _UNSAFE})
+
+
+def hostile_log_predict(then: str, *, imports: str = "") -> str:
+    """A bundle's predict.py that logs the hostile text (and raw invalid UTF-8 around an ESC), then runs `then`."""
+    return f"""
+import sys
+{imports}
+TEXT = {HOSTILE_SOURCE_LITERAL}
+
+def predict(batch):
+    sys.stderr.write("HOSTILE-BEGIN " + TEXT + " HOSTILE-END\\n")
+    sys.stderr.flush()
+    sys.stderr.buffer.write(b"raw \\xff\\xc2\\x9b\\x1bc bytes\\n")
+    sys.stderr.flush()
+    {then}
+"""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import falcon
 import peewee
@@ -39,8 +39,10 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
                health_checks: Mapping[str, health.HealthCheck]) -> falcon.App:
     """Wire resources to their collaborators; no I/O happens here."""
     metrics = RequestMetrics()
-    app = falcon.App(middleware=[RequestId(), metrics, BodyLimit(config.api_max_body_bytes), SafeParameters(),
-                                 DatabaseConnection(database), BearerAuth(), SessionAuth()])
+    # falcon's middleware types are protocols per hook: a list of several kinds is typed Any
+    middleware: list[Any] = [RequestId(), metrics, BodyLimit(config.api_max_body_bytes), SafeParameters(),
+                             DatabaseConnection(database), BearerAuth(), SessionAuth()]
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
 

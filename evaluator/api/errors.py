@@ -60,7 +60,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, exception: falco
 class _Error(falcon.HTTPError):
     def __init__(self, status: int, code: str, message: str, extra: dict | None = None, headers=None) -> None:
         super().__init__(falcon.code_to_http_status(status), description=message, headers=headers)
-        self.code = code
+        self.code = code  # type: ignore[assignment]  # our stable code (a string), not falcon's numeric one
         self.extra = extra
 
 

@@ -19,7 +19,6 @@ from gunicorn.app.base import BaseApplication
 
 from evaluator.api.server import PollerReadWorker
 from evaluator.config import Config
-from evaluator.errors import ConfigInvalid
 
 WSGI_APP = "evaluator.api.app:get_app()"
 
@@ -40,16 +39,6 @@ def settings(config: Config) -> dict[str, Any]:
         "accesslog": "-",
         "errorlog": "-",
     }
-
-
-def settings_from_env() -> dict[str, Any]:
-    """Return the settings for the environment's Config; exit with one line on a bad events token."""
-    config = Config.from_env()
-    try:
-        config.check_events_token()
-    except ConfigInvalid as ex:
-        raise SystemExit(f"error: {ex.code}: {ex.message}") from None
-    return settings(config)
 
 
 class ApiServer(BaseApplication):

@@ -11,6 +11,7 @@ import peewee
 from evaluator.api.middleware import RequestMetrics
 from evaluator.api.operations import ANYONE, TEXT, operation
 from evaluator.contract import outputs
+from evaluator.storage.db import rows
 from evaluator.storage.models import OutboxMessage, Run, RunStatus, utcnow
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ class Health:
     @operation("getHealth", "Reachability of the database, broker and object store", tag="meta", access=ANYONE,
                responses={200: outputs.Health, 503: outputs.Health})
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        results, healthy = {}, True
+        results: dict[str, dict[str, object]] = {}
+        healthy = True
         for name, check in self._checks.items():
             try:
                 check()
@@ -62,7 +64,7 @@ class Metrics:
                 lines.append(f'evaluator_http_request_seconds_total{{method="{method}",route="{route}"}} {seconds:.6f}')
         lines.append("# TYPE evaluator_runs gauge")
         with self._database.connection_context():
-            counts = dict(Run.select(Run.status, peewee.fn.COUNT(Run.id)).group_by(Run.status).tuples())
+            counts = dict(rows(Run.select(Run.status, peewee.fn.COUNT(Run.id)).group_by(Run.status).tuples()))
         for status in RunStatus:
             lines.append(f'evaluator_runs{{status="{status.value}"}} {counts.get(status.value, 0)}')
         lines.extend(_recovery_lines(self._database))

@@ -159,5 +159,5 @@ class RequestMetrics:
         key = (req.method, route, resp.status_code if hasattr(resp, "status_code") else str(resp.status)[:3])
         with self.lock:
             self.requests[key] += 1
-            self.seconds[(req.method, route)] += (
+            self.seconds[(req.method, route)] += (  # type: ignore[assignment]  # a Counter sums floats as well
                 time.perf_counter() - getattr(req.context, "started", time.perf_counter()))

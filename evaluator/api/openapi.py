@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import falcon
 import pydantic
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 import evaluator
 from evaluator.api.operations import ANY_JSON, ANYONE, EMPTY, Access, Media, Operation, operation
@@ -57,7 +57,7 @@ _DESCRIPTIONS = {"benchmark_id": "the benchmark's id", "dataset_id": "a dataset 
 def operations(app: falcon.App) -> Iterator[tuple[str, str, Operation]]:
     """Yield (OpenAPI path, method, operation) for every responder the app routes to."""
     # NOTE: Falcon has no public router walk; falcon.inspect reads the same _roots.
-    stack = list(app._router._roots)
+    stack: list[Any] = list(app._router._roots)  # falcon's (private, loosely typed) router nodes
     while stack:
         node = stack.pop()
         stack.extend(node.children)
@@ -87,7 +87,8 @@ def document(app: falcon.App) -> dict:
     """Build the OpenAPI 3.1 document of the app."""
     found = sorted(operations(app))
     models = {m for _, _, op in found for m in _models(op)} | {Error}
-    pairs = [(m, "validation" if m in _inputs(found) else "serialization") for m in sorted(models, key=str)]
+    pairs: list[tuple[type[pydantic.BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if m in _inputs(found) else "serialization") for m in sorted(models, key=str)]
     refs, definitions = models_json_schema(pairs, ref_template=REF)
     _drop_null_defaults(definitions)
     schema_of = {model: refs[(model, mode)] for model, mode in pairs}
@@ -127,8 +128,8 @@ def _operation(path: str, method: str, op: Operation, schema_of: dict) -> dict:
         for name, prop in schema["properties"].items():
             parameters.append({"name": name, "in": "query", "required": name in schema.get("required", []),
                                "description": prop.pop("description", ""), "schema": _query_schema(prop)})
-    document = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
-                "security": op.access.security, "responses": {}}
+    document: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
+                                "security": op.access.security, "responses": {}}
     if op.description:
         document["description"] = op.description
     if parameters:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import falcon
 import pydantic
@@ -101,7 +101,7 @@ def operation(operation_id: str, summary: str, *, tag: str, access: Access, resp
                 req.context.query = validated(query, dict(req.params))
             responder(resource, req, resp, **params)
 
-        checked.operation = spec
+        checked.operation = spec  # type: ignore[attr-defined]  # read back by openapi.operations()
         return checked
 
     return decorate
@@ -122,7 +122,7 @@ def validated(model: type[pydantic.BaseModel], data: dict) -> pydantic.BaseModel
         raise _refusal(problems[0], len(problems) - 1) from None
 
 
-def _refusal(problem: dict, others: int) -> ValidationFailed:
+def _refusal(problem: Mapping[str, Any], others: int) -> ValidationFailed:
     field = ".".join(str(part) for part in problem["loc"]) or "body"
     kind, ctx = problem["type"], problem.get("ctx") or {}
     if kind == "missing":

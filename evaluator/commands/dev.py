@@ -80,7 +80,7 @@ def adopt_dev_settings(config: Config) -> Config:
                and isinstance(value, type(getattr(defaults, name)))}
     if "database_url" not in changes:
         return config
-    from evaluator.devserver import dev_config
+    from evaluator.commands.devserver import dev_config
 
     print(f"note: using the database of `evaluator dev` in {Path(config.data_dir).resolve()} "
           "(set EVALUATOR_DATABASE_URL to use another)", file=sys.stderr)
@@ -88,7 +88,7 @@ def adopt_dev_settings(config: Config) -> Config:
 
 
 def _start(config: Config):
-    from evaluator.devserver import DevPlatform
+    from evaluator.commands.devserver import DevPlatform
     from evaluator.sandbox.build import ensure_images
 
     ensure_images(config, ("sklearn", "onnx"))
@@ -102,7 +102,7 @@ def _start(config: Config):
 
 
 def cmd_dev(args: argparse.Namespace, config: Config) -> int:
-    from evaluator.devserver import dev_config
+    from evaluator.commands.devserver import dev_config
     from evaluator.logs import configure_logging
 
     config = dev_config(config)
@@ -126,8 +126,8 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     import json
 
     from evaluator.commands.client import format_leaderboard, format_run
-    from evaluator.demo import run_demo
-    from evaluator.devserver import dev_config, redis_reachable
+    from evaluator.commands.demo import run_demo
+    from evaluator.commands.devserver import dev_config, redis_reachable
     from evaluator.logs import configure_logging
 
     config = dev_config(config)

@@ -63,7 +63,7 @@ def docker_client() -> docker.DockerClient:
 
 
 def _wanted(frameworks: list[str]) -> list[str]:
-    from evaluator.sandbox.images import IMAGES, image_of
+    from evaluator.sandbox.frameworks import IMAGES, image_of
 
     return list(dict.fromkeys(image_of(f) for f in frameworks)) or list(IMAGES)
 

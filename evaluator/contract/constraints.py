@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 from pydantic import AfterValidator, Field, StringConstraints
 
@@ -37,6 +37,13 @@ def text(max_length: int = 500):
     return Annotated[str, StringConstraints(min_length=1, max_length=max_length, pattern=NOT_BLANK_PATTERN)]
 
 
+# The sizes the models use, spelled out so a type checker reads them as types (a call is not one).
+Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK_PATTERN)]
+Text300 = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=NOT_BLANK_PATTERN)]
+Text500 = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=NOT_BLANK_PATTERN)]
+Text2000 = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=NOT_BLANK_PATTERN)]
+
+
 def _utc_iso(value: str) -> str:
     """Parse an ISO 8601 time as the competition settings store it: naive UTC."""
     try:
@@ -53,15 +60,21 @@ Timestamp = Annotated[str, StringConstraints(max_length=64), AfterValidator(_utc
 Count = Annotated[int, Field(ge=1, le=MAX_JSON_INTEGER)]
 
 Task = Literal["classification", "regression"]
-Metric = Literal[tuple(dict.fromkeys(metric_names("classification") + metric_names("regression")))]
-RoleName = Literal[tuple(r.value for r in Role)]
-RunStatusName = Literal[tuple(s.value for s in RunStatus)]
+if TYPE_CHECKING:  # built from the tables at run time, which a type checker cannot evaluate: strings to it
+    Metric: TypeAlias = str
+    RoleName: TypeAlias = str
+    RunStatusName: TypeAlias = str
+    Framework: TypeAlias = str
+else:
+    Metric = Literal[tuple(dict.fromkeys(metric_names("classification") + metric_names("regression")))]
+    RoleName = Literal[tuple(r.value for r in Role)]
+    RunStatusName = Literal[tuple(s.value for s in RunStatus)]
+    Framework = Literal[FRAMEWORKS]
 Visibility = Literal["public", "participants", "private"]
 LogPolicy = Literal["own", "tail", "none"]
 QuotaWindow = Literal["utc_day", "rolling_24h"]
 UploadMethod = Literal["put", "post", "multipart"]
 DataFormat = Literal["parquet", "csv"]
-Framework = Literal[FRAMEWORKS]
 SubmissionKind = Literal["bundle", "predictions"]
 
 # A time as the API writes it: ISO 8601 in UTC without an offset (not RFC 3339's date-time), or null.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict
 
 from evaluator.contract.constraints import (
     BUNDLE_NAME_PATTERN,
@@ -26,10 +27,13 @@ from evaluator.contract.constraints import (
     Slug,
     SubmissionKind,
     Task,
+    Text200,
+    Text300,
+    Text500,
+    Text2000,
     Timestamp,
     UploadMethod,
     Visibility,
-    text,
 )
 
 
@@ -59,8 +63,8 @@ class DatasetIn(Body):
     name: Slug
     version: Slug = "1"
     format: DataFormat = "parquet"
-    row_id_column: text(200) = "row_id"
-    target_column: text(200) = "target"
+    row_id_column: Text200 = "row_id"
+    target_column: Text200 = "target"
     sizes: DatasetSizes | None = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "iris", "version": "1", "format": "parquet"}]})
@@ -113,16 +117,17 @@ class SettingsIn(Body):
         None, description="freeze this many seconds before closes_at (when freeze_at is not set)")
 
 
-_BENCHMARK_EXAMPLE = {"id": "iris", "dataset": "iris:1", "task": "classification", "primary_metric": "accuracy",
-                      "limits": {"timeout_s": 600, "memory": "2g"}, "quota": {"limit": 5, "window": "utc_day"}}
+_BENCHMARK_EXAMPLE: JsonDict = {
+    "id": "iris", "dataset": "iris:1", "task": "classification", "primary_metric": "accuracy",
+    "limits": {"timeout_s": 600, "memory": "2g"}, "quota": {"limit": 5, "window": "utc_day"}}
 
 
 class BenchmarkIn(Body):
     """Create a benchmark over a dataset the caller may use."""
 
     id: Slug
-    title: text(500) | None = Field(None, description="defaults to the id")
-    dataset: text(300) = Field(description="a dataset id or name:version")
+    title: Text500 | None = Field(None, description="defaults to the id")
+    dataset: Text300 = Field(description="a dataset id or name:version")
     task: Task
     primary_metric: Metric | None = Field(None, description="one of the task's metrics; defaults per task")
     metrics: list[Metric] | None = Field(None, max_length=50, description="defaults to every metric of the task")
@@ -138,11 +143,12 @@ class BenchmarkIn(Body):
 class BenchmarkPatch(Body):
     """Change a benchmark's scoring; a field left out keeps its value."""
 
-    title: text(500) = None
-    dataset: text(300) = Field(None, description="a dataset id or name:version")
-    primary_metric: Metric = None
-    metrics: list[Metric] = Field(None, max_length=50)
-    settings: SettingsIn = Field(None, description="replaces the settings whole")
+    # None only as the default: a field left out keeps its value, an explicit null is refused.
+    title: Text500 = None  # type: ignore[assignment]
+    dataset: Text300 = Field(None, description="a dataset id or name:version")  # type: ignore[assignment]
+    primary_metric: Metric = None  # type: ignore[assignment]
+    metrics: list[Metric] = Field(None, max_length=50)  # type: ignore[arg-type]
+    settings: SettingsIn = Field(None, description="replaces the settings whole")  # type: ignore[assignment]
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"primary_metric": "f1_macro"}]})
 
@@ -167,7 +173,7 @@ class SubmissionIn(Body):
 
 class Part(Body):
     part_number: Annotated[int, Field(ge=1, le=10_000)]
-    etag: text(200) = Field(description="the ETag header the store answered the part's PUT with")
+    etag: Text200 = Field(description="the ETag header the store answered the part's PUT with")
 
 
 class MultipartComplete(Body):
@@ -191,7 +197,7 @@ class TokenIn(Body):
 
     owner: Slug
     role: RoleName = "participant"
-    label: text(200) | None = None
+    label: Text200 | None = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"owner": "alice", "role": "participant"}]})
 
@@ -207,7 +213,7 @@ class RunQuery(Query):
 class WebhookIn(Body):
     """Subscribe a URL to signed `run.finished` events (the secret is in the answer, once)."""
 
-    url: text(2000) = Field(description="http(s); private and loopback targets only where the operator allows")
+    url: Text2000 = Field(description="http(s); private and loopback targets only where the operator allows")
     scope: Literal["benchmark", "participant"] = Field(
         "participant", description="`benchmark`: every run of it (its managers); `participant`: your own runs")
     benchmark: Slug | None = Field(None, description="required for scope `benchmark`; else limits to one benchmark")

@@ -41,7 +41,7 @@ import requests
 
 from evaluator.config import Config
 from evaluator.errors import InfrastructureError, SandboxError
-from evaluator.sandbox.images import IMAGES, image_name, image_of
+from evaluator.sandbox.frameworks import IMAGES, image_name, image_of
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +216,7 @@ class ImageBuilder:
             repository, tag = name.rsplit(":", 1)
             self._client.api.import_image_from_stream(tar.stdout, repository=repository, tag=tag)
         finally:
+            assert tar.stdout is not None  # stdout=PIPE
             tar.stdout.close()
             tar.wait()
         return name

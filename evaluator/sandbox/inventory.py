@@ -20,7 +20,7 @@ import requests
 from evaluator.config import Config
 from evaluator.errors import InfrastructureError
 from evaluator.sandbox.build import DEBIAN_SUITE, content_hash
-from evaluator.sandbox.images import FRAMEWORKS, IMAGES, image_name
+from evaluator.sandbox.frameworks import IMAGE_FOR_FRAMEWORK, IMAGES, image_name
 
 VENV_PYTHON = "/opt/venv/bin/python"  # the base image's venv, which every framework image extends
 LIST_PACKAGES = ("import importlib.metadata as m, json, platform; print(json.dumps({'python': "
@@ -56,7 +56,7 @@ def describe_images(client: docker.DockerClient, config: Config, images_dir: pat
     """Describe every image of IMAGES, base first; raise InfrastructureError if Docker is unreachable."""
     try:
         base_id = _image_id(client, image_name("base", config))
-        roots = [i for i in (_image_id(client, n) for n in _root_candidates(config)) if i]
+        roots: list[str | None] = [i for i in (_image_id(client, n) for n in _root_candidates(config)) if i]
         return [_describe(client, config, images_dir, name, roots if name == "base" else [base_id])
                 for name in IMAGES]
     except (docker.errors.DockerException, requests.exceptions.RequestException) as ex:
@@ -66,7 +66,7 @@ def describe_images(client: docker.DockerClient, config: Config, images_dir: pat
 def _describe(client: docker.DockerClient, config: Config, images_dir: pathlib.Path, folder: str,
               parents: list[str | None]) -> ImageInfo:
     name = image_name(folder, config)
-    frameworks = tuple(f for f, image in FRAMEWORKS.items() if image == folder)
+    frameworks = tuple(f for f, image in IMAGE_FOR_FRAMEWORK.items() if image == folder)
     try:
         image = client.images.get(name)
     except docker.errors.ImageNotFound:

@@ -96,7 +96,7 @@ class _Streams(threading.Thread):
             self.error = ex
 
 
-def _split_status(stdout: bytes) -> tuple[int | None, bytes | None]:
+def _split_status(stdout: bytes | bytearray) -> tuple[int | None, bytes | None]:
     line, newline, rest = bytes(stdout[:16]).partition(b"\n")
     if not newline:
         return None, None

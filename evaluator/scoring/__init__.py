@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from evaluator.scoring.document import default_primary_metric, direction, metric_names, validate_metrics_document
-from evaluator.scoring.pipeline import DEFAULT_CHUNK_ROWS, score_files
+from evaluator.scoring.files import DEFAULT_CHUNK_ROWS, score_files
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "default_primary_metric", "direction", "metric_names", "score_files",
            "validate_metrics_document"]

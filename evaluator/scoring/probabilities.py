@@ -89,7 +89,9 @@ class ProbabilityAccumulator:
             # The greater column's class is a true class, so roc_auc is binary with that class positive, or
             # undefined: the lesser column can no longer matter. Free it and give its budget to the other.
             self._scores[0] = None
-            self._scores[1].max_in_memory = self._budget_values
+            greater = self._scores[1]
+            assert greater is not None  # only the lesser column's counts are ever dropped
+            greater.max_in_memory = self._budget_values
         for j, scores in enumerate(self._scores):
             if scores is not None:
                 scores.add(matrix[:, j], (column == j).astype(np.int32))
@@ -124,7 +126,8 @@ class ProbabilityAccumulator:
             positive = true_classes[1]
             if positive not in self._index:
                 return f"binary roc_auc needs the column proba__{positive} (the greater label's probability)"
-            auc = roc_auc_from_counts(self._scores[self._index[positive]])
+            counts = self._scores[self._index[positive]]
+            auc = roc_auc_from_counts(counts) if counts is not None else None
             return auc if auc is not None else "roc_auc is undefined"
         if sorted(self.labels) != sorted(true_classes):
             return ("one-vs-rest roc_auc needs exactly one probability column per class in y_true "
@@ -132,5 +135,6 @@ class ProbabilityAccumulator:
         if self._rows_not_allclose_to_one:
             return (f"probabilities of {self._rows_not_allclose_to_one} rows do not sum to 1.0 over classes; "
                     "multiclass roc_auc needs probabilities (scikit-learn refuses)")
-        aucs = [roc_auc_from_counts(scores) for scores in self._scores]
-        return float(np.mean(aucs))
+        aucs = [roc_auc_from_counts(scores) for scores in self._scores if scores is not None]
+        defined = [auc for auc in aucs if auc is not None]  # every class of y_true has both sides: all defined
+        return float(np.mean(defined)) if len(defined) == len(aucs) else "roc_auc is undefined"

@@ -58,7 +58,8 @@ class RegressionAccumulator:
 
     def __init__(self, directory: Path, budget_bytes: int) -> None:
         self.n = 0
-        self._abs, self._squares = [], []
+        self._abs: list[float] = []
+        self._squares: list[float] = []
         self._max = 0.0
         self._y, self._errors = _Moments(), _Moments()
         self._absolute_errors = SortedValueCounts(1, directory, max_in_memory=max(1, budget_bytes // 8))
@@ -113,7 +114,8 @@ class RegressionAccumulator:
     def _median_absolute_error(self) -> float:
         n = self._absolute_errors.n_records
         wanted = sorted({(n - 1) // 2, n // 2})
-        found, seen = [], 0
+        found: list[float] = []
+        seen = 0
         for values, counts in self._absolute_errors:
             cumulative = seen + np.cumsum(counts[:, 0])
             for rank in wanted[len(found):]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,7 @@ class DiskRun:
 Run = MemoryRun | DiskRun
 
 
-def merge_steps(runs: list[Run], memory_values: int) -> Iterator[list[Piece]]:
+def merge_steps(runs: Sequence[Run], memory_values: int) -> Iterator[list[Piece]]:
     """Yield, step by step, the pieces taken from each run, in ascending value order.
 
     Every value of a step is >= every value of the steps before it; the previous step's last
@@ -152,7 +152,7 @@ def step_histogram(step: list[Piece], n_codes: int) -> Histogram:
     return distinct, table
 
 
-def distinct_steps(runs: list[Run], n_codes: int, memory_values: int) -> Iterator[Histogram]:
+def distinct_steps(runs: Sequence[Run], n_codes: int, memory_values: int) -> Iterator[Histogram]:
     """Merge runs into histograms of ascending value ranges that never share a value."""
     carry: Histogram | None = None
     for step in merge_steps(runs, memory_values):

@@ -134,6 +134,7 @@ class DecodeBudget:
                 lengths = self._lengths(name, column.dictionary)
                 indices = column.indices.to_numpy(zero_copy_only=False)
                 valid = ~column.is_null().to_numpy(zero_copy_only=False)
+                assert row_bytes is not None  # allocated when any column is a dictionary
                 row_bytes[valid] += lengths[indices[valid].astype(np.int64)]
             else:
                 self._lengths(name, column)
@@ -143,6 +144,7 @@ class DecodeBudget:
             yield batch
             return
         # NOTE: expand dictionaries a slice at a time, each within max_batch_bytes
+        assert row_bytes is not None
         ends = np.cumsum(row_bytes)
         start = 0
         while start < len(batch):

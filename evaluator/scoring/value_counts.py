@@ -63,6 +63,7 @@ class SortedValueCounts:
                     size = min(RUN_VALUES, self.max_in_memory // (2 * self.n_codes))
                     self._buffers[code] = _outside_heap(max(1, size))
                 buffer, filled = self._buffers[code], self._filled[code]
+                assert buffer is not None  # allocated just above
                 count = min(len(part) - start, len(buffer) - filled)
                 buffer[filled : filled + count] = part[start : start + count]
                 self._filled[code] += count
@@ -80,7 +81,7 @@ class SortedValueCounts:
         """
         for code in range(self.n_codes):
             self._sort_buffer(code)
-        runs = [MemoryRun(run.values, run.counts, run.code) for run in self._runs]
+        runs: list[MemoryRun | DiskRun] = [MemoryRun(run.values, run.counts, run.code) for run in self._runs]
         spill, self._spill = self._spill, None
         if spill is not None:
             runs += [DiskRun(spill, offset, length, code) for offset, length, code in self._disk_runs]
@@ -94,7 +95,9 @@ class SortedValueCounts:
     def _sort_buffer(self, code: int) -> None:
         if not self._filled[code]:
             return
-        values = self._buffers[code][: self._filled[code]]
+        buffer = self._buffers[code]
+        assert buffer is not None  # a code with filled values has its buffer
+        values = buffer[: self._filled[code]]
         self._buffers[code], self._filled[code] = None, 0
         values.sort()
         self._held_bytes -= values.nbytes

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, cast
 
 import peewee
 from playhouse.db_url import connect
 
 database = peewee.DatabaseProxy()
+
+
+def rows(query: peewee.BaseQuery) -> Iterable[tuple[Any, ...]]:
+    """A `.tuples()` query as what it yields (the peewee stubs type it as yielding models)."""
+    return cast(Iterable[tuple[Any, ...]], query)
 
 
 class BaseModel(peewee.Model):

@@ -93,7 +93,7 @@ def parse_bundle_key(key: str) -> BundleKey | None:
     if found is None or len(parts[4]) == len(found[1]):
         return None
     ext = found[1]
-    return BundleKey(*parts[:4], stem=parts[4][: -len(ext)], ext=ext)
+    return BundleKey(parts[0], parts[1], parts[2], parts[3], stem=parts[4][: -len(ext)], ext=ext)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,6 +85,7 @@ class Benchmark(BaseModel):
     id = peewee.TextField(primary_key=True)  # a slug: it appears in URLs and object keys
     title = peewee.TextField()
     dataset = peewee.ForeignKeyField(Dataset, backref="benchmarks", on_delete="RESTRICT")
+    dataset_id: uuid.UUID  # peewee's column attribute for the key, declared for the type checker
     task = peewee.TextField()
     primary_metric = peewee.TextField()
     direction = peewee.TextField()
@@ -104,6 +105,8 @@ class Benchmark(BaseModel):
 class Submission(BaseModel):
     id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
     benchmark = peewee.ForeignKeyField(Benchmark, backref="submissions", on_delete="CASCADE")
+    benchmark_id: str
+    runs: peewee.ModelSelect[Run]  # the backref of Run.submission
     owner = peewee.TextField(index=True)
     name = peewee.TextField()
     version = peewee.TextField()
@@ -132,6 +135,8 @@ class Run(BaseModel):
     id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
     submission = peewee.ForeignKeyField(Submission, backref="runs", unique=True, on_delete="CASCADE")
     benchmark = peewee.ForeignKeyField(Benchmark, backref="runs", on_delete="CASCADE")
+    submission_id: uuid.UUID
+    benchmark_id: str
     owner = peewee.TextField(index=True)
     status = peewee.TextField(default=RunStatus.QUEUED.value, index=True)
     failure_code = peewee.TextField(null=True)

@@ -35,6 +35,11 @@ def create_broker(config: Config) -> RedisBroker:
     )
 
 
+def _namespace(broker: dramatiq.Broker) -> str:
+    """The Redis key prefix of a broker that has a Redis client (the callers checked it has one)."""
+    return str(getattr(broker, "namespace"))
+
+
 def held_arguments(broker: dramatiq.Broker, actor_name: str, *, cap: int = HELD_SCAN_CAP) -> set[str] | None:
     """Return the first argument of every `actor_name` message the broker still holds.
 
@@ -48,7 +53,7 @@ def held_arguments(broker: dramatiq.Broker, actor_name: str, *, cap: int = HELD_
     if client is None:
         return None
     queue = broker.get_actor(actor_name).queue_name
-    keys = [f"{broker.namespace}:{queue}.msgs", f"{broker.namespace}:{dq_name(queue)}.msgs"]
+    keys = [f"{_namespace(broker)}:{queue}.msgs", f"{_namespace(broker)}:{dq_name(queue)}.msgs"]
     if sum(client.hlen(key) for key in keys) > cap:
         logger.info("More than %d %s messages in Redis: not comparing queued runs with them", cap, queue)
         return None
@@ -72,14 +77,14 @@ def started_empty(broker: dramatiq.Broker) -> bool:
     message may be gone, and the caller compares them with the broker at once.
     """
     client = getattr(broker, "client", None)
-    return client is not None and not client.exists(f"{broker.namespace}:epoch")
+    return client is not None and not client.exists(f"{_namespace(broker)}:epoch")
 
 
 def mark_epoch(broker: dramatiq.Broker) -> None:
     """Record that this Redis's queued runs were compared (see started_empty)."""
     client = getattr(broker, "client", None)
     if client is not None:
-        client.set(f"{broker.namespace}:epoch", f"{socket.gethostname()}:{os.getpid()}")
+        client.set(f"{_namespace(broker)}:epoch", f"{socket.gethostname()}:{os.getpid()}")
 
 
 def elect(broker: dramatiq.Broker, name: str, ttl_s: float) -> bool:
@@ -88,15 +93,17 @@ def elect(broker: dramatiq.Broker, name: str, ttl_s: float) -> bool:
     if client is None:
         return True  # the in-process broker: one process only
     owner = f"{socket.gethostname()}:{os.getpid()}"
-    return bool(client.set(f"{broker.namespace}:{name}-lock", owner, nx=True, px=max(1, int(ttl_s * 1000))))
+    return bool(client.set(f"{_namespace(broker)}:{name}-lock", owner, nx=True, px=max(1, int(ttl_s * 1000))))
 
 
-def setup(config: Config | None = None) -> dramatiq.Broker:
+def setup(config: Config | None = None, broker: dramatiq.Broker | None = None) -> dramatiq.Broker:
     """Create the broker, set it global and wire the worker's middleware.
 
     `dramatiq evaluator.worker.broker:setup evaluator.worker.actors` calls this
     before it imports the actors, so they bind to the configured broker.
     Called so (without a config), it first refuses an unusable events token.
+    `broker` replaces the Redis broker (`evaluator dev` without Redis: an in-process one);
+    either way the worker's middleware is wired here, once.
     """
     from evaluator.logs import configure_logging
 
@@ -104,7 +111,7 @@ def setup(config: Config | None = None) -> dramatiq.Broker:
         config = Config.from_env()
         refuse_to_start_unless_configured(config)
     configure_logging(config)
-    broker = create_broker(config)
+    broker = broker if broker is not None else create_broker(config)
     _add_worker_middleware(broker, config)
     dramatiq.set_broker(broker)
     return broker

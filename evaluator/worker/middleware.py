@@ -9,6 +9,7 @@ import threading
 
 import dramatiq
 import peewee
+from dramatiq.broker import MessageProxy
 
 from evaluator.config import Config
 
@@ -25,11 +26,11 @@ class DatabaseConnection(dramatiq.Middleware):
 
         self.database = database.obj or init_database(self.database_url)
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         if self.database is not None:
             self.database.connect(reuse_if_open=True)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None,
+    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result=None,
                               exception=None) -> None:
         if self.database is not None and not self.database.is_closed():
             self.database.close()

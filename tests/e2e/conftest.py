@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import requests
 
 from evaluator.config import Config
 from evaluator.storage.seaweed import SeaweedServer, Webhook, free_port, wait_for_port
-from tests.conftest import BIN, EVENTS_TOKEN, S3_KEY, S3_SECRET
+from tests.conftest import BIN, EVENTS_TOKEN, S3_KEY, S3_SECRET, empty_tables, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,6 +108,36 @@ class Stack:
             time.sleep(0.3)
         raise AssertionError(f"{path} did not reach the expected state in {timeout_s}s: {body}\n{self.log_tail()}")
 
+    def wait_drained(self, timeout_s: float = 60) -> None:
+        """Wait until no message is pending: none unsent in the outbox, none queued or unacknowledged in Redis.
+
+        Dramatiq keeps a message's data in `<namespace>:<queue>.msgs` (`<queue>.DQ.msgs` while delayed) from
+        enqueue until its ack, so empty hashes mean every message was handled (what "nothing happened" waits
+        for); the dead letters' `<queue>.XQ.msgs` are left out.
+        """
+        import redis
+
+        from evaluator.storage.models import OutboxMessage
+
+        client = redis.Redis.from_url(self.config.redis_url)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            unsent = OutboxMessage.select().where(OutboxMessage.sent_at.is_null()).count()
+            held = sum(client.hlen(key) for key in client.scan_iter(f"{self.config.broker_namespace}:*.msgs")
+                       if not key.endswith(b".XQ.msgs"))  # dead letters stay: they are not pending
+            if not unsent and not held:
+                return
+            assert time.monotonic() < deadline, f"{unsent} unsent, {held} unacknowledged\n{self.log_tail()}"
+            time.sleep(0.2)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this folder `e2e` (`-m "not e2e"` leaves the live stacks out)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(scope="module")
 def webhook_s3(tmp_path_factory):
@@ -125,23 +154,47 @@ def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, *
     """Start an API and one worker on a fresh bucket; `overrides` change the Config of both."""
     from evaluator.storage.blobs import BlobStore
     server, api_port = webhook_s3
-    bucket = f"e2e-{uuid.uuid4().hex[:10]}"
-    config = Config(
-        database_url=database_url, redis_url=redis_url, broker_namespace=f"e2e-{uuid.uuid4().hex[:8]}",
-        s3_endpoint_url=server.endpoint_url, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET,
-        datasets_bucket=bucket, bundles_bucket=bucket, results_bucket=bucket, events_token=EVENTS_TOKEN,
-        api_port=api_port, api_workers=1, work_dir=str(tmp_path / "work"), sandbox_timeout_s=60,
-        sandbox_memory="512m", reconcile_interval_s=5, log_level="INFO",
-    ).replace(**overrides)
+    config = make_config(server.endpoint_url, database_url, redis_url, tmp_path / "work",
+                         **{"api_port": api_port, "api_workers": 1, "reconcile_interval_s": 5, "log_level": "INFO",
+                            **overrides})
     store = BlobStore.from_config(config)
-    store.ensure_buckets(bucket)
-    store.set_cors(bucket, config.cors_origins)  # the web pages' browser uploads (tests/e2e/test_web_pages.py)
+    store.ensure_buckets(config.bundles_bucket)
+    store.set_cors(config.bundles_bucket, config.cors_origins)  # the web pages' browser uploads (test_web_pages.py)
     logs = tmp_path / "logs"
-    logs.mkdir()
+    logs.mkdir(exist_ok=True)
     platform = Stack(config, logs)
     platform.start_api()
     platform.start_worker()
     return platform
+
+
+@pytest.fixture(scope="module")
+def shared_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory):
+    """One API + worker for a whole module whose tests kill no process and may read what earlier ones left.
+
+    Starting a stack costs seconds (gunicorn, dramatiq, migrations); the database is emptied once, first.
+    """
+    from evaluator.storage.db import database
+
+    database.initialize(migrated_database)
+    empty_tables(migrated_database)
+    platform = start_stack(webhook_s3, database_url, redis_url, tmp_path_factory.mktemp("stack"))
+    yield platform
+    platform.stop()
+    empty_tables(migrated_database)
+
+
+@pytest.fixture
+def emptied_shared_stack(shared_stack, migrated_database):
+    """The module's stack as a fresh one starts: its messages handled, the database and the bucket empty."""
+    from evaluator.storage.blobs import BlobStore
+
+    shared_stack.wait_drained()
+    empty_tables(migrated_database)
+    blobs, bucket = BlobStore.from_config(shared_stack.config), shared_stack.config.bundles_bucket
+    for item in list(blobs.list_keys(bucket, "")):
+        blobs.delete(bucket, item["key"])
+    yield shared_stack
 
 
 @pytest.fixture

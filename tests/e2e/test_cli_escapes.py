@@ -11,24 +11,17 @@ import pytest
 from evaluator.storage.models import Run
 from tests.e2e.conftest import BIN, ROOT
 from tests.integration.helpers import tar_bundle
-from tests.terminal_checks import HOSTILE_RECORD_TEXT, HOSTILE_SOURCE_LITERAL, HOSTILE_TEXT, unsafe_characters
+from tests.terminal_checks import (
+    HOSTILE_RECORD_TEXT,
+    HOSTILE_TEXT,
+    hostile_log_predict,
+    unsafe_characters,
+)
 
 pytestmark = pytest.mark.integration
 
 # Writes the hostile text (and raw invalid UTF-8 around an ESC) to its log, then predicts a constant.
-HOSTILE_LOG_PREDICT = f"""
-import sys
-import numpy as np
-
-TEXT = {HOSTILE_SOURCE_LITERAL}
-
-def predict(batch):
-    sys.stderr.write("HOSTILE-BEGIN " + TEXT + " HOSTILE-END\\n")
-    sys.stderr.flush()
-    sys.stderr.buffer.write(b"raw \\xff\\xc2\\x9b\\x1bc bytes\\n")
-    sys.stderr.flush()
-    return np.zeros(len(batch), dtype=int)
-"""
+HOSTILE_LOG_PREDICT = hostile_log_predict("return np.zeros(len(batch), dtype=int)", imports="import numpy as np\n")
 
 
 def cli(stack, token: str, *args: str) -> subprocess.CompletedProcess:
@@ -44,13 +37,19 @@ def assert_clean(result: subprocess.CompletedProcess, *, json_output: bool = Fal
         assert result.stdout.decode().isascii()
 
 
-@pytest.fixture
-def hostile_run(stack, images_built, tmp_path):
+@pytest.fixture(scope="module")
+def stack(shared_stack):
+    """These tests only read the one run below: one stack for the module."""
+    return shared_stack
+
+
+@pytest.fixture(scope="module")
+def hostile_run(stack, images_built, tmp_path_factory):
     """A succeeded run whose log holds the hostile text; returns (admin token, alice token, run id)."""
     images_built("sklearn")
     admin, alice, _ = stack.competition({"id": "iris", "task": "classification"})
     manifest = b"name: noisy\nversion: 1\nframework: sklearn\nmodel: model.bin\npredict: predict.py:predict\n"
-    bundle = tmp_path / "noisy.tar.gz"
+    bundle = tmp_path_factory.mktemp("hostile") / "noisy.tar.gz"
     bundle.write_bytes(tar_bundle({"evaluator.yaml": manifest, "model.bin": b"unused",
                                    "predict.py": HOSTILE_LOG_PREDICT.encode()}))
     result = cli(stack, alice, "submit", str(bundle), "--benchmark", "iris", "--wait", "--json")

@@ -15,6 +15,12 @@ from tests.e2e.conftest import BIN, ROOT
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def stack(emptied_shared_stack):
+    """No test here kills a process: they share the module's stack, emptied before each."""
+    return emptied_shared_stack
+
+
 def cli(stack, token: str, *args: str, api_url: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.config.to_env(), "EVALUATOR_API_URL": api_url or stack.url, "EVALUATOR_TOKEN": token}
     return subprocess.run([str(BIN / "evaluator"), *args], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -16,7 +16,7 @@ import requests
 import yaml
 
 from evaluator.config import Config
-from tests.conftest import EVENTS_TOKEN, S3_KEY, S3_SECRET, require
+from tests.conftest import make_config, require
 from tests.e2e.bundles import sklearn_bundle
 from tests.e2e.conftest import ROOT, Stack
 from tests.integration.helpers import iris_like, parquet_bytes
@@ -119,17 +119,11 @@ def container_stack(platform_image, webhook_s3, database_url, redis_url, db, doc
     images_built("sklearn")
     require(os.path.exists(DOCKER_SOCKET), f"the Docker socket at {DOCKER_SOCKET}")
     server, api_port = webhook_s3           # SeaweedFS's filer posts its events to this port: the API's
-    bucket = f"ctr-{uuid.uuid4().hex[:10]}"
     work_dir = tmp_path / "work"
     work_dir.mkdir()
-    config = Config(
-        database_url=database_url, redis_url=redis_url, broker_namespace=f"ctr-{uuid.uuid4().hex[:8]}",
-        s3_endpoint_url=server.endpoint_url, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET,
-        datasets_bucket=bucket, bundles_bucket=bucket, results_bucket=bucket, events_token=EVENTS_TOKEN,
-        api_host="127.0.0.1", api_port=api_port, api_workers=1, work_dir=str(work_dir), sandbox_timeout_s=60,
-        sandbox_memory="512m", log_level="INFO",
-    )
-    BlobStore.from_config(config).ensure_buckets(bucket)
+    config = make_config(server.endpoint_url, database_url, redis_url, work_dir, api_host="127.0.0.1",
+                         api_port=api_port, api_workers=1, log_level="INFO")
+    BlobStore.from_config(config).ensure_buckets(config.bundles_bucket)
     (tmp_path / "logs").mkdir()
     stack = ContainerStack(config, tmp_path / "logs", docker_client, platform_image)
     try:

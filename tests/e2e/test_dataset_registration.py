@@ -11,6 +11,12 @@ from tests.integration.helpers import iris_like, parquet_bytes
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def stack(emptied_shared_stack):
+    """No test here kills a process: they share the module's stack, emptied before each."""
+    return emptied_shared_stack
+
+
 def declare_and_upload(stack, token, name, features, labels) -> dict:
     declared = stack.call("POST", "/v1/datasets", token, json={"name": name, "version": "1"})
     assert declared.status_code == 201, declared.text

@@ -77,7 +77,7 @@ def test_upload_alone_runs_the_model_and_metrics_equal_sklearns(stack, competiti
                               json=minio_event(stack.config.bundles_bucket, submission["key"], head["size"],
                                                head["etag"]), timeout=10)
         assert reply.json()["outcomes"][0]["run_id"] == run_id
-    time.sleep(2)
+    stack.wait_drained()
     assert Run.select().count() == 1 and Run.get_by_id(run_id).attempts == 1
     assert ObjectEvent.get(ObjectEvent.key == submission["key"]).deliveries >= 4
     assert len([k for k in blobs.list_keys(bucket, prefix)]) == 3
@@ -107,7 +107,7 @@ def test_cancel_while_running_kills_the_container_and_stays_cancelled(stack, com
 
     broker.enqueue(Message(queue_name="evaluations", actor_name="evaluate_run", args=(run_id,), kwargs={},
                            options={}))
-    time.sleep(3)
+    stack.wait_drained()
     assert stack.call("GET", f"/v1/runs/{run_id}", alice).json()["status"] == "cancelled"
 
 

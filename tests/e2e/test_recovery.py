@@ -11,14 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from evaluator.config import Config
 from evaluator.run_folders import run_folder
 from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, WORKER_LABEL
-from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Run
-from tests.conftest import EVENTS_TOKEN, S3_KEY, S3_SECRET
 from tests.e2e.bundles import sleepy_bundle
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
@@ -27,22 +24,9 @@ LEASE_S = 8
 
 def recovery_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, **overrides) -> Stack:
     """API + one worker with a short lease, a fast broker heartbeat and the periodic reconciler OFF."""
-    server, api_port = webhook_s3
-    bucket = f"e2e-{uuid.uuid4().hex[:10]}"
-    config = Config(
-        database_url=database_url, redis_url=redis_url, broker_namespace=f"e2e-{uuid.uuid4().hex[:8]}",
-        s3_endpoint_url=server.endpoint_url, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET,
-        datasets_bucket=bucket, bundles_bucket=bucket, results_bucket=bucket, events_token=EVENTS_TOKEN,
-        api_port=api_port, api_workers=1, work_dir=str(tmp_path / "work"), sandbox_timeout_s=120,
-        sandbox_memory="512m", reconcile_interval_s=0, log_level="INFO", lease_s=LEASE_S, lease_renew_s=1.0,
-        broker_heartbeat_timeout_ms=5_000, broker_maintenance_chance=100_000,
-    ).replace(**overrides)
-    BlobStore.from_config(config).ensure_buckets(bucket)
-    (tmp_path / "logs").mkdir(exist_ok=True)
-    platform = Stack(config, tmp_path / "logs")
-    platform.start_api()
-    platform.start_worker()
-    return platform
+    return start_stack(webhook_s3, database_url, redis_url, tmp_path, **{
+        "sandbox_timeout_s": 120, "reconcile_interval_s": 0, "lease_s": LEASE_S, "lease_renew_s": 1.0,
+        "broker_heartbeat_timeout_ms": 5_000, "broker_maintenance_chance": 100_000, **overrides})
 
 
 @pytest.fixture

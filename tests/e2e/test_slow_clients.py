@@ -11,14 +11,12 @@ import json
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 import requests
 
-from evaluator.config import Config
 from evaluator.storage.seaweed import free_port
-from tests.conftest import EVENTS_HEADERS, EVENTS_TOKEN, S3_KEY, S3_SECRET
+from tests.conftest import EVENTS_HEADERS, EVENTS_TOKEN, make_config
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -31,15 +29,10 @@ def start_api(s3_server, database_url: str, redis_url: str, tmp_path, timeout_s:
     """Only the API through `evaluator api`: one gunicorn worker, these head and body timeouts."""
     from evaluator.storage.blobs import BlobStore
 
-    bucket = f"slow-{uuid.uuid4().hex[:10]}"
-    config = Config(
-        database_url=database_url, redis_url=redis_url, broker_namespace=f"slow-{uuid.uuid4().hex[:8]}",
-        s3_endpoint_url=s3_server.endpoint_url, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET,
-        datasets_bucket=bucket, bundles_bucket=bucket, results_bucket=bucket, events_token=EVENTS_TOKEN,
-        api_port=free_port(), api_workers=1, api_header_timeout_s=timeout_s, api_body_timeout_s=timeout_s,
-        api_max_body_bytes=MAX_BODY, work_dir=str(tmp_path / "work"), log_level="INFO",
-    )
-    BlobStore.from_config(config).ensure_buckets(bucket)
+    config = make_config(s3_server.endpoint_url, database_url, redis_url, tmp_path / "work", api_port=free_port(),
+                         api_workers=1, api_header_timeout_s=timeout_s, api_body_timeout_s=timeout_s,
+                         api_max_body_bytes=MAX_BODY, log_level="INFO")
+    BlobStore.from_config(config).ensure_buckets(config.bundles_bucket)
     (tmp_path / "logs").mkdir()
     stack = Stack(config, tmp_path / "logs")
     stack.start_api()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from evaluator.sandbox.images import IMAGES
+from evaluator.sandbox.frameworks import IMAGES
 from evaluator.storage.seaweed import free_port, wait_for_port
 from tests.conftest import PG_ADMIN_URL, require
 from tests.e2e.conftest import ROOT

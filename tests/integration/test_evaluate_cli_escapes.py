@@ -10,25 +10,14 @@ import pytest
 
 from tests.conftest import BIN
 from tests.integration import sandbox_fixtures as fx
-from tests.terminal_checks import HOSTILE_SOURCE_LITERAL, unsafe_characters
+from tests.terminal_checks import HOSTILE_SOURCE_LITERAL, hostile_log_predict, unsafe_characters
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 ROOT = BIN.parents[1]
 
 # Logs the hostile text (and raw bytes around an ESC), then fails with it as the exception message.
-LOGS_AND_RAISES = f"""
-import sys
-
-TEXT = {HOSTILE_SOURCE_LITERAL}
-
-def predict(batch):
-    sys.stderr.write("HOSTILE-BEGIN " + TEXT + " HOSTILE-END\\n")
-    sys.stderr.flush()
-    sys.stderr.buffer.write(b"raw \\xff\\xc2\\x9b\\x1bc bytes\\n")
-    sys.stderr.flush()
-    raise RuntimeError(TEXT)
-"""
+LOGS_AND_RAISES = hostile_log_predict("raise RuntimeError(TEXT)")
 
 # Writes predictions whose row ids carry the hostile text, and exits before the program can.
 HOSTILE_ROW_IDS = f"""

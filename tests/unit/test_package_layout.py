@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from evaluator.sandbox.build import packaged_images_dir
-from evaluator.sandbox.images import IMAGES
+from evaluator.sandbox.frameworks import IMAGES
 from evaluator.storage import migrations
 
 ROOT = Path(__file__).resolve().parents[2]

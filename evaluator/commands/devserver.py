@@ -13,11 +13,15 @@ import secrets
 import socketserver
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from evaluator.config import Config
 from evaluator.errors import ConfigInvalid
 from evaluator.storage.seaweed import SeaweedServer, Webhook
+
+if TYPE_CHECKING:  # dramatiq is imported when the platform starts, not with this module
+    import dramatiq
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class DevPlatform:
     config: Config
     s3: SeaweedServer | None = None
     http: WSGIServer | None = None
-    worker: object | None = None
+    worker: dramatiq.Worker | None = None
     broker_kind: str = ""
 
     def start(self) -> DevPlatform:
@@ -128,30 +132,22 @@ class DevPlatform:
                                 webhook=Webhook(f"{self.config.api_base_url}/v1/events/s3", self.config.events_token))
         self.s3.start()
 
-    def _broker(self):
+    def _broker(self) -> dramatiq.Broker:
         import dramatiq
         from dramatiq.brokers.stub import StubBroker
 
-        from evaluator.worker import services
-        from evaluator.worker.broker import create_broker
-        from evaluator.worker.middleware import worker_middleware
-        from evaluator.worker.relay import OutboxRelay
+        from evaluator.worker.broker import setup
 
+        broker: dramatiq.Broker | None = None
         if redis_reachable(self.config.redis_url):
-            broker, self.broker_kind = create_broker(self.config), f"Redis at {self.config.redis_url}"
+            self.broker_kind = f"Redis at {self.config.redis_url}"
         else:
             logger.warning("Redis is not reachable at %s: using an IN-PROCESS broker. Runs queued now are lost "
                            "if this process stops (the reconciler re-queues them on the next start).",
                            self.config.redis_url)
             broker, self.broker_kind = StubBroker(), "in-process (no Redis)"
             broker.emit_after("process_boot")
-        services.configure(self.config)
-        for middleware in worker_middleware(self.config):
-            broker.add_middleware(middleware)
-        broker.add_middleware(OutboxRelay(self.config))
-        broker.add_middleware(services.SandboxPool())
-        dramatiq.set_broker(broker)
-        return broker
+        return setup(self.config, broker)
 
     def stop(self) -> None:
         if self.http is not None:

@@ -1,4 +1,4 @@
-"""score_files: stream labels and predictions, align them, and assemble metrics.json."""
+"""score_files: stream a labels file and a predictions file, align them, and assemble metrics.json."""
 
 from __future__ import annotations
 
