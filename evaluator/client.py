@@ -222,8 +222,10 @@ class _StreamUnavailable(Exception):
 
 def _events(response: requests.Response):  # type: ignore[no-untyped-def]
     """Parse a text/event-stream body into (event, data as JSON, id) triples; comments are skipped."""
-    event, data, event_id = "message", [], None
-    for raw in response.iter_lines(chunk_size=None, decode_unicode=False):
+    event, event_id = "message", None
+    data: list[str] = []
+    # chunk_size None: lines as the bytes arrive (the stubs want an int)
+    for raw in response.iter_lines(chunk_size=None, decode_unicode=False):  # type: ignore[call-overload]
         if len(raw) > STREAM_LINE_BYTES:
             raise ValueError("an event line is too long")
         line = raw.decode("utf-8", "replace")

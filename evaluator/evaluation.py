@@ -232,7 +232,7 @@ def evaluate_predictions_file(
     expected_rows: int | None,
     should_cancel: Callable[[], bool] | None = None,
     on_stage: Callable[[str], None] | None = None,
-    known_sha256: dict[str, str] | None = None,
+    known_sha256: dict[str, str | None] | None = None,
 ) -> Evaluation:
     """Score a participant's predictions file (`csv` or `parquet`): no sandbox, the same checked scorer.
 
@@ -257,7 +257,8 @@ def evaluate_predictions_file(
         stage("scoring")
         csv_source = predictions_file if file_format == "csv" else None
         predictions_path = work_dir / "predictions.parquet" if csv_source is not None else predictions_file
-        provenance["scoring"] = scoring_stats = {}
+        scoring_stats: dict[str, object] = {}
+        provenance["scoring"] = scoring_stats
         plot_data: dict = {}
         document, private_document = score_isolated(
             scoring, labels_path, predictions_path, work_dir=work_dir / "scoring", config=config,

@@ -92,7 +92,8 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
     """
     now = now or utcnow()
     manager = competition.manages(benchmark, principal)
-    instant = min(_parse(at), now) if at else None
+    asked = _parse(at)
+    instant = min(asked, now) if asked is not None else None
     frozen = False
     if not manager:
         since = competition.frozen_since(benchmark, now)
@@ -125,11 +126,11 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     def best_of(pool: list[Run], group) -> dict:
         best: dict = {}
         for run in pool:
-            values = [_value(_document(run, private, at), m) for m in metrics]
-            if values[0] is None:
+            found = [_value(_document(run, private, at), m) for m in metrics]
+            if found[0] is None:
                 continue
             values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
-                      zip(values, directions)]
+                      zip(found, directions)]
             key = _sort_key(values, directions) + (run.finished_at,)
             if group(run) not in best or key < best[group(run)][0]:
                 best[group(run)] = (key, run, values)
@@ -188,9 +189,11 @@ def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], direction
         return _value(_document(run, False, at), metrics[0])
 
     for run in runs:
-        if run.owner in owners_with_choice or primary(run) is None:
+        value = primary(run)
+        if run.owner in owners_with_choice or value is None:
             continue
-        key = _sort_key([primary(run)], directions[:1])
-        if run.owner not in fallback or key < _sort_key([primary(fallback[run.owner])], directions[:1]):
+        key = _sort_key([value], directions[:1])
+        kept = fallback.get(run.owner)  # a kept run has a value
+        if kept is None or key < _sort_key([primary(kept) or 0.0], directions[:1]):
             fallback[run.owner] = run
     return chosen + list(fallback.values())

@@ -55,12 +55,13 @@ def stage_events(run: Run) -> list[StageEvent]:
         history = [{"attempt": run.attempts, **{f"{stage}_at": isoformat(getattr(run, f"{stage}_at"))
                                                 for stage in STAGES}}]  # a row older than the attempts list
     for attempt in history:
-        number = attempt.get("attempt") if isinstance(attempt.get("attempt"), int) else 0
+        found = attempt.get("attempt")
+        number = found if isinstance(found, int) else 0
         for stage in STAGES:
             if attempt.get(f"{stage}_at"):
                 events.append(StageEvent(f"{number}-{stage}", stage, number, str(attempt[f"{stage}_at"])))
         if attempt.get("outcome") == "released":  # an infrastructure error gave it back to the queue
-            events.append(StageEvent(f"{number}-queued", RunStatus.QUEUED.value, number, attempt.get("ended_at")))
+            events.append(StageEvent(f"{number}-queued", RunStatus.QUEUED.value, number, str(attempt.get("ended_at"))))
     if run.status in TERMINAL:
         events.append(StageEvent(f"{run.attempts}-{run.status}", run.status, run.attempts, isoformat(run.finished_at)))
     return events

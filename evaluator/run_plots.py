@@ -63,7 +63,7 @@ def plot_svg(plots: RunPlots, name: str, *, blobs: BlobStore, bucket: str) -> by
         raise NotFound(f"run {plots.run.id} has no plot {name[:40]!r}"
                        + (f"; it has {', '.join(e.name for e in plots.entries)}" if plots.entries else ""))
     try:
-        return blobs.get_bytes(bucket, layout.plot_key(plots.run.results_prefix, name, "svg",
+        return blobs.get_bytes(bucket, layout.plot_key(str(plots.run.results_prefix), name, "svg",
                                                        exact=plots.exact))
     except ObjectMissing:
         raise NotFound(f"run {plots.run.id}'s plot {name} is gone from the store") from None

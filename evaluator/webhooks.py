@@ -33,7 +33,7 @@ import requests
 from evaluator import competition, outbox, runs
 from evaluator.config import Config
 from evaluator.errors import Forbidden, NotFound, ValidationFailed, clean_message
-from evaluator.storage.db import database
+from evaluator.storage.db import database, rows
 from evaluator.storage.models import (
     Benchmark,
     Run,
@@ -130,7 +130,7 @@ def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.I
     except (socket.gaierror, UnicodeError):
         raise ValidationFailed(f"'url' names a host that does not resolve ({clean_message(host, 100)})",
                                field="url") from None
-    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
 # --- subscriptions --------------------------------------------------------------------------
@@ -159,9 +159,9 @@ def create_subscription(principal: Principal, *, url: str, benchmark: str | None
         raise ValidationFailed(f"at most {MAX_SUBSCRIPTIONS} webhook subscriptions per owner; delete one first",
                                field="url")
     secret = "whsec_" + secrets.token_urlsafe(32)
-    row = WebhookSubscription.create(owner=principal.owner, role=principal.role, scope=scope, benchmark=benchmark,
-                                     url=url, secret=secret, events=list(dict.fromkeys(events or EVENTS)))
-    return row, secret
+    created = WebhookSubscription.create(owner=principal.owner, role=principal.role, scope=scope, benchmark=benchmark,
+                                         url=url, secret=secret, events=list(dict.fromkeys(events or EVENTS)))
+    return created, secret
 
 
 def visible_subscriptions(principal: Principal):  # type: ignore[no-untyped-def]
@@ -374,9 +374,9 @@ def resend_stalled(*, older_than_s: float = 120.0, limit: int = 100) -> list[str
     loses it too. The attempt's claim makes a duplicate message harmless.
     """
     cutoff = utcnow() - datetime.timedelta(seconds=older_than_s)
-    stalled = [str(delivery_id) for (delivery_id,) in WebhookDelivery.select(WebhookDelivery.id).where(
+    stalled = [str(delivery_id) for (delivery_id,) in rows(WebhookDelivery.select(WebhookDelivery.id).where(
         (WebhookDelivery.status == PENDING) & (WebhookDelivery.next_attempt_at < cutoff))
-        .order_by(WebhookDelivery.next_attempt_at).limit(limit).tuples()]
+        .order_by(WebhookDelivery.next_attempt_at).limit(limit).tuples())]
     with database.atomic():
         for delivery_id in stalled:
             outbox.add("deliver_webhook", delivery_id)

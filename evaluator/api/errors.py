@@ -69,8 +69,9 @@ def handle_evaluator_error(req: falcon.Request, resp: falcon.Response, ex: Evalu
     body = ex.to_dict()
     extra = {k: v for k, v in body.items() if k not in ("code", "message")}
     headers = {"WWW-Authenticate": "Bearer"} if ex.http_status == 401 else None
-    if getattr(ex, "retry_after_s", None) is not None:
-        headers = {"Retry-After": str(int(ex.retry_after_s))}
+    retry_after_s = getattr(ex, "retry_after_s", None)  # only some errors say when to come back
+    if retry_after_s is not None:
+        headers = {"Retry-After": str(int(retry_after_s))}
     raise _Error(ex.http_status, ex.code, ex.message, extra, headers)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 import matplotlib
@@ -20,8 +21,9 @@ MAX_LABEL_CHARS = 40
 MAX_MATRIX_CLASSES = 30  # a larger confusion matrix is drawn without per-cell numbers
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\uffff]|[\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _PROLOG = re.compile(rb"\A<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?")
-_RC = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9, "axes.titlesize": 10,
-       "figure.dpi": 72, "svg.image_inline": True, "font.sans-serif": ["DejaVu Sans"]}
+_RC: dict[str, Any] = {
+    "svg.fonttype": "none", "text.parse_math": False, "font.size": 9, "axes.titlesize": 10,
+    "figure.dpi": 72, "svg.image_inline": True, "font.sans-serif": ["DejaVu Sans"]}
 _STYLE = re.compile(rb' style="([^"]*)"')
 _STYLE_ELEMENT = re.compile(rb"<style[^>]*>.*?</style>\s*", re.S)
 _METADATA = re.compile(rb"<metadata>.*?</metadata>\s*", re.S)
@@ -55,7 +57,7 @@ def _figure(size: tuple[float, float] = (4.2, 3.6)) -> Figure:
 def to_svg(figure: Figure, name: str, title: str) -> bytes:
     """Serialise a figure to SVG without the XML prolog (it is inlined in pages), titled for screen readers."""
     sink = io.BytesIO()
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": name}):
+    with matplotlib.rc_context({**_RC, "svg.hashsalt": name}):  # type: ignore[dict-item]  # keys are rc names
         figure.savefig(sink, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
     svg = _presentational(_METADATA.sub(b"", _PROLOG.sub(b"", sink.getvalue())))
     # NOTE: ids unique on a page that inlines several plots (matplotlib numbers them per figure: figure_1, ...)
@@ -90,7 +92,7 @@ def _presentational(svg: bytes) -> bytes:
 
 def confusion_figure(classes: list, matrix: list[list[int]], other: list[int], title: str) -> Figure:
     """Rows: true classes; columns: predicted classes, then "other" (predictions outside the labels' classes)."""
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # the stubs want literal rc names
         figure = _figure((4.6, 4.0))
         axes = figure.subplots()
         rows = [list(row) + [extra] for row, extra in zip(matrix, other)]
@@ -113,7 +115,7 @@ def confusion_figure(classes: list, matrix: list[list[int]], other: list[int], t
 
 def curves_figure(curves: list[tuple[str, list]], *, title: str, xlabel: str, ylabel: str,
                   diagonal: bool = False, markers: bool = False) -> Figure:
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # the stubs want literal rc names
         figure = _figure()
         axes = figure.subplots()
         if diagonal:
@@ -136,7 +138,7 @@ def curves_figure(curves: list[tuple[str, list]], *, title: str, xlabel: str, yl
 
 def histogram_figure(edges: list[float], counts: list[int], *, title: str, xlabel: str) -> Figure:
     """Bars of density (rows per unit), so unequal bins read right."""
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # the stubs want literal rc names
         figure = _figure()
         axes = figure.subplots()
         widths = [high - low for low, high in zip(edges, edges[1:])]
@@ -151,7 +153,7 @@ def histogram_figure(edges: list[float], counts: list[int], *, title: str, xlabe
 
 
 def grid_figure(x_edges: list[float], y_edges: list[float], counts: list[list[int]], *, title: str) -> Figure:
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # the stubs want literal rc names
         figure = _figure((4.6, 3.8))
         axes = figure.subplots()
         if counts:

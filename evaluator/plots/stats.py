@@ -176,8 +176,8 @@ class RegressionStats:
             a, resolution_a = _coarsen_cells(a), resolution_a // 2
         while resolution_b > resolution_a:
             b, resolution_b = _coarsen_cells(b), resolution_b // 2
-        for key, count in [*a.items(), *b.items()]:
-            merged.cells[key] = merged.cells.get(key, 0) + count
+        for cell, count in [*a.items(), *b.items()]:
+            merged.cells[cell] = merged.cells.get(cell, 0) + count
         merged.cell_resolution = resolution_a
         while len(merged.cells) > MAX_CELLS and merged.cell_resolution > 1:
             merged.cells, merged.cell_resolution = _coarsen_cells(merged.cells), merged.cell_resolution // 2

@@ -264,6 +264,7 @@ class WebhookDelivery(BaseModel):
 
     id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)  # the receiver's idempotency key
     subscription = peewee.ForeignKeyField(WebhookSubscription, backref="deliveries", on_delete="CASCADE")
+    subscription_id: uuid.UUID
     event = peewee.TextField()
     run_id = peewee.UUIDField(index=True)
     payload = peewee.JSONField()

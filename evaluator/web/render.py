@@ -21,9 +21,10 @@ def when(value: str | datetime.datetime | None) -> str:
         return "\u2014"
     if isinstance(value, str):
         try:
-            value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return value[:40]
+        value = parsed
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -49,13 +50,14 @@ def number(value: Any, decimals: int = 4) -> str:
     return str(value)
 
 
-def filesize(value: int | None) -> str:
+def filesize(value: int | float | None) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "\u2014"
+    size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
+        if size < 1024 or unit == "GiB":
+            return f"{value} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
     return str(value)
 
 

@@ -19,6 +19,7 @@ from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
 from evaluator.storage.blobs import BlobStore
+from evaluator.storage.db import rows as db_rows
 from evaluator.storage.models import TERMINAL_RUN_STATUSES, Benchmark, Dataset, Run, Submission
 from evaluator.tokens import Principal
 
@@ -36,7 +37,7 @@ def participant_counts(benchmark_ids: list[str]) -> dict[str, int]:
         return {}
     rows = (Submission.select(Submission.benchmark, peewee.fn.COUNT(Submission.owner.distinct()))
             .where(Submission.benchmark.in_(benchmark_ids)).group_by(Submission.benchmark).tuples())
-    return {benchmark_id: count for benchmark_id, count in rows}
+    return {benchmark_id: count for benchmark_id, count in db_rows(rows)}
 
 
 def benchmark_rows(principal: Principal | None) -> list[dict]:
@@ -144,7 +145,10 @@ def interval(ci: object) -> tuple[float, float] | None:
         return None
     low, high = ci.get("low"), ci.get("high")
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
-    return (float(min(low, high)), float(max(low, high))) if numbers else None
+    if not numbers:
+        return None
+    low_f, high_f = float(low), float(high)  # type: ignore[arg-type]  # both numbers, checked above
+    return min(low_f, high_f), max(low_f, high_f)
 
 
 def _ci_bars(entries: list[dict]) -> dict:
@@ -171,7 +175,7 @@ def entry_counts(benchmark_id: str) -> dict[str, dict]:
     rows = (Submission.select(Submission.owner, peewee.fn.COUNT(Submission.id), peewee.fn.MIN(Submission.created_at),
                               peewee.fn.MAX(Submission.created_at))
             .where(Submission.benchmark == benchmark_id).group_by(Submission.owner).tuples())
-    return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in rows}
+    return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in db_rows(rows)}
 
 
 def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int) -> dict:
