@@ -18,7 +18,7 @@ def _value(document: dict | None, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def _document(run: Run, private: bool) -> dict | None:
+def _document(run, private: bool) -> dict | None:
     return (run.private_metrics or run.metrics) if private else run.metrics
 
 
@@ -32,8 +32,12 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False) -> dict:
     settings = competition.settings_of(benchmark)
     metrics = [benchmark.primary_metric, *settings["tie_breakers"]]
     directions = [scoring.direction(m) for m in metrics]
-    runs = list(Run.select().where((Run.benchmark == benchmark.id) & (Run.status == RunStatus.SUCCEEDED.value))
-                .order_by(Run.finished_at))
+    # NOTE: only the columns ranking reads, as named tuples: model instances of every column (provenance,
+    # history) made a 10,000-run board several times slower (bench/pages.py).
+    columns = [Run.id, Run.owner, Run.final, Run.finished_at, Run.metrics] + ([Run.private_metrics] if private else [])
+    runs = list(Run.select(*columns).where((Run.benchmark == benchmark.id)
+                                           & (Run.status == RunStatus.SUCCEEDED.value))
+                .order_by(Run.finished_at).namedtuples())
     candidates = _candidates(runs, private and settings["final_selections"] > 0, metrics, directions)
 
     best: dict[str, tuple[tuple, Run, list[float]]] = {}
