@@ -127,8 +127,10 @@ class SessionAuth:
         req.context.session = None
         req.context.page = page = bool(getattr(resource, "page", False))
         req.context.form = {}
-        if req.get_header("Authorization") or getattr(resource, "auth", "token") not in ("token", "session"):
+        if getattr(resource, "auth", "token") not in ("token", "session"):
             return
+        if req.get_header("Authorization") and not page:
+            return  # a bearer token decides (pages ignore it: their forms are always CSRF-checked)
         session = sessions.resolve(sessions.cookie(req, sessions.COOKIE))
         unsafe = req.method not in sessions.SAFE_METHODS
         if page and unsafe:

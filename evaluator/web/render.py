@@ -100,12 +100,15 @@ def render(req: falcon.Request, resp: falcon.Response, template: str, *, status:
 
 
 def wants_html(req: falcon.Request) -> bool:
-    """A page's error is a page; so is an unmatched URL a browser asked for outside the JSON API."""
+    """A page's error is a page for a browser (Accept: text/html); so is an unmatched URL outside the JSON API.
+
+    Other clients of a page (no text/html in Accept) get the API's JSON error body.
+    """
+    if "text/html" not in (req.get_header("Accept") or ""):
+        return False
     if getattr(req.context, "page", False):
         return True
-    if req.uri_template is not None or req.path.startswith(("/v1/", "/health", "/metrics", "/openapi.json")):
-        return False
-    return "text/html" in (req.get_header("Accept") or "")
+    return req.uri_template is None and not req.path.startswith(("/v1/", "/health", "/metrics", "/openapi.json"))
 
 
 TITLES = {400: "Bad request", 401: "Sign in needed", 403: "Not allowed", 404: "Not found", 405: "Not allowed",

@@ -46,8 +46,11 @@ def sign_in(api, secret: str) -> dict:
     return cookies_of(response)
 
 
+HTML = {"Accept": "text/html,application/xhtml+xml"}  # what a browser sends: errors come back as pages
+
+
 def cookie_header(jar: dict) -> dict:
-    return {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items() if v)}
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items() if v), **HTML}
 
 
 @pytest.fixture
@@ -150,7 +153,8 @@ def test_benchmark_page_shows_the_apis_leaderboard_rounded_with_equal_ranks_and_
     assert str(board["entries"][0]["score"]) == "0.9123" and "0.9123" in page.text and "0.912345" not in page.text
     assert page.text.count('<svg class="ci"') == 2 and 'aria-label="95% CI 0.88 to 0.94"' in page.text
     # A private benchmark is a 404 page to the anonymous visitor, as the API's 404
-    hidden = api.simulate_get("/benchmarks/hidden-b")
+    assert api.simulate_get("/benchmarks/hidden-b").json["error"]["code"] == "not_found"  # no Accept: JSON
+    hidden = api.simulate_get("/benchmarks/hidden-b", headers=HTML)
     assert hidden.status_code == 404 and "<h1>404" in hidden.text
     assert api.simulate_get("/v1/benchmarks/hidden-b/leaderboard").status_code == 404
 

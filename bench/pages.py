@@ -1,0 +1,96 @@
+"""Server-side render time of the benchmark page for a leaderboard of 10,000 runs, against the JSON
+leaderboard endpoint in the same run (the ratio is what we report), through falcon.testing on a real
+PostgreSQL. Both build the board with leaderboard.build; the page renders its first 100 rows.
+
+    .venv/bin/python bench/pages.py [--runs 10000] [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import random
+import statistics
+import time
+import uuid
+
+from _stack import services
+
+from evaluator.storage.db import init_database
+from evaluator.storage.models import Benchmark, Dataset, Run, Submission
+
+
+def seed(runs: int, participants: int, benchmark_id: str, dataset: Dataset) -> None:
+    """A benchmark whose `runs` succeeded runs belong to `participants` participants (bulk inserts)."""
+    Benchmark.create(id=benchmark_id, title=benchmark_id, dataset=dataset, task="classification",
+                     primary_metric="accuracy", direction="maximize", owner="admin",
+                     settings={"tie_breakers": ["f1_macro"]})
+    rng = random.Random(7)
+    start = datetime.datetime(2026, 12, 1)
+    submissions, rows = [], []
+    for i in range(runs):
+        owner, sid = f"p{i % participants:05d}", uuid.uuid4()
+        accuracy = round(rng.uniform(0.5, 0.99), 6)
+        submissions.append({"id": sid, "benchmark": benchmark_id, "owner": owner, "name": "m", "version": str(i),
+                            "bucket": "b", "object_key": f"bundles/{benchmark_id}/{owner}/m/{i}/{sid}.tar.gz",
+                            "status": "uploaded", "created_at": start + datetime.timedelta(seconds=i)})
+        rows.append({"id": uuid.uuid4(), "submission": sid, "benchmark": benchmark_id, "owner": owner,
+                     "status": "succeeded", "finished_at": start + datetime.timedelta(seconds=i, milliseconds=500),
+                     "metrics": {"metrics": {"accuracy": accuracy, "f1_macro": accuracy - 0.01},
+                                 "primary_metric": {"name": "accuracy", "value": accuracy, "direction": "maximize",
+                                                    "ci": {"low": accuracy - 0.03, "high": accuracy + 0.02,
+                                                           "level": 0.95, "rounds": 1000, "seed": 0,
+                                                           "method": "rows"}}}})
+    for chunk in range(0, runs, 1000):
+        Submission.insert_many(submissions[chunk:chunk + 1000]).execute()
+        Run.insert_many(rows[chunk:chunk + 1000]).execute()
+
+
+def timed(client, path: str, repeat: int) -> tuple[float, int]:
+    """Median milliseconds of GET path (after one warm-up), and the response's size."""
+    response = client.simulate_get(path)
+    assert response.status_code == 200, response.text[:300]
+    samples = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        response = client.simulate_get(path)
+        samples.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 200
+    return statistics.median(samples), len(response.content)
+
+
+def main() -> None:
+    import falcon.testing
+
+    from evaluator.api.app import create_app
+    from evaluator.intake import Queues
+    from evaluator.storage.blobs import BlobStore
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    with services() as config:
+        database = init_database(config.database_url)
+        dataset = Dataset.create(name="bench", version="1", features_key="f", labels_key="l", status="ready",
+                                 row_count=10_000)
+        shapes = {"one run each": args.runs, "10 runs each": max(1, args.runs // 10)}
+        for index, participants in enumerate(shapes.values()):
+            seed(args.runs, participants, f"board-{index}", dataset)
+        database.close()
+        ignore = lambda run_id: None  # noqa: E731 (no broker: these requests queue nothing)
+        app = create_app(config, database=database, blobs=BlobStore.from_config(config),
+                         queues=Queues(evaluate_run=ignore, register_dataset=ignore, rescore_run=ignore),
+                         health_checks={})
+        client = falcon.testing.TestClient(app)
+        print(f"{args.runs} succeeded runs per benchmark, median of {args.repeat} GETs (falcon.testing, PostgreSQL)")
+        print(f"{'participants':>26} {'JSON leaderboard':>18} {'page /benchmarks/{id}':>22} {'ratio':>7}")
+        for index, (label, participants) in enumerate(shapes.items()):
+            json_ms, json_bytes = timed(client, f"/v1/benchmarks/board-{index}/leaderboard", args.repeat)
+            page_ms, page_bytes = timed(client, f"/benchmarks/board-{index}", args.repeat)
+            print(f"{participants:>12} ({label:>12}) {json_ms:>12.1f} ms {page_ms:>17.1f} ms {page_ms / json_ms:>6.2f}x"
+                  f"   ({json_bytes // 1024} KiB JSON, {page_bytes // 1024} KiB HTML)")
+
+
+if __name__ == "__main__":
+    main()
