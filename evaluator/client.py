@@ -194,14 +194,14 @@ class ApiClient:
             with self._stream_session.get(f"{self.base_url}/v1/runs/{run_id}/events", headers=headers, stream=True,
                                           timeout=(min(5.0, self._timeout[1]), STREAM_READ_TIMEOUT_S)) as response:
                 if response.status_code == 204:
-                    return self.get(f"/v1/runs/{run_id}"), last_event_id  # its end was seen already
+                    return self._ended(run_id, None, on_status), last_event_id  # its end was seen already
                 if response.status_code != 200 or not response.headers.get("Content-Type", "").startswith(
                         "text/event-stream"):
                     raise _StreamUnavailable(f"the API answered {response.status_code}")  # polling says why
                 for event, data, event_id in _events(response):
                     last_event_id = event_id or last_event_id
                     if event == "finished":
-                        return (data.get("run") or self.get(f"/v1/runs/{run_id}")), last_event_id
+                        return self._ended(run_id, data.get("run"), on_status), last_event_id
                     if event == "stage" and on_status:
                         on_status({**data, "id": run_id})
                     if time.monotonic() > deadline:
@@ -209,6 +209,13 @@ class ApiClient:
         except (requests.RequestException, ValueError) as ex:
             raise _StreamUnavailable(type(ex).__name__) from None
         return None, last_event_id
+
+    def _ended(self, run_id: str, run: dict | None, on_status: Callable[[dict], None] | None) -> dict:
+        """The ended run (as the stream gave it, or read now), reported like every status before it."""
+        ended = run or self.get(f"/v1/runs/{run_id}")
+        if on_status:
+            on_status(ended)
+        return ended
 
 
 STREAM_RETRY_S = 10.0  # after a failed stream, poll this long before trying it again
