@@ -114,7 +114,10 @@ class RunItem:
 
 
 StreamSlots = run_events.StreamSlots
-EVENT_STREAM = Media(("text/event-stream",), {"type": "string", "description": (
+# The schema of one event as OpenAPI 3.2 / schemathesis read a stream: its fields, `data` as the JSON text.
+EVENT_STREAM = Media(("text/event-stream",), {"type": "object", "properties": {
+    "event": {"type": "string", "enum": ["stage", "finished"]}, "data": {"type": "string"},
+    "id": {"type": "string"}, "retry": {"type": "integer"}}, "description": (
     "`event: stage` per status reached (`data`: run_id, status, attempt, at; the newest also queue_position, "
     "eta_s), then `event: finished` with the run as GET /v1/runs/{id} shows it; `id:` lines for Last-Event-ID")})
 
