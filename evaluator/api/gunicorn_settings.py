@@ -19,6 +19,7 @@ from gunicorn.app.base import BaseApplication
 
 from evaluator.api.server import PollerReadWorker
 from evaluator.config import Config
+from evaluator.errors import ConfigInvalid
 
 WSGI_APP = "evaluator.api.app:get_app()"
 
@@ -39,6 +40,19 @@ def settings(config: Config) -> dict[str, Any]:
         "accesslog": "-",
         "errorlog": "-",
     }
+
+
+def settings_from_env() -> dict[str, Any]:
+    """Return the settings for the environment's Config; exit with one line on a bad events token.
+
+    Used by http/gunicorn.conf.py (`gunicorn -c http/gunicorn.conf.py`, docker-compose).
+    """
+    config = Config.from_env()
+    try:
+        config.check_events_token()
+    except ConfigInvalid as ex:
+        raise SystemExit(f"error: {ex.code}: {ex.message}") from None
+    return settings(config)
 
 
 class ApiServer(BaseApplication):
