@@ -80,7 +80,8 @@ def test_upload_alone_runs_the_model_and_metrics_equal_sklearns(stack, competiti
     stack.wait_drained()
     assert Run.select().count() == 1 and Run.get_by_id(run_id).attempts == 1
     assert ObjectEvent.get(ObjectEvent.key == submission["key"]).deliveries >= 4
-    assert len([k for k in blobs.list_keys(bucket, prefix)]) == 3
+    files = {k["key"][len(prefix):] for k in blobs.list_keys(bucket, prefix) if "/plots/" not in k["key"]}
+    assert files == {"metrics.json", "predictions.parquet", "sandbox.log"}  # written once (and its plots)
 
 
 def test_cancel_while_running_kills_the_container_and_stays_cancelled(stack, competition, docker_client):
