@@ -13,7 +13,7 @@ import requests
 
 from evaluator.config import Config
 from evaluator.run_folders import run_folder
-from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, WORKER_LABEL
+from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, WORKER_LABEL, run_containers
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Run
 from tests.conftest import EVENTS_TOKEN, S3_KEY, S3_SECRET
@@ -74,7 +74,8 @@ def start_run(stack: Stack, seconds: float) -> tuple[str, str]:
 
 
 def containers_of(docker_client, run_id: str) -> list:
-    return docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    """A run's containers: cold ones by label, a warm one (the pool is on by default) by its hand-over name."""
+    return run_containers(docker_client, run_id)
 
 
 def wait_until(predicate, timeout_s: float, what: str, stack: Stack):
