@@ -133,9 +133,11 @@ class WarmPoolSandbox(DockerSandbox):
                             slot.container.short_id, spec.run_id)  # type: ignore[attr-defined]
                 self._discard(slot)
                 return super().run(spec, should_cancel=should_cancel)
+            ready_s = time.monotonic() - started
             image_id = slot.container.attrs.get("Image", "")  # type: ignore[attr-defined]
             self._watch(slot.container, slot.streams, spec, started, should_cancel, image_id)
-            return self._result(slot.container, slot.streams, spec, started, image_id, should_cancel)
+            return self._result(slot.container, slot.streams, spec, started, image_id, should_cancel,
+                                ready_s=ready_s, warm=True)
         finally:
             self._discard(slot)
             with self._changed:

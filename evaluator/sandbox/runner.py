@@ -206,9 +206,12 @@ def run_id_of(container) -> str:  # type: ignore[no-untyped-def]
 
 def run_containers(client: docker.DockerClient, run_id: str, *, all: bool = True) -> list:
     """Return a run's containers in any deployment: cold ones by label, a handed-over warm one by name."""
-    found = {c.id: c for c in client.containers.list(all=all, filters={"label": [f"{RUN_LABEL}={run_id}"]})}
+    # ignore_removed: a container removed between the listing and its inspection is simply not there
+    labelled = client.containers.list(all=all, filters={"label": [f"{RUN_LABEL}={run_id}"]}, ignore_removed=True)
+    found = {c.id: c for c in labelled}
     name = run_container_name(run_id)
-    for container in client.containers.list(all=all, filters={"name": name, "label": [POOL_LABEL]}):
+    for container in client.containers.list(all=all, filters={"name": name, "label": [POOL_LABEL]},
+                                            ignore_removed=True):
         if container.name == name:  # the filter matches substrings
             found[container.id] = container
     return list(found.values())
@@ -251,8 +254,9 @@ class DockerSandbox:
                 streams = _Streams(sock, spec.limits)
                 streams.start()
                 container.start()
+            ready_s = time.monotonic() - started
             self._watch(container, streams, spec, started, should_cancel, image_id)
-            return self._result(container, streams, spec, started, image_id, should_cancel)
+            return self._result(container, streams, spec, started, image_id, should_cancel, ready_s=ready_s)
         finally:
             if sock is not None:
                 try:
@@ -287,7 +291,8 @@ class DockerSandbox:
                 containers = run_containers(self._client, run_id)
             else:
                 containers = self._client.containers.list(
-                    all=True, filters={"label": self._labels(), "status": "exited"}) + self._orphaned_pool()
+                    all=True, filters={"label": self._labels(), "status": "exited"},
+                    ignore_removed=True) + self._orphaned_pool()
         for container in containers:
             self._remove(container)
         return len(containers)
@@ -295,9 +300,10 @@ class DockerSandbox:
     def containers(self) -> list[SandboxContainer]:
         """List this deployment's sandbox containers on this Docker host, in any state."""
         with docker_errors("the sandbox containers could not be listed"):
-            found = self._client.containers.list(all=True, filters={"label": self._labels()})
+            found = self._client.containers.list(all=True, filters={"label": self._labels()}, ignore_removed=True)
             pooled = self._client.containers.list(
-                all=True, filters={"label": [POOL_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]})
+                all=True, filters={"label": [POOL_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]},
+                ignore_removed=True)
         # A warm container handed a run is that run's; an idle one counts (run-less) only once it is orphaned.
         orphaned = {c.id for c in self._orphaned_pool(pooled)}
         found += [c for c in pooled if run_id_of(c) or c.id in orphaned]
@@ -308,7 +314,8 @@ class DockerSandbox:
         """Idle warm containers of this deployment that no live pool will hand out: a gone worker's, or exited."""
         if pooled is None:
             pooled = self._client.containers.list(
-                all=True, filters={"label": [POOL_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]})
+                all=True, filters={"label": [POOL_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]},
+                ignore_removed=True)
         return [c for c in pooled if not run_id_of(c) and (
             workers.is_gone(c.labels.get(WORKER_LABEL)) or
             (c.status == "exited" and c.labels.get(WORKER_LABEL) != self._worker))]
@@ -359,7 +366,8 @@ class DockerSandbox:
                                        image_id=image_id)
 
     def _result(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
-                image_id: str, should_cancel: Callable[[], bool] | None) -> SandboxResult:
+                image_id: str, should_cancel: Callable[[], bool] | None, *, ready_s: float = 0.0,
+                warm: bool = False) -> SandboxResult:
         with docker_errors("the sandbox container's end could not be read"):
             container.wait(timeout=30)
             container.reload()
@@ -376,7 +384,7 @@ class DockerSandbox:
                 f"the sandbox exited with code {state.get('ExitCode')} before its program reported a status",
                 log=log, image_id=image_id)
         return SandboxResult(exit_code=status, predictions=predictions, log=log, image_id=image_id,
-                             duration_s=round(time.monotonic() - started, 3))
+                             duration_s=round(time.monotonic() - started, 3), ready_s=round(ready_s, 3), warm=warm)
 
     def _kill(self, container, streams: _Streams) -> None:  # type: ignore[no-untyped-def]
         try:
