@@ -43,6 +43,7 @@ import requests
 from _stack import KEY, ROOT, SECRET, services
 
 from evaluator.config import Config
+from evaluator.sandbox.runner import run_containers
 from evaluator.storage.seaweed import SeaweedServer, Webhook, free_port, wait_for_port
 from tests.e2e.bundles import sklearn_bundle, sleepy_bundle
 from tests.integration.helpers import iris_like, parquet_bytes
@@ -258,21 +259,20 @@ def orphans(count: int) -> dict:
         lease_s = stack.config.lease_s
         for _ in range(count):
             run_id = stack.start_run(600)
-            label = {"label": f"evaluator.run_id={run_id}"}
-            stack.wait(lambda: client.containers.list(filters=label), 30)
+            stack.wait(lambda: run_containers(client, run_id, all=False), 30)
             victim = stack.holder(run_id)
             stack.kill(victim)
             stack.workers.remove(victim)
             stack.start_worker()
             stack.call("POST", f"/v1/runs/{run_id}/cancel", stack.alice)
             cancelled = time.monotonic()
-            while client.containers.list(all=True, filters=label) and time.monotonic() - cancelled < lease_s:
+            while run_containers(client, run_id) and time.monotonic() - cancelled < lease_s:
                 time.sleep(0.2)
-            remaining = len(client.containers.list(all=True, filters=label))
+            remaining = len(run_containers(client, run_id))
             left += remaining
             print(f"  cancelled run of a killed worker: {remaining} container(s) left after "
                   f"{time.monotonic() - cancelled:.1f} s", flush=True)
-            for container in client.containers.list(all=True, filters=label):
+            for container in run_containers(client, run_id):
                 container.remove(force=True)
     print(f"orphans: {left} container(s) left {lease_s} s (one lease) after cancelling {count} runs "
           f"whose worker was killed -9")

@@ -75,7 +75,7 @@ class Config:
     sandbox_runtime: str = ""  # a Docker runtime for sandboxes, e.g. runsc (gVisor); empty: the daemon's default
     sandbox_gpus: int = 0  # default GPUs per sandbox (a benchmark's limits.gpus overrides it)
     sandbox_backend: str = "docker"  # docker: containers on this worker's Docker; kubernetes: one Job per run
-    sandbox_pool_size: int = 0  # warm single-use containers per pooled image (0: every run starts cold; see README)
+    sandbox_pool_size: int = 1  # warm single-use containers per pooled image and worker process (0: all cold; README)
     sandbox_pool_images: str = "sklearn"  # comma-separated images (sklearn, onnx, pytorch, tensorflow) to pool
     work_dir: str = "/tmp/evaluator-runs"
     images_dir: str = ""  # the build contexts to build from; defaults to the package's evaluator/images/

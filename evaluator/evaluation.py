@@ -8,6 +8,7 @@ the run folder that is mounted into the container ever holds them.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import logging
 import pathlib
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from evaluator import run_folders
+from evaluator import run_folders, stages
 from evaluator.bundles import BundleLimits, extract_bundle
 from evaluator.config import Config
 from evaluator.errors import FrameworkUnsupported, PredictionsInvalid, RunFailure
@@ -28,7 +29,7 @@ from evaluator.isolated_scoring import score_isolated
 from evaluator.sandbox.frameworks import image_name
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
 from evaluator.settings import Scoring
-from evaluator.storage.models import RunStatus
+from evaluator.storage.models import RunStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,9 @@ def evaluate_bundle(
     stage = on_stage or (lambda name: None)
     limits = limits or Limits.from_config(config)
     durations: dict[str, float] = {}
+    stamps: dict[str, str] = {}  # evaluator.stages: staged, sandbox ready, predicted, scored
     provenance: dict = {"run_id": run_id, "worker_host": socket.gethostname(), "limits": limits.to_dict(),
-                        "durations_s": durations}
+                        "durations_s": durations, "stages": stamps}
     log = b""
     predictions: bytes | None = None
     clock = time.monotonic()
@@ -173,14 +175,18 @@ def evaluate_bundle(
         provenance["rows"] = stage_features(features_path, data_dir / "features.parquet",
                                             drop_columns=(scoring.target_column,))
         durations["preparing"] = round(time.monotonic() - clock, 3)
+        stages.stamp(stamps, "staged_at")
 
         current, clock = "running", time.monotonic()
         stage("running")
         spec = SandboxSpec(image=image, model_dir=manifest.root, data_dir=data_dir, limits=limits, run_id=run_id,
                            env={"EVALUATOR_ROW_ID_COLUMN": scoring.row_id_column}, attempt=attempt)
+        sandbox_called = utcnow()
         result = sandbox.run(spec, should_cancel=should_cancel)
+        stages.stamp(stamps, "sandbox_ready_at", sandbox_called + datetime.timedelta(seconds=result.ready_s))
+        stages.stamp(stamps, "predicted_at")
         log, predictions = result.log, result.predictions
-        provenance["image_id"] = result.image_id
+        provenance.update(image_id=result.image_id, sandbox="warm" if result.warm else "cold")
         durations["running"] = round(time.monotonic() - clock, 3)
         if result.exit_code == EXIT_INVALID_PREDICTIONS:
             raise _invalid_output(log)
@@ -200,6 +206,7 @@ def evaluate_bundle(
             scoring, labels_path, predictions_path, work_dir=work_dir / "scoring", config=config,
             expected_rows=provenance["rows"], should_cancel=should_cancel, stats=scoring_stats, plot_data=plot_data)
         durations["scoring"] = round(time.monotonic() - clock, 3)
+        stages.stamp(stamps, "scored_at")
     except RunFailure as ex:
         durations[current] = round(time.monotonic() - clock, 3)
         log = ex.log or log

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from evaluator import run_folders, runs, submissions, workers
+from evaluator import run_folders, runs, stages, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle, evaluate_predictions_file
@@ -27,7 +27,7 @@ from evaluator.settings import Scoring, limits_of
 from evaluator.storage import layout, reconnect
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import database
-from evaluator.storage.models import Benchmark, Dataset, DatasetStatus, Run, RunStatus, Submission
+from evaluator.storage.models import Benchmark, Dataset, DatasetStatus, Run, RunStatus, Submission, isoformat
 
 logger = logging.getLogger(__name__)
 PREDICTIONS = "predictions"  # Submission.kind of a predictions file
@@ -160,6 +160,9 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         prefix = layout.results_prefix(benchmark.id, run_id)
         provenance = {**evaluation.provenance, "dataset": dataset.ref, "worker": worker, "attempt": run.attempts}
         provenance.setdefault("durations_s", {})["download"] = round(download_s, 3)
+        stamps = provenance["stages"] = {"queued_at": isoformat(run.queued_at or run.created_at),
+                                         "picked_up_at": isoformat(run.preparing_at),
+                                         **provenance.get("stages", {})}
         record = evaluation.to_record()
         fault_pause(config, "publishing", run_id, keeper)
         # NOTE: a worker that stalled (its lease ran out, another took over) must not write over the taker's
@@ -169,6 +172,7 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
                 predictions=evaluation.predictions, log=evaluation.log)
         publish_plots(blobs, config.results_bucket, prefix, evaluation.plot_data,
                       min_bin_rows_floor=config.plot_min_bin_rows)
+        stages.stamp(stamps, "published_at")  # in the run's row; metrics.json was written just before
         fault_pause(config, "recording", run_id, keeper)
         finished = _durable(config, "finish", lambda: runs.finish(
             run_id, status=evaluation.status, metrics=evaluation.metrics, private_metrics=evaluation.private_metrics,

@@ -320,3 +320,4 @@ def stub_worker(stub_broker, config, db):
     worker.start()
     yield worker
     worker.stop()
+    services.close_sandbox()  # the warm pool (on by default) of this test's Config

@@ -32,23 +32,25 @@ from typing import Callable
 import docker
 import docker.errors
 
-from evaluator import workers
-from evaluator.errors import InfrastructureError
+from evaluator.errors import SandboxError
+from evaluator.sandbox.daemon import DockerGone, docker_errors
 from evaluator.sandbox.runner import (
     _DOCKER_ERRORS,
     DEPLOYMENT_LABEL,
+    POOL_LABEL,
+    SLOT_LABEL,
     WORKER_LABEL,
     DockerSandbox,
-    SandboxContainer,
     _Streams,
     container_options,
     create_failure,
+    run_container_name,
 )
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
 
 logger = logging.getLogger(__name__)
 
-POOL_LABEL = "evaluator.pool"  # the pooled image; a warm container has no run label (sweeps skip it while idle)
+__all__ = ["POOL_LABEL", "WarmPoolSandbox", "pooled_images"]
 REFILL_CHECK_S = 1.0
 RETRY_AFTER_FAILURE_S = 10.0
 
@@ -79,7 +81,6 @@ class WarmPoolSandbox(DockerSandbox):
         self._size = size
         self._root = root
         self._ready: dict[str, collections.deque[Slot]] = {image: collections.deque() for image in images}
-        self._running: dict[str, Slot] = {}
         self._changed = threading.Condition()
         self._closed = False
         self._filler: threading.Thread | None = None
@@ -121,8 +122,9 @@ class WarmPoolSandbox(DockerSandbox):
         if slot is None:
             return super().run(spec, should_cancel=should_cancel)
         try:
-            self._running[spec.run_id] = slot
             started = time.monotonic()
+            if not self._claim(slot, spec):
+                return super().run(spec, should_cancel=should_cancel)
             self._hand_over(slot, spec)
             try:
                 slot.sock._sock.sendall((json.dumps(spec.env) + "\n").encode())  # type: ignore[attr-defined]
@@ -131,48 +133,15 @@ class WarmPoolSandbox(DockerSandbox):
                             slot.container.short_id, spec.run_id)  # type: ignore[attr-defined]
                 self._discard(slot)
                 return super().run(spec, should_cancel=should_cancel)
+            ready_s = time.monotonic() - started
             image_id = slot.container.attrs.get("Image", "")  # type: ignore[attr-defined]
             self._watch(slot.container, slot.streams, spec, started, should_cancel, image_id)
-            return self._result(slot.container, slot.streams, spec, started, image_id, should_cancel)
+            return self._result(slot.container, slot.streams, spec, started, image_id, should_cancel,
+                                ready_s=ready_s, warm=True)
         finally:
-            self._running.pop(spec.run_id, None)
             self._discard(slot)
             with self._changed:
                 self._changed.notify_all()
-
-    def kill_run(self, run_id: str) -> int:
-        killed = super().kill_run(run_id)
-        slot = self._running.get(run_id)
-        if slot is not None:
-            try:
-                slot.container.kill()  # type: ignore[attr-defined]
-                killed += 1
-            except docker.errors.APIError as ex:
-                logger.info("Warm container of run %s was not killed: %s", run_id, ex)
-        return killed
-
-    def containers(self) -> list[SandboxContainer]:
-        """This deployment's run containers, and the warm containers of workers that are gone (as run-less)."""
-        found = super().containers()
-        return found + [SandboxContainer(id=c.id, run_id="", worker=c.labels.get(WORKER_LABEL, ""), status=c.status)
-                        for c in self._orphaned_pool_containers()]
-
-    def remove_leftovers(self, run_id: str | None = None) -> int:
-        removed = super().remove_leftovers(run_id)
-        if run_id:
-            return removed
-        orphans = self._orphaned_pool_containers()
-        for container in orphans:
-            self._remove_with_folder(container)
-        return removed + len(orphans)
-
-    def remove_container(self, container_id: str) -> None:
-        try:
-            self._remove_with_folder(self._client.containers.get(container_id))
-        except docker.errors.NotFound:
-            pass
-        except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -190,6 +159,26 @@ class WarmPoolSandbox(DockerSandbox):
             if slot is None or slot.alive():
                 return slot
             self._discard(slot)
+
+    def _claim(self, slot: Slot, spec: SandboxSpec) -> bool:
+        """Name the container after its run before any of the run's files reach it; False: it is gone, go cold.
+
+        From then on the run's cancel, takeover and orphan sweeps find it (runner.run_containers),
+        from any process of this Docker host, even if this worker dies the next instant.
+        """
+        name = run_container_name(spec.run_id)
+        for _ in range(2):
+            try:
+                with docker_errors(f"warm container {slot.container.short_id} was not renamed"):  # type: ignore
+                    slot.container.rename(name)  # type: ignore[attr-defined]
+                return True
+            except DockerGone:
+                break
+            except SandboxError as ex:  # 409: a previous attempt's container of this run still has the name
+                logger.info("%s; removing the run's leftovers", ex)
+                self.remove_leftovers(spec.run_id)
+        self._discard(slot)
+        return False
 
     def _hand_over(self, slot: Slot, spec: SandboxSpec) -> None:
         """Put the run's model and features in the slot's folders (hard links when the filesystem allows)."""
@@ -237,7 +226,8 @@ class WarmPoolSandbox(DockerSandbox):
             path.chmod(0o755)
         options = container_options(
             self._limits, env={},
-            labels={POOL_LABEL: image, DEPLOYMENT_LABEL: self._deployment, WORKER_LABEL: self._worker},
+            labels={POOL_LABEL: image, SLOT_LABEL: str(folder), DEPLOYMENT_LABEL: self._deployment,
+                    WORKER_LABEL: self._worker},
             volumes={str(folder / "model"): {"bind": "/model", "mode": "ro"},
                      str(folder / "data"): {"bind": "/data", "mode": "ro"}})
         try:
@@ -267,23 +257,6 @@ class WarmPoolSandbox(DockerSandbox):
             pass
         self._remove(slot.container)
         shutil.rmtree(slot.folder, ignore_errors=True)
-
-    def _orphaned_pool_containers(self) -> list:
-        try:
-            found = self._client.containers.list(
-                all=True, filters={"label": [POOL_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]})
-        except _DOCKER_ERRORS as ex:
-            raise InfrastructureError(f"Docker daemon unavailable: {ex}") from ex
-        return [c for c in found if workers.is_gone(c.labels.get(WORKER_LABEL)) or
-                (c.status == "exited" and c.labels.get(WORKER_LABEL) != self._worker)]
-
-    def _remove_with_folder(self, container) -> None:  # type: ignore[no-untyped-def]
-        folders = {Path(m.get("Source", "")).parent for m in container.attrs.get("Mounts", [])
-                   if m.get("Type") == "bind"}
-        self._remove(container)
-        for folder in folders:
-            if folder.parent == self._root:  # only a slot folder of ours, never a run's
-                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _link_or_copy(source: str, destination: str) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import docker
@@ -24,6 +26,7 @@ import docker.errors
 from docker.types import LogConfig
 from docker.utils.socket import frames_iter
 
+from evaluator import workers
 from evaluator.errors import InfrastructureError, OutOfMemory, RunCancelled, SandboxError, SandboxTimeout
 from evaluator.sandbox.daemon import DOCKER_ERRORS, DockerGone, docker_errors
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
@@ -33,6 +36,11 @@ logger = logging.getLogger(__name__)
 RUN_LABEL = "evaluator.run_id"
 DEPLOYMENT_LABEL = "evaluator.deployment"  # sweeps touch only containers of their own deployment
 WORKER_LABEL = "evaluator.worker"  # the lease owner that started it: a container of a dead attempt is an orphan
+POOL_LABEL = "evaluator.pool"  # a warm pool container (the pooled image); it has no run label
+SLOT_LABEL = "evaluator.pool_slot"  # its host slot folder, removed with it (the run's files are linked there)
+# NOTE: labels are fixed at create time, and a warm container is created before its run exists: at hand-over
+# it is renamed after its run instead, and every run-scoped lookup (cancel, takeover, sweeps) matches that too.
+RUN_NAME_PREFIX = "evaluator-run-"
 SANDBOX_USER = "65534:65534"
 CANCEL_POLL_S = 0.5
 _STDOUT = 1
@@ -185,6 +193,33 @@ class SandboxContainer:
     status: str  # Docker's: created, running, exited, ...
 
 
+def run_container_name(run_id: str) -> str:
+    """Return the name a warm container takes when it is handed a run (Docker names are unique per host)."""
+    return f"{RUN_NAME_PREFIX}{run_id}"
+
+
+def run_id_of(container) -> str:  # type: ignore[no-untyped-def]
+    """Return the run a sandbox container serves: its label (cold), its name (handed-over warm), or ""."""
+    labels = container.labels or {}
+    if labels.get(RUN_LABEL):
+        return labels[RUN_LABEL]
+    name = container.name or ""
+    return name[len(RUN_NAME_PREFIX):] if POOL_LABEL in labels and name.startswith(RUN_NAME_PREFIX) else ""
+
+
+def run_containers(client: docker.DockerClient, run_id: str, *, all: bool = True) -> list:
+    """Return a run's containers in any deployment: cold ones by label, a handed-over warm one by name."""
+    # ignore_removed: a container removed between the listing and its inspection is simply not there
+    labelled = client.containers.list(all=all, filters={"label": [f"{RUN_LABEL}={run_id}"]}, ignore_removed=True)
+    found = {c.id: c for c in labelled}
+    name = run_container_name(run_id)
+    for container in client.containers.list(all=all, filters={"name": name, "label": [POOL_LABEL]},
+                                            ignore_removed=True):
+        if container.name == name:  # the filter matches substrings
+            found[container.id] = container
+    return list(found.values())
+
+
 class DockerSandbox:
     """Run a SandboxSpec in a fresh container; never pulls or builds an image.
 
@@ -222,8 +257,9 @@ class DockerSandbox:
                 streams = _Streams(sock, spec.limits)
                 streams.start()
                 container.start()
+            ready_s = time.monotonic() - started
             self._watch(container, streams, spec, started, should_cancel, image_id)
-            return self._result(container, streams, spec, started, image_id, should_cancel)
+            return self._result(container, streams, spec, started, image_id, should_cancel, ready_s=ready_s)
         finally:
             if sock is not None:
                 try:
@@ -236,7 +272,7 @@ class DockerSandbox:
         """Kill every container of a run (e.g. on cancel from another process); return how many."""
         killed = 0
         with docker_errors("the run's containers could not be listed"):
-            containers = self._client.containers.list(filters={"label": self._labels(run_id)})
+            containers = run_containers(self._client, run_id, all=False)
         for container in containers:
             try:
                 with docker_errors(f"container {container.short_id} of run {run_id} was not killed",
@@ -253,11 +289,13 @@ class DockerSandbox:
         A worker killed mid-run never reaches its `finally`; the attempt that takes
         the run over calls this for its run, and a worker's boot sweep with no run id.
         """
-        filters: dict = {"label": self._labels(run_id)}
-        if not run_id:
-            filters["status"] = "exited"
         with docker_errors("the sandbox containers could not be listed"):
-            containers = self._client.containers.list(all=True, filters=filters)
+            if run_id:
+                containers = run_containers(self._client, run_id)
+            else:
+                containers = self._client.containers.list(
+                    all=True, filters={"label": self._labels(), "status": "exited"},
+                    ignore_removed=True) + self._orphaned_pool()
         for container in containers:
             self._remove(container)
         return len(containers)
@@ -265,9 +303,25 @@ class DockerSandbox:
     def containers(self) -> list[SandboxContainer]:
         """List this deployment's sandbox containers on this Docker host, in any state."""
         with docker_errors("the sandbox containers could not be listed"):
-            found = self._client.containers.list(all=True, filters={"label": self._labels()})
-        return [SandboxContainer(id=c.id, run_id=c.labels.get(RUN_LABEL, ""), worker=c.labels.get(WORKER_LABEL, ""),
+            found = self._client.containers.list(all=True, filters={"label": self._labels()}, ignore_removed=True)
+            pooled = self._client.containers.list(
+                all=True, filters={"label": [POOL_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]},
+                ignore_removed=True)
+        # A warm container handed a run is that run's; an idle one counts (run-less) only once it is orphaned.
+        orphaned = {c.id for c in self._orphaned_pool(pooled)}
+        found += [c for c in pooled if run_id_of(c) or c.id in orphaned]
+        return [SandboxContainer(id=c.id, run_id=run_id_of(c), worker=c.labels.get(WORKER_LABEL, ""),
                                  status=c.status) for c in found]
+
+    def _orphaned_pool(self, pooled: list | None = None) -> list:
+        """Idle warm containers of this deployment that no live pool will hand out: a gone worker's, or exited."""
+        if pooled is None:
+            pooled = self._client.containers.list(
+                all=True, filters={"label": [POOL_LABEL, f"{DEPLOYMENT_LABEL}={self._deployment}"]},
+                ignore_removed=True)
+        return [c for c in pooled if not run_id_of(c) and (
+            workers.is_gone(c.labels.get(WORKER_LABEL)) or
+            (c.status == "exited" and c.labels.get(WORKER_LABEL) != self._worker))]
 
     def remove_container(self, container_id: str) -> None:
         """Kill and remove one container (a sweep found it orphaned); gone already is fine."""
@@ -315,7 +369,8 @@ class DockerSandbox:
                                        image_id=image_id)
 
     def _result(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
-                image_id: str, should_cancel: Callable[[], bool] | None) -> SandboxResult:
+                image_id: str, should_cancel: Callable[[], bool] | None, *, ready_s: float = 0.0,
+                warm: bool = False) -> SandboxResult:
         with docker_errors("the sandbox container's end could not be read"):
             container.wait(timeout=30)
             container.reload()
@@ -332,7 +387,7 @@ class DockerSandbox:
                 f"the sandbox exited with code {state.get('ExitCode')} before its program reported a status",
                 log=log, image_id=image_id)
         return SandboxResult(exit_code=status, predictions=predictions, log=log, image_id=image_id,
-                             duration_s=round(time.monotonic() - started, 3))
+                             duration_s=round(time.monotonic() - started, 3), ready_s=round(ready_s, 3), warm=warm)
 
     def _kill(self, container, streams: _Streams) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -343,6 +398,7 @@ class DockerSandbox:
         streams.join(timeout=5)
 
     def _remove(self, container) -> None:  # type: ignore[no-untyped-def]
+        """Remove a container, and a warm one's slot folder (it may hold the run's linked files)."""
         try:
             with docker_errors(f"sandbox container {container.short_id} was not removed"):
                 container.remove(force=True)
@@ -350,6 +406,20 @@ class DockerSandbox:
             pass
         except (SandboxError, InfrastructureError) as ex:
             logger.warning("%s", ex)
+            return
+        slot = _slot_folder(container)
+        if slot is not None:
+            shutil.rmtree(slot, ignore_errors=True)
+
+
+def _slot_folder(container) -> Path | None:  # type: ignore[no-untyped-def]
+    """Return a warm container's slot folder: its label, when it is the parent of the container's bind mounts."""
+    labels = container.labels or {}
+    if POOL_LABEL not in labels or not labels.get(SLOT_LABEL):
+        return None
+    slot = Path(labels[SLOT_LABEL])
+    sources = {Path(m.get("Source", "")).parent for m in container.attrs.get("Mounts", []) if m.get("Type") == "bind"}
+    return slot if sources == {slot} else None
 
 
 def connect(timeout: int = 120) -> docker.DockerClient:

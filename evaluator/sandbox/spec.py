@@ -82,3 +82,5 @@ class SandboxResult:
     log: bytes
     image_id: str
     duration_s: float
+    ready_s: float = 0.0  # from run() to the program's start: container created and started, or a warm one handed over
+    warm: bool = False  # a warm pool container served it

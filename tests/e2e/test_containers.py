@@ -16,6 +16,7 @@ import requests
 import yaml
 
 from evaluator.config import Config
+from evaluator.sandbox.runner import run_containers
 from tests.conftest import make_config, require
 from tests.e2e.bundles import sklearn_bundle
 from tests.e2e.conftest import ROOT, Stack
@@ -134,7 +135,7 @@ def container_stack(platform_image, webhook_s3, database_url, redis_url, db, doc
     finally:
         stack.stop()
         for run_id in [r.id for r in Run.select(Run.id)]:  # a sandbox left by a worker removed mid-run
-            for container in docker_client.containers.list(all=True, filters={"label": f"evaluator.run_id={run_id}"}):
+            for container in run_containers(docker_client, str(run_id)):
                 container.remove(force=True)
 
 

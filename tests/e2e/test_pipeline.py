@@ -11,6 +11,8 @@ import pytest
 import requests
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
+from evaluator.sandbox.runner import run_containers
+from evaluator.stages import stage_durations
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import ObjectEvent, Run
 from tests.conftest import EVENTS_HEADERS
@@ -69,6 +71,13 @@ def test_upload_alone_runs_the_model_and_metrics_equal_sklearns(stack, competiti
     assert len(run["provenance"]["bundle_sha256"]) == 64 and run["provenance"]["image_id"].startswith("sha256:")
     assert stack.call("GET", f"/v1/runs/{run_id}/logs", alice).status_code == 200
     assert all(run["timestamps"][t] for t in ("queued", "preparing", "running", "scoring", "finished"))
+    # ... per-stage timings, in the provenance GET /v1/runs/{id} serves; a warm container (the pool is on) served it
+    order = ["queued_at", "picked_up_at", "staged_at", "sandbox_ready_at", "predicted_at", "scored_at", "published_at"]
+    stamps = run["provenance"]["stages"]  # a JSONB object: key order is the database's
+    assert set(stamps) == set(order) and [stamps[k] for k in order] == sorted(stamps.values())
+    assert set(stage_durations(run["provenance"]).to_dict()) == {
+        "queued", "staging", "sandbox_ready", "predicting", "scoring", "publishing", "total"}
+    assert run["provenance"]["sandbox"] == "warm"
 
     # The same object announced again, in MinIO's shape and SeaweedFS's, three times: still one run and result.
     head = blobs.head(stack.config.bundles_bucket, submission["key"])
@@ -90,14 +99,14 @@ def test_cancel_while_running_kills_the_container_and_stays_cancelled(stack, com
     run_id = run_of(stack, alice, submission["id"])
     stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] == "running", 60)
     deadline = time.monotonic() + 20
-    while not docker_client.containers.list(filters={"label": f"evaluator.run_id={run_id}"}):
+    while not run_containers(docker_client, run_id, all=False):  # by label (cold) or name (warm)
         assert time.monotonic() < deadline, "the run's container never started"
         time.sleep(0.2)
 
     cancelled = stack.call("POST", f"/v1/runs/{run_id}/cancel", alice).json()
     assert cancelled["status"] == "cancelled"
     deadline = time.monotonic() + 20
-    while docker_client.containers.list(all=True, filters={"label": f"evaluator.run_id={run_id}"}):
+    while run_containers(docker_client, run_id):
         assert time.monotonic() < deadline, "the cancelled run's container is still there"
         time.sleep(0.5)
     # A redelivered message does not revive it.

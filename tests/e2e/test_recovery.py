@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from evaluator.run_folders import run_folder
-from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, WORKER_LABEL
+from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, WORKER_LABEL, run_containers
 from evaluator.storage.models import Run
 from tests.e2e.bundles import sleepy_bundle
 from tests.e2e.conftest import Stack, start_stack
@@ -58,7 +58,8 @@ def start_run(stack: Stack, seconds: float) -> tuple[str, str]:
 
 
 def containers_of(docker_client, run_id: str) -> list:
-    return docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    """A run's containers: cold ones by label, a warm one (the pool is on by default) by its hand-over name."""
+    return run_containers(docker_client, run_id)
 
 
 def wait_until(predicate, timeout_s: float, what: str, stack: Stack):

@@ -12,11 +12,12 @@ from pathlib import Path
 import docker.errors
 import pytest
 
+from evaluator import orphans
 from evaluator.bundles import extract_bundle
 from evaluator.errors import RunFailure
 from evaluator.evaluation import stage_features
 from evaluator.sandbox.pool import POOL_LABEL, WarmPoolSandbox, pooled_images
-from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, DockerSandbox
+from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, DockerSandbox, run_containers
 from evaluator.sandbox.spec import Limits, SandboxSpec
 from evaluator.workers import worker_name
 from tests.integration import sandbox_fixtures as fx
@@ -65,8 +66,8 @@ def run(pool, data, sandbox_work_dir):
     """Run a bundle through a sandbox's run() (the Sandbox protocol evaluate_bundle calls) on staged files."""
     _, _, features, _ = data
 
-    def evaluate(bundle, config=HOSTILE, sandbox=pool, should_cancel=None):
-        run_id = f"test-{uuid.uuid4().hex[:8]}"
+    def evaluate(bundle, config=HOSTILE, sandbox=pool, should_cancel=None, run_id=None):
+        run_id = run_id or f"test-{uuid.uuid4().hex[:8]}"
         folder = sandbox_work_dir / run_id
         manifest = extract_bundle(bundle, folder / "model")
         (folder / "data").mkdir()
@@ -221,3 +222,89 @@ def test_a_missing_container_runtime_is_a_sandbox_error_naming_the_fix(docker_cl
 
     assert evaluation.status == "failed" and evaluation.failure["code"] == "sandbox_error"
     assert "apt-get install runsc" in evaluation.failure["message"]
+
+
+def hand_over_a_sleeping_run(pool, run, tmp_path, run_id: str | None = None):
+    """Start a run that never ends in a warm container, in a thread; return (container, run id, outcome, thread)."""
+    container, run_id, outcome = wait_ready(pool), run_id or str(uuid.uuid4()), []
+    bundle = fx.predict_bundle(tmp_path / f"sleeps-{run_id[:8]}.tar.gz", fx.SLEEPS_FOREVER)
+    thread = threading.Thread(target=lambda: outcome.append(run(bundle, sandbox=pool, run_id=run_id,
+                                                                should_cancel=lambda: False)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not run_containers(pool._client, run_id):  # renamed after its run at hand-over
+        assert time.monotonic() < deadline, "the warm container was never handed the run"
+        time.sleep(0.05)
+    return container, run_id, outcome, thread
+
+
+def test_a_handed_over_warm_container_is_found_as_its_runs(pool, run, docker_client, tmp_path):
+    container, run_id, _, thread = hand_over_a_sleeping_run(pool, run, tmp_path)
+
+    [found] = run_containers(docker_client, run_id)
+    listed = {c.run_id: c for c in pool.containers()}
+
+    assert found.id == container and found.name == f"evaluator-run-{run_id}"
+    assert RUN_LABEL not in found.labels and listed[run_id].id == container
+    pool.kill_run(run_id)
+    thread.join(timeout=30)
+
+
+def test_cancel_from_another_process_kills_a_warm_run(pool, run, docker_client, tmp_path, data):
+    # Given a warm run in progress, and another worker's (cold) sandbox that knows only the run id
+    container, run_id, outcome, thread = hand_over_a_sleeping_run(pool, run, tmp_path)
+    elsewhere = DockerSandbox(docker_client, deployment="another-deployment", worker="another-worker")
+
+    # When that sandbox kills the run (the cancel path of a process that does not hold it)
+    killed = elsewhere.kill_run(run_id)
+    thread.join(timeout=30)
+
+    # Then the warm container is killed and removed, and the run ended without predictions
+    assert killed == 1 and outcome and outcome[0].status in ("failed", "cancelled")
+    assert gone(docker_client, container)
+
+
+def test_a_takeover_removes_a_dead_attempts_warm_container_and_its_slot_folder(pool, run, docker_client, tmp_path):
+    # Given a warm run whose worker stopped watching it (as if it died), its files linked into a slot folder
+    container, run_id, outcome, thread = hand_over_a_sleeping_run(pool, run, tmp_path)
+    [slot] = {folder.parent for folder in bind_folders(docker_client, container)}
+    deadline = time.monotonic() + 30
+    while not any(slot.rglob("predict.py")):  # the files follow the rename
+        assert time.monotonic() < deadline, "the run's model was not handed over"
+        time.sleep(0.05)
+
+    # When the next attempt, on a cold sandbox of another worker, removes the run's leftovers
+    removed = DockerSandbox(docker_client, deployment="another", worker="taker").remove_leftovers(run_id)
+    thread.join(timeout=30)
+
+    # Then the warm container and the run's files in its slot folder are gone
+    assert removed == 1 and gone(docker_client, container) and not slot.exists()
+    assert run_containers(docker_client, run_id) == []
+
+
+def test_the_orphan_sweep_removes_a_dead_workers_warm_containers_busy_and_idle(
+        docker_client, images_built, run, tmp_path, sandbox_work_dir, db):
+    # Given a pool of a worker of this host that is gone, one container handed a run (no such run in the
+    # database: it ended and was deleted) and its replacement idle
+    images_built("sklearn")
+    deployment = f"pool-test-{uuid.uuid4().hex[:8]}"
+    dead = f"{worker_name().rsplit(':', 2)[0]}:999999999:1"  # no such pid: workers.is_gone() says so
+    pool = WarmPoolSandbox(docker_client, deployment=deployment, worker=dead, limits=Limits.from_config(HOSTILE),
+                           images=pooled_images("sklearn", "evaluator-"), size=1,
+                           root=sandbox_work_dir.parent / f"{deployment}-pool").start()
+    try:
+        container, run_id, _, thread = hand_over_a_sleeping_run(pool, run, tmp_path)
+        idle = wait_ready(pool, other_than=container)
+        slots = {f.parent for c in (container, idle) for f in bind_folders(docker_client, c)}
+
+        # When a live worker of the deployment sweeps (a cold sandbox: it needs no pool of its own)
+        swept = orphans.sweep(DockerSandbox(docker_client, deployment=deployment, worker=worker_name()),
+                              HOSTILE, run_folders=tmp_path / "no-run-folders")
+
+        # Then both containers are removed, with their slot folders
+        assert run_id in swept.containers and "" in swept.containers
+        assert gone(docker_client, container) and gone(docker_client, idle)
+        assert not any(slot.exists() for slot in slots)
+        thread.join(timeout=30)
+    finally:
+        pool.close()
