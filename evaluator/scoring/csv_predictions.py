@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from evaluator.errors import PredictionsInvalid
-from evaluator.scoring.footer import PROBA_PREFIX, PredictionLimits
+from evaluator.scoring.footer import PROBA_PREFIX, PredictionLimits, check_column_names
 
 _INTEGER = r"^-?[0-9]{1,18}$"  # NOTE: 18 digits always fit int64; longer ids stay strings
 _WHAT = "predictions.csv"
@@ -109,18 +109,7 @@ def _header(source: Path, caps: CsvLimits, with_proba: bool) -> list[str]:
     except UnicodeDecodeError:
         raise PredictionsInvalid(f"{_WHAT} is not UTF-8 text (its header line is not); save it as UTF-8") from None
     names = next(csv.reader(io.StringIO(text)), [])
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise PredictionsInvalid(f"{_WHAT} has more than one column named {', '.join(map(repr, repeated[:5]))}")
-    missing = [name for name in ("row_id", "prediction") if name not in names]
-    if missing:
-        raise PredictionsInvalid(f"{_WHAT} has no column {', '.join(map(repr, missing))}: its first line must "
-                                 f"name the columns, e.g. row_id,prediction (found {', '.join(map(repr, names[:5]))})")
-    unknown = [name for name in names if name not in ("row_id", "prediction") and not name.startswith(PROBA_PREFIX)]
-    if unknown:
-        raise PredictionsInvalid(f"{_WHAT} has the unexpected column {unknown[0][:100]!r}: a predictions file holds "
-                                 f"row_id, prediction and optionally {PROBA_PREFIX}<class> columns")
-    proba = [name for name in names if name.startswith(PROBA_PREFIX)]
+    proba = check_column_names(names, _WHAT, ": its first line must name the columns, e.g. row_id,prediction")
     if proba and not with_proba:
         raise PredictionsInvalid(f"{_WHAT} has {PROBA_PREFIX} columns; a regression predictions file holds row_id "
                                  "and prediction only")

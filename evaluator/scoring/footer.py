@@ -107,21 +107,33 @@ def _check_envelope(path: Path, limits: PredictionLimits) -> None:
                                  "write fewer row groups)")
 
 
+def check_column_names(names: list[str], what: str, missing_hint: str = "") -> list[str]:
+    """Refuse repeated, missing and unexpected column names of a predictions file; return its proba columns.
+
+    Shared by the Parquet footer check and the CSV header check: the names are the participant's, so
+    each is quoted at most 100 characters long and at most a few are listed.
+    """
+    def quoted(some: list[str]) -> str:
+        return ", ".join(repr(name[:100]) for name in some)
+
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise PredictionsInvalid(f"{what} has more than one column named {quoted(repeated[:5])}")
+    missing = [name for name in ("row_id", "prediction") if name not in names]
+    if missing:
+        raise PredictionsInvalid(f"{what} has no column {quoted(missing)}{missing_hint} "
+                                 f"(columns: {quoted(names[:10])}{', ...' if len(names) > 10 else ''})")
+    unknown = [name for name in names if name not in ("row_id", "prediction") and not name.startswith(PROBA_PREFIX)]
+    if unknown:
+        raise PredictionsInvalid(f"{what} has the unexpected column {quoted(unknown[:1])}: a predictions file "
+                                 f"holds row_id, prediction and optionally {PROBA_PREFIX}<class> columns")
+    return [name for name in names if name.startswith(PROBA_PREFIX)]
+
+
 def _check_columns(schema: pa.Schema, metadata: pq.FileMetaData, limits: PredictionLimits,
                    with_proba: bool) -> list[str]:
     names = schema.names
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise PredictionsInvalid(f"predictions.parquet has more than one column named {', '.join(map(repr, repeated))}")
-    missing = [name for name in ("row_id", "prediction") if name not in names]
-    if missing:
-        raise PredictionsInvalid(f"predictions.parquet has no column {', '.join(map(repr, missing))} "
-                                 f"(columns: {', '.join(map(repr, names[:10]))}{', ...' if len(names) > 10 else ''})")
-    unknown = [name for name in names if name not in ("row_id", "prediction") and not name.startswith(PROBA_PREFIX)]
-    if unknown:
-        raise PredictionsInvalid(f"predictions.parquet has the unexpected column {unknown[0]!r}: a predictions file "
-                                 f"holds row_id, prediction and optionally {PROBA_PREFIX}<class> columns")
-    proba = [name for name in names if name.startswith(PROBA_PREFIX)]
+    proba = check_column_names(names, "predictions.parquet")
     allowed = limits.max_columns - 2
     if proba and not with_proba:
         raise PredictionsInvalid(f"predictions.parquet has {len(proba)} {PROBA_PREFIX} columns; a regression "
