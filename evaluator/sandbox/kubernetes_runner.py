@@ -106,7 +106,7 @@ class KubernetesSandbox:
             if outcome.conflict:  # this attempt's Job exists already (a retried create): adopt it
                 logger.info("Job %s exists already; waiting for it", name)
             state = self._wait(name, spec, started, should_cancel)
-            log = self._log(name, spec)
+            log = self._log(state["pod"], spec)
             return self._result(state, spec, output_key, log, started)
         finally:
             self._delete_job(name)
@@ -192,9 +192,8 @@ class KubernetesSandbox:
         return SandboxResult(exit_code=status, predictions=predictions, log=log, image_id=spec.image,
                              duration_s=round(time.monotonic() - started, 3))
 
-    def _log(self, name: str, spec: SandboxSpec) -> bytes:
+    def _log(self, pod: dict, spec: SandboxSpec) -> bytes:
         """The first log_bytes of predict's log (the API server caps it; we never read more)."""
-        pod = self._pod(name)
         if not pod:
             return b""
         try:
