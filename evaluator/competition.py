@@ -125,7 +125,7 @@ def select_final(run: Run, principal: Principal, selected: bool) -> Run:
         chosen = Run.select().where((Run.benchmark == benchmark.id) & (Run.owner == run.owner) & Run.final).count()
         if chosen >= limit:
             raise Conflict(f"you already selected {chosen} of {limit} final runs; unselect one first")
-    Run.update(final=selected).where(Run.id == run.id).execute()
+    Run.update(final=selected, updated_at=utcnow()).where(Run.id == run.id).execute()  # the board cache's stamp
     return Run.get_by_id(run.id)
 
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 
-from evaluator import competition, disclosure, scoring
+from evaluator import board_cache, competition, disclosure, scoring, standings
 from evaluator.settings import CompetitionSettings
-from evaluator.storage.models import Benchmark, BenchmarkRevision, Run, RunStatus, Submission, isoformat, utcnow
+from evaluator.standings import Entrant
+from evaluator.storage.models import Benchmark, BenchmarkRevision, isoformat, utcnow
 from evaluator.tokens import Principal
 
 
@@ -52,39 +53,13 @@ class Rules:
         return closes is not None and now >= datetime.datetime.fromisoformat(closes)
 
 
-def _value(document: dict | None, metric: str) -> float | None:
-    value = ((document or {}).get("metrics") or {}).get(metric)
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _parse(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
-
-
-def _documents_at(run: Run, at: datetime.datetime | None) -> tuple[dict | None, dict | None]:
-    """(metrics, private_metrics) the run had at `at`: the first document replaced after it, else the current."""
-    if at is not None:
-        for earlier in run.metrics_history or []:
-            replaced = _parse(earlier.get("replaced_at"))
-            if replaced is not None and replaced > at:
-                return earlier.get("metrics"), earlier.get("private_metrics")
-    return run.metrics, run.private_metrics
-
-
-def _document(run: Run, private: bool, at: datetime.datetime | None = None) -> dict | None:
-    public_doc, private_doc = _documents_at(run, at)
-    return (private_doc or public_doc) if private else public_doc
-
-
 def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
     return tuple(-v if d == "maximize" else v for v, d in zip(values, directions))
 
 
 def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | None = None,
-              at: str | None = None, now: datetime.datetime | None = None) -> dict:
+              at: str | None = None, now: datetime.datetime | None = None, offset: int = 0,
+              limit: int | None = None, owner: str | None = None) -> dict:
     """The board this caller may read: managers live and exact; others rounded, and frozen in the freeze window.
 
     `at` (ISO 8601, naive UTC) asks for the board as it stood then; a participant in the frozen
@@ -92,7 +67,7 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
     """
     now = now or utcnow()
     manager = competition.manages(benchmark, principal)
-    asked = _parse(at)
+    asked = standings.parse_time(at)
     instant = min(asked, now) if asked is not None else None
     frozen = False
     if not manager:
@@ -102,68 +77,82 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
     rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
     closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
     private = closed or (view == "private" and manager)
-    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules)
+    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, offset=offset,
+                 limit=limit, owner=owner)
 
 
 def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datetime.datetime | None = None,
-          frozen: bool = False, rules: Rules | None = None) -> dict:
-    """Rank on exact values; show them exactly only when `exact` (managers), else rounded."""
+          frozen: bool = False, rules: Rules | None = None, offset: int = 0, limit: int | None = None,
+          owner: str | None = None, preselect: bool = True) -> dict:
+    """Rank on exact values; show them exactly only when `exact` (managers), else rounded.
+
+    Ranks are over the whole board; `offset`/`limit` window the entries shown (`total` counts them
+    all), and `owner` adds that participant's own row as `mine`, wherever it falls. `preselect`
+    False ranks every run in Python: the reference the SQL pre-selection (evaluator.standings) matches.
+    """
     shown = (lambda value: value) if exact else disclosure.coarsen
     rules = rules or (Rules.at(benchmark, at) if at is not None else Rules.current(benchmark))
     settings = rules.settings
     metrics = [rules.primary_metric, *settings.tie_breakers]
     directions = [scoring.direction(m) for m in metrics]
-    query = (Run.select(Run, Submission).join(Submission)
-             .where((Run.benchmark == benchmark.id) & (Run.status == RunStatus.SUCCEEDED.value))
-             .order_by(Run.finished_at))
-    if at is not None:
-        query = query.where(Run.finished_at <= at)
-    runs = list(query)
-    baselines = [run for run in runs if run.submission.baseline]
-    ranked = [run for run in runs if not run.submission.baseline]
-    candidates = _candidates(ranked, private and settings.final_selections > 0, metrics, directions, at)
+    use_finals = private and settings.final_selections > 0
 
-    def best_of(pool: list[Run], group) -> dict:
-        best: dict = {}
-        for run in pool:
-            found = [_value(_document(run, private, at), m) for m in metrics]
-            if found[0] is None:
-                continue
-            values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
-                      zip(found, directions)]
-            key = _sort_key(values, directions) + (run.finished_at,)
-            if group(run) not in best or key < best[group(run)][0]:
-                best[group(run)] = (key, run, values)
-        return best
+    def rank() -> tuple[list[tuple], int]:
+        """(sort key, 0 ranked / 1 baseline, rank, run, values) of every entry in board order; the participants."""
+        runs = standings.entrants(benchmark.id, metrics, directions, private=private, finals=use_finals, at=at,
+                                  preselect=preselect)
+        baselines = [run for run in runs if run.baseline]
+        ranked = [run for run in runs if not run.baseline]
+        candidates = _candidates(ranked, use_finals, directions)
 
-    contenders = sorted(best_of(candidates, lambda run: run.owner).values(), key=lambda item: item[0])
-    references = best_of(baselines, lambda run: (run.owner, run.submission.name)).values()
+        def best_of(pool: list[Entrant], group: Callable[[Entrant], Hashable]) -> dict:
+            best: dict = {}
+            for run in pool:
+                found = run.found
+                if found[0] is None:
+                    continue
+                values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
+                          zip(found, directions)]
+                key = _sort_key(values, directions) + (run.finished_at,)
+                if group(run) not in best or key < best[group(run)][0]:
+                    best[group(run)] = (key, run, values)
+            return best
 
-    def entry(rank: int | None, run: Run, values: list[float]) -> dict:
-        document = _document(run, private, at) or {}
+        contenders = sorted(best_of(candidates, lambda run: run.owner).values(), key=lambda item: item[0])
+        references = best_of(baselines, lambda run: (run.owner, run.name)).values()
+        listed: list[tuple] = []
+        rank, previous = 0, None
+        for position, (key, run, values) in enumerate(contenders, start=1):
+            if key[:-1] != previous:  # equal on every ranked metric: an equal rank
+                rank, previous = position, key[:-1]
+            listed.append((key, 0, rank, run, values))
+        listed += [(key, 1, None, run, values) for key, run, values in references]
+        listed.sort(key=lambda item: item[:2])  # a baseline sits at its score, after an equal ranked entry
+        return listed, len(contenders)
+
+    # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache)
+    listed, participants = board_cache.remember(benchmark.id, (rules, private, at), rank) if preselect else rank()
+    window = listed[offset:None if limit is None else offset + limit]
+    mine = next((item for item in listed if item[3].owner == owner), None) if owner is not None else None
+    intervals = standings.intervals([item[3].id for item in [*window, *([mine] if mine else [])]], private, at)
+
+    def entry(rank: int | None, run: Entrant, values: list[float]) -> dict:
         return {
             "rank": rank, "participant": run.owner, "score": shown(values[0]),
             # NOTE: a missing tie-breaker ranks last (an infinity) but reads as null: JSON has no Infinity
             "tie_breakers": shown({m: v if math.isfinite(v) else None for m, v in zip(metrics[1:], values[1:])}),
-            "ci": shown((document.get("primary_metric") or {}).get("ci")),
-            "run_id": str(run.id), "final": run.final, "finished_at": isoformat(run.finished_at),
-            "baseline": run.submission.baseline, "name": run.submission.name if run.submission.baseline else None,
+            "ci": shown(intervals.get(run.id)),
+            "run_id": run.id, "final": run.final, "finished_at": isoformat(run.finished_at),
+            "baseline": run.baseline, "name": run.name if run.baseline else None,
         }
 
-    listed, rank, previous = [], 0, None
-    for position, (key, run, values) in enumerate(contenders, start=1):
-        if key[:-1] != previous:  # equal on every ranked metric: an equal rank
-            rank, previous = position, key[:-1]
-        listed.append((key, 0, entry(rank, run, values)))
-    listed += [(key, 1, entry(None, run, values)) for key, run, values in references]
-    listed.sort(key=lambda item: item[:2])  # a baseline sits at its score, after an equal ranked entry
-    return {
+    board = {
         "benchmark": benchmark.id,
         "view": "private" if private else "public",
         "closed": rules.closed(at) if at is not None else competition.is_closed(benchmark),
         "at": isoformat(at),
         "frozen": frozen,
-        "participants": len(contenders),
+        "participants": participants,
         "rules": {
             "metric": rules.primary_metric, "direction": scoring.direction(rules.primary_metric),
             "tie_breakers": [{"metric": m, "direction": d} for m, d in zip(metrics[1:], directions[1:])],
@@ -173,27 +162,27 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             "final_selections": settings.final_selections, "closes_at": settings.closes_at,
             "baselines": "a manager's reference entries: listed at their score, never ranked nor counted",
         },
-        "entries": [item for _, _, item in listed],
+        "total": len(listed), "offset": offset, "limit": limit,
+        "entries": [entry(rank, run, values) for _, _, rank, run, values in window],
     }
+    if owner is not None:
+        board["mine"] = entry(*mine[2:]) if mine is not None else None
+    return board
 
 
-def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], directions: list[str],
-                at: datetime.datetime | None = None) -> list[Run]:
+def _candidates(runs: list[Entrant], use_finals: bool, directions: list[str]) -> list[Entrant]:
+    """Final selections, and the best public run of each participant who chose none (private boards)."""
     if not use_finals:
         return runs
     chosen = [run for run in runs if run.final]
     owners_with_choice = {run.owner for run in chosen}
-    fallback: dict[str, Run] = {}
-
-    def primary(run: Run) -> float | None:
-        return _value(_document(run, False, at), metrics[0])
-
+    fallback: dict[str, Entrant] = {}
     for run in runs:
-        value = primary(run)
+        value = run.public
         if run.owner in owners_with_choice or value is None:
             continue
         key = _sort_key([value], directions[:1])
         kept = fallback.get(run.owner)  # a kept run has a value
-        if kept is None or key < _sort_key([primary(kept) or 0.0], directions[:1]):
+        if kept is None or key < _sort_key([kept.public or 0.0], directions[:1]):
             fallback[run.owner] = run
     return chosen + list(fallback.values())

@@ -233,6 +233,8 @@ class LeaderboardQuery(Query):
         None, description="`private` lets the benchmark's managers preview the private ranking before close")
     at: Timestamp | None = Field(
         None, description="the board as it stood then: runs finished by then, the rules then in force")
+    limit: Annotated[int, Field(ge=1, le=1000, description="entries per page (ranks are over the whole board)")] = 100
+    offset: Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER, description="entries skipped, in board order")] = 0
 
 
 class EventNotification(Body):

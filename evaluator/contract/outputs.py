@@ -195,6 +195,9 @@ class Leaderboard(Out):
     frozen: bool = Field(description="true when a participant reads the board as it stood at the freeze")
     participants: int = Field(description="ranked participants (baselines are not counted)")
     rules: Rules
+    total: int = Field(description="entries on the whole board (ranked and baselines); `entries` is one page")
+    limit: int
+    offset: int
     entries: list[Entry]
 
 

@@ -1,7 +1,7 @@
 """What each page shows, as plain data: built from the same functions the JSON resources call.
 
 Visibility and rounding are never decided here: benchmarks.visible_to / get_benchmark,
-runs.get_run, api.runs.shape (runs.serialize), leaderboard.build and competition.log_view
+runs.get_run, api.runs.shape (runs.serialize), leaderboard.board_for and competition.log_view
 decide them, exactly as for the API, so a page and the JSON it mirrors cannot disagree.
 """
 
@@ -13,8 +13,7 @@ import re
 import markupsafe
 import peewee
 
-from evaluator import benchmarks, competition, datasets, quotas, run_plots, runs, submissions
-from evaluator.api.benchmarks import leaderboard_for
+from evaluator import benchmarks, competition, datasets, leaderboard, quotas, run_plots, runs, submissions
 from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
@@ -24,7 +23,7 @@ from evaluator.storage.models import TERMINAL_RUN_STATUSES, Benchmark, Dataset, 
 from evaluator.tokens import Principal
 
 STAGES = ("created", "queued", "preparing", "running", "scoring", "finished")
-BOARD_PAGE = 100  # leaderboard rows per page (the JSON endpoint returns them all)
+BOARD_PAGE = 100  # leaderboard rows per page (the JSON endpoint's default page too)
 RUNS_PAGE = 50
 LOG_PAGE_BYTES = 64 * 1024  # what a page shows of a log (the sandbox already caps it)
 # Controls other than newline and tab, and the bidi/format characters that reorder what a browser shows.
@@ -170,35 +169,53 @@ def _ci_bars(entries: list[dict]) -> dict:
     return {"low": low, "high": high}
 
 
-def entry_counts(benchmark_id: str) -> dict[str, dict]:
-    """Per participant: how many submissions, and the first and last (Kaggle's "entries" and "last")."""
+def entry_counts(benchmark_id: str, owners: list[str]) -> dict[str, dict]:
+    """Per listed participant: how many submissions, and the first and last (Kaggle's "entries" and "last")."""
+    if not owners:
+        return {}
     rows = (Submission.select(Submission.owner, peewee.fn.COUNT(Submission.id), peewee.fn.MIN(Submission.created_at),
                               peewee.fn.MAX(Submission.created_at))
-            .where(Submission.benchmark == benchmark_id).group_by(Submission.owner).tuples())
+            .where((Submission.benchmark == benchmark_id) & Submission.owner.in_(owners))
+            .group_by(Submission.owner).tuples())
     return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in db_rows(rows)}
 
 
+def submission_totals(benchmark_id: str) -> dict:
+    """The benchmark's participants and submissions, and its first and last submission (one aggregate)."""
+    query = (Submission.select(peewee.fn.COUNT(Submission.owner.distinct()), peewee.fn.COUNT(Submission.id),
+                               peewee.fn.MIN(Submission.created_at), peewee.fn.MAX(Submission.created_at))
+             .where(Submission.benchmark == benchmark_id).tuples())
+    participants, count, first, last = next(iter(db_rows(query)))
+    return {"participants": participants, "submissions": count, "first": first, "last": last}
+
+
 def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int) -> dict:
-    """The benchmark page: its rules and the leaderboard GET /v1/benchmarks/{id}/leaderboard gives this caller."""
+    """The benchmark page: its rules and one page of the leaderboard GET /v1/benchmarks/{id}/leaderboard gives.
+
+    The viewer's own row is added to every page it is not on.
+    """
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
-    board = leaderboard_for(benchmark_id, principal, view)
-    counts = entry_counts(benchmark.id)
-    entries = board["entries"]
-    pages = max(1, -(-len(entries) // BOARD_PAGE))
-    page = min(max(page, 1), pages)
-    shown = [dict(e) for e in entries[(page - 1) * BOARD_PAGE: page * BOARD_PAGE]]
-    mine = None
-    if principal is not None:
-        mine = next((dict(e) for e in entries if e["participant"] == principal.owner), None)
-        if mine is not None and all(e["participant"] != mine["participant"] for e in shown):
-            shown.append(mine)  # the viewer's own row, whatever the page
+    owner = principal.owner if principal is not None else None
+
+    def board_page(number: int) -> dict:  # the JSON endpoint's rule (api.benchmarks.leaderboard_for), one page
+        return leaderboard.board_for(benchmark, principal, view=view, offset=(number - 1) * BOARD_PAGE,
+                                     limit=BOARD_PAGE, owner=owner)
+
+    page = max(page, 1)
+    board = board_page(page)
+    pages = max(1, -(-board["total"] // BOARD_PAGE))
+    if page > pages:  # past the end: the last page
+        page = pages
+        board = board_page(page)
+    shown = [dict(e) for e in board["entries"]]
+    mine = board.get("mine")
+    if mine is not None and all(e["participant"] != mine["participant"] for e in shown):
+        shown.append(dict(mine))  # the viewer's own row, whatever the page
     scale = _ci_bars(shown)
+    counts = entry_counts(benchmark.id, sorted({e["participant"] for e in shown}))
     for entry in shown:
         entry.update(counts.get(entry["participant"], {}))
-    totals = {"participants": len(counts), "submissions": sum(c["submissions"] for c in counts.values()),
-              "ranked": len(entries),
-              "first": min((c["first"] for c in counts.values()), default=None),
-              "last": max((c["last"] for c in counts.values()), default=None)}
+    totals = {**submission_totals(benchmark.id), "ranked": board["total"]}
     document = benchmarks.serialize(benchmark)
     quota = quotas.state(benchmark, principal.owner).to_dict() if principal is not None else None
     return {"benchmark": document, "board": board, "entries": shown, "scale": scale, "page": page, "pages": pages,
