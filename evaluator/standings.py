@@ -155,10 +155,13 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
                     **{f"m{i}": m for i, m in enumerate(metrics)}}
     when = " AND r.finished_at <= %(at)s AND (r.metrics_history IS NULL OR r.metrics_history = '[]'::jsonb)" \
         if at is not None else ""
-    pool = (f"SELECT r.id::text AS id, r.owner, r.finished_at, r.final, s.baseline, s.name, {values}, "
-            f"{_number('x.p')} AS public FROM run r JOIN submission s ON s.id = r.submission_id "
-            f"CROSS JOIN LATERAL (SELECT {reads} OFFSET 0) x "
-            f"WHERE r.benchmark_id = %(benchmark)s AND r.status = %(succeeded)s{when}")
+    # the numbers first, then the submission's flags: the join then carries slim rows, not documents
+    numbers = (f"SELECT r.id, r.submission_id, r.owner, r.finished_at, r.final, {values}, {_number('x.p')} AS public "
+               f"FROM run r CROSS JOIN LATERAL (SELECT {reads} OFFSET 0) x "
+               f"WHERE r.benchmark_id = %(benchmark)s AND r.status = %(succeeded)s{when} OFFSET 0")
+    columns = ", ".join(f"n.v{i}" for i in range(len(metrics)))
+    pool = (f"SELECT n.id::text AS id, n.owner, n.finished_at, n.final, s.baseline, s.name, {columns}, n.public "
+            f"FROM ({numbers}) n JOIN submission s ON s.id = n.submission_id")
 
     def order(column: str, direction: str) -> str:
         return f"{column} {'DESC' if direction == 'maximize' else 'ASC'} NULLS LAST"
