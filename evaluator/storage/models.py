@@ -129,6 +129,7 @@ class Submission(BaseModel):
 
     class Meta:
         table_name = "submission"
+        indexes = ((("benchmark", "owner", "created_at"), False),)  # the leaderboard page's entry counts
 
 
 class Run(BaseModel):

@@ -173,8 +173,8 @@ def entry_counts(benchmark_id: str, owners: list[str]) -> dict[str, dict]:
     """Per listed participant: how many submissions, and the first and last (Kaggle's "entries" and "last")."""
     if not owners:
         return {}
-    rows = (Submission.select(Submission.owner, peewee.fn.COUNT(Submission.id), peewee.fn.MIN(Submission.created_at),
-                              peewee.fn.MAX(Submission.created_at))
+    rows = (Submission.select(Submission.owner, peewee.fn.COUNT(peewee.SQL("*")),
+                              peewee.fn.MIN(Submission.created_at), peewee.fn.MAX(Submission.created_at))
             .where((Submission.benchmark == benchmark_id) & Submission.owner.in_(owners))
             .group_by(Submission.owner).tuples())
     return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in db_rows(rows)}
@@ -182,7 +182,7 @@ def entry_counts(benchmark_id: str, owners: list[str]) -> dict[str, dict]:
 
 def submission_totals(benchmark_id: str) -> dict:
     """The benchmark's participants and submissions, and its first and last submission (one aggregate)."""
-    query = (Submission.select(peewee.fn.COUNT(Submission.owner.distinct()), peewee.fn.COUNT(Submission.id),
+    query = (Submission.select(peewee.fn.COUNT(Submission.owner.distinct()), peewee.fn.COUNT(peewee.SQL("*")),
                                peewee.fn.MIN(Submission.created_at), peewee.fn.MAX(Submission.created_at))
              .where(Submission.benchmark == benchmark_id).tuples())
     participants, count, first, last = next(iter(db_rows(query)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import re
 import uuid
 
 import pytest
@@ -132,7 +133,7 @@ def test_the_kept_ranking_follows_successes_final_selections_and_baselines(api, 
                                                  headers=admin).json["entries"]}
 
 
-def test_migration_0011_adds_the_stamp_index_once(migrated_database, db):
+def test_migration_0011_adds_the_indexes_once(migrated_database, db):
     import importlib.util
 
     from playhouse.migrate import PostgresqlMigrator
@@ -146,12 +147,36 @@ def test_migration_0011_adds_the_stamp_index_once(migrated_database, db):
     migrator = PostgresqlMigrator(migrated_database)
 
     def indexes() -> set[str]:
-        return {index.name for index in migrated_database.get_indexes("run")}
+        return {index.name for table in ("run", "submission") for index in migrated_database.get_indexes(table)}
+
+    both = {script.INDEX, script.SUBMISSION_INDEX}
 
     with migrated_database.connection_context():
-        assert script.INDEX in indexes()  # 0001 built it from the models already
+        assert both <= indexes()  # 0001 built them from the models already
         script.down(migrator, migrated_database)
-        assert script.INDEX not in indexes()
+        assert not both & indexes()
         script.up(migrator, migrated_database)
         script.up(migrator, migrated_database)
-        assert script.INDEX in indexes()
+        assert both <= indexes()
+
+
+def test_the_page_shows_one_page_of_the_board_its_total_and_the_viewers_own_row(api, admin):
+    from evaluator.tokens import create_token
+    from tests.integration.test_web_pages import cookie_header, sign_in
+
+    register_dataset_over_http(api, admin)
+    create_benchmark(api, admin)
+    for i in range(204):
+        finished(f"p{i:03d}", round(0.99 - i * 0.001, 3), minutes_ago=i)
+    finished("alice", 0.1)  # last: rank 205
+    secret, _ = create_token("alice", "participant")
+    alice = cookie_header(sign_in(api, secret))
+
+    first = api.simulate_get("/benchmarks/iris", headers=alice)
+    assert first.status_code == 200, first.text
+    rows = re.findall(r"<tr( class=\"mine\")?>\s*<td[^>]*>(\d+)</td>", first.text)
+    assert [int(rank) for _, rank in rows] == [*range(1, 101), 205] and rows[-1][0]  # her row, marked
+    assert "205 ranked of 205 participant(s)" in first.text and "page 1 of 3" in first.text
+    last = api.simulate_get("/benchmarks/iris", headers=alice, params={"page": 99}).text  # past the end: the last
+    assert [int(rank) for _, rank in re.findall(r"<tr( class=\"mine\")?>\s*<td[^>]*>(\d+)</td>", last)] == [
+        *range(201, 206)] and "page 3 of 3" in last
