@@ -180,3 +180,30 @@ def test_the_page_shows_one_page_of_the_board_its_total_and_the_viewers_own_row(
     last = api.simulate_get("/benchmarks/iris", headers=alice, params={"page": 99}).text  # past the end: the last
     assert [int(rank) for _, rank in re.findall(r"<tr( class=\"mine\")?>\s*<td[^>]*>(\d+)</td>", last)] == [
         *range(201, 206)] and "page 3 of 3" in last
+
+
+def test_the_kept_ranking_follows_a_rescore(api, admin, blobs, config):
+    import pyarrow as pa
+
+    from evaluator.rescoring import rescore_run
+    from tests.integration.helpers import iris_like, parquet_bytes
+
+    register_dataset_over_http(api, admin)
+    create_benchmark(api, admin)
+    _, labels = iris_like()
+    truth = labels.column("target").to_pylist()
+    wrong = [(t + 1) % 3 for t in truth]
+    run = finished("alice", 0.99)  # as scored before: every row right
+    prefix = f"results/iris/{run.id}/"
+    Run.update(results_prefix=prefix).where(Run.id == run.id).execute()
+    predictions = pa.table({"row_id": labels.column("row_id"), "prediction": wrong[:75] + truth[75:]})
+    blobs.put_bytes(config.results_bucket, prefix + "predictions.parquet", parquet_bytes(predictions))
+    finished("bob", 0.7)
+
+    def ranked() -> list[tuple]:
+        entries = api.simulate_get("/v1/benchmarks/iris/leaderboard", headers=admin).json["entries"]
+        return [(e["participant"], e["score"]) for e in entries]
+
+    assert ranked() == ranked() == [("alice", 0.99), ("bob", 0.7)]  # the second read is the kept ranking
+    rescore_run(str(run.id), blobs=blobs, config=config)  # the worker's re-score: half the rows now wrong
+    assert ranked() == [("bob", 0.7), ("alice", 0.5)]
