@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import importlib.util
+import threading
 
 import peewee
 import pytest
@@ -248,3 +250,28 @@ def test_migration_0009_adds_teams_and_the_submission_column_idempotently(migrat
         assert script.ONE_TEAM_INDEX in indexes
         keys = migrated_database.get_foreign_keys("submission")
         assert any(k.column == "team_id" and k.dest_table == "team" for k in keys)
+
+
+def test_concurrent_members_cannot_share_the_last_slot_nor_the_last_place(api, league, alice, bob, carol):
+    league(quota={"limit": 1}, max_team_size=2)
+    team = create_team(api, alice, "Alpha")
+    for user in ("bob", "carol"):
+        assert invite(api, alice, team, user).status_code == 201
+
+    def together(calls) -> list[int]:
+        barrier = threading.Barrier(len(calls))
+
+        def call(function):
+            barrier.wait()
+            return function().status_code
+        with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+            return sorted(pool.map(call, calls))
+
+    # bob and carol accept the one free place at once: one of them gets it.
+    assert together([lambda: accept(api, bob, team), lambda: accept(api, carol, team)]) == [200, 409]
+    joined = "bob" if ("bob", "accepted") in members(api.simulate_get(f"/v1/teams/{team['id']}",
+                                                                      headers=alice).json) else "carol"
+    second = {"bob": bob, "carol": carol}[joined]
+    # The two members ask for the team's one submission at once: one grant, one 429.
+    assert together([lambda: submit(api, alice), lambda: submit(api, second)] * 3) == [201] + [429] * 5
+    assert Submission.select().where(Submission.team == team["id"]).count() == 1
