@@ -1,4 +1,4 @@
-"""Teams of a benchmark: create, invite (the creator or a manager), accept (the invitee only), leave.
+"""Teams of a benchmark: create, invite (the creator or a manager), accept (the invitee only), leave, remove.
 
 A team belongs to one benchmark (as on Kaggle): its phases, quota and leaderboard are that
 benchmark's, and "one team per participant per benchmark" is a unique index. The creator
@@ -123,8 +123,7 @@ def invite(team_id: str, body: dict, principal: Principal) -> Team:
     benchmark = Benchmark.get_by_id(team.benchmark_id)
     _uses_teams(benchmark)
     rows = _rows(team)
-    creator = principal.owner == team.created_by and any(r.member == principal.owner for r in _accepted(rows))
-    if not creator and not competition.manages(benchmark, principal):
+    if not _creator(team, principal, rows) and not competition.manages(benchmark, principal):
         raise Forbidden(f"only the creator of team {team.name!r} (a member) or the managers of {benchmark.id} "
                         "invite to it")
     user = fields.slug(body, "user")
@@ -142,6 +141,11 @@ def invite(team_id: str, body: dict, principal: Principal) -> Team:
     except peewee.IntegrityError:
         raise Conflict(f"{user} is already invited to team {team.name!r}") from None
     return team
+
+
+def _creator(team: Team, principal: Principal, rows: list[TeamMember]) -> bool:
+    """The team's creator, while still one of its members (after leaving, only the managers act for it)."""
+    return principal.owner == team.created_by and any(r.member == principal.owner for r in _accepted(rows))
 
 
 def _room_for_one(benchmark: Benchmark, team: Team, rows: list[TeamMember]) -> None:
@@ -179,6 +183,22 @@ def leave(team_id: str, principal: Principal) -> None:
                .where((TeamMember.team == team.id) & (TeamMember.member == principal.owner)).execute())
     if not deleted:
         raise Conflict(f"you are neither a member of nor invited to team {team.name!r}")
+
+
+def remove(team_id: str, user: str, principal: Principal) -> None:
+    """Remove a member or revoke an invitation: the benchmark's managers any, the team's creator (a member) others'.
+
+    Removing oneself is leaving. The team's past runs stay its own either way.
+    """
+    team = get_team(team_id, principal)
+    if user != principal.owner:
+        benchmark = Benchmark.get_by_id(team.benchmark_id)
+        if not _creator(team, principal, _rows(team)) and not competition.manages(benchmark, principal):
+            raise Forbidden(f"only the creator of team {team.name!r} (a member) or the managers of {benchmark.id} "
+                            "remove others from it")
+    deleted = TeamMember.delete().where((TeamMember.team == team.id) & (TeamMember.member == user)).execute()
+    if not deleted:
+        raise NotFound(f"{user} is neither a member of nor invited to team {team.name!r}")
 
 
 def serialize(team: Team, principal: Principal | None, rows: list[TeamMember] | None = None,

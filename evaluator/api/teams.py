@@ -1,4 +1,4 @@
-"""Resources for teams: /v1/benchmarks/{b}/teams and /v1/teams/{t} (invitations, accept, leave)."""
+"""Resources for teams: /v1/benchmarks/{b}/teams and /v1/teams/{t} (invitations, accept, leave, members)."""
 
 from __future__ import annotations
 
@@ -56,4 +56,11 @@ class TeamItem:
                tag="teams", access=TOKEN, responses={204: EMPTY}, errors=(404, 409))
     def on_post_leave(self, req: falcon.Request, resp: falcon.Response, team_id: str) -> None:
         teams.leave(team_id, req.context.principal)
+        resp.status = falcon.HTTP_204
+
+    @operation("removeTeamMember", "Remove a member or revoke an invitation (the team's creator, or the managers)",
+               tag="teams", access=TOKEN, responses={204: EMPTY}, errors=(403, 404),
+               description="Anyone may remove themselves (that is leaving). The team's past runs stay its own.")
+    def on_delete_member(self, req: falcon.Request, resp: falcon.Response, team_id: str, user: str) -> None:
+        teams.remove(team_id, user, req.context.principal)
         resp.status = falcon.HTTP_204

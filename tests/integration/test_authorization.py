@@ -48,6 +48,7 @@ CASES = {
     ("POST", "/v1/teams/{team_id}/invitations"): 404,
     ("POST", "/v1/teams/{team_id}/invitations/accept"): 404,
     ("POST", "/v1/teams/{team_id}/leave"): 404,
+    ("DELETE", "/v1/teams/{team_id}/members/{user}"): 404,
 }
 NO_ID = {  # routes without an owned id, and who may call them
     ("GET", "/health"): "anyone", ("GET", "/metrics"): "anyone", ("GET", "/openapi.json"): "anyone",
@@ -92,7 +93,7 @@ def objects_of_a(api, admin, db):
     assert team.status_code == 201, team.text
     return {"submission_id": submission["submission"]["id"], "run_id": str(run.id), "benchmark_id": "private-a",
             "dataset_id": dataset_id, "token_id": str(token.id), "name": "roc",
-            "webhook_id": hook.json["id"], "team_id": team.json["id"]}
+            "webhook_id": hook.json["id"], "team_id": team.json["id"], "user": "alice"}
 
 
 @pytest.mark.parametrize("method, route", sorted(CASES))

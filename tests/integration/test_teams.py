@@ -116,6 +116,24 @@ def test_invite_then_accept_by_the_invited_user_only(api, league, admin, alice, 
     assert (again.status_code, again.json["error"]["code"]) == (409, "conflict")
 
 
+def test_the_creator_or_a_manager_removes_members_and_revokes_invitations(api, league, admin, alice, bob, carol):
+    league()
+    team = create_team(api, alice, "Alpha")
+    join(api, alice, bob, "bob", team)
+    assert invite(api, alice, team, "carol").status_code == 201
+
+    def remove(headers, user):
+        return api.simulate_delete(f"/v1/teams/{team['id']}/members/{user}", headers=headers)
+
+    assert remove(bob, "alice").status_code == 403  # a member who is not the creator
+    assert remove(alice, "carol").status_code == 204  # the creator revokes an invitation
+    assert accept(api, carol, team).status_code == 403  # revoked: nothing to accept
+    assert remove(admin, "bob").status_code == 204  # a manager removes a member
+    assert remove(admin, "bob").status_code == 404
+    assert members(api.simulate_get(f"/v1/teams/{team['id']}", headers=alice).json) == [("alice", "accepted")]
+    assert remove(alice, "alice").status_code == 204  # oneself: leaving
+
+
 def test_one_team_per_participant_per_benchmark_and_the_other_refusals(api, league, admin, alice, bob, carol):
     league(max_team_size=2)
     first = create_team(api, alice, "Alpha")
