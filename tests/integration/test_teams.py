@@ -293,3 +293,29 @@ def test_concurrent_members_cannot_share_the_last_slot_nor_the_last_place(api, l
     # The two members ask for the team's one submission at once: one grant, one 429.
     assert together([lambda: submit(api, alice), lambda: submit(api, second)] * 3) == [201] + [429] * 5
     assert Submission.select().where(Submission.team == team["id"]).count() == 1
+
+
+def test_the_benchmark_page_shows_the_team_row_as_the_viewers_team(api, league, alice, bob, carol):
+    from tests.integration.test_web_pages import cookie_header, sign_in
+
+    league()
+    team = create_team(api, alice, "Alpha")
+    join(api, alice, bob, "bob", team)
+    scored(api, alice, 0.80)
+    best = scored(api, bob, 0.90)
+    scored(api, carol, 0.85)
+
+    def row_of(secret: str, name: str) -> str:
+        page = api.simulate_get("/benchmarks/league", headers=cookie_header(sign_in(api, secret)))
+        assert page.status_code == 200, page.text
+        return next(row for row in page.text.split("<tr") if f'<th scope="row">{name}' in row)
+
+    secrets = {}
+    for user in ("alice", "bob"):
+        secrets[user], _ = create_token(user, "participant")
+    alpha_for_alice = row_of(secrets["alice"], "Alpha")
+    assert 'class="mine"' in alpha_for_alice and "(your team)" in alpha_for_alice
+    assert '<td class="num">2</td>' in alpha_for_alice  # the team's submissions, both members'
+    assert f"/runs/{best.id}" not in alpha_for_alice  # bob's run: only he (and admins) may open it
+    assert f"/runs/{best.id}" in row_of(secrets["bob"], "Alpha")
+    assert "(you" not in row_of(secrets["alice"], "carol")
