@@ -10,6 +10,10 @@ instant is built from the runs finished by then, the metric documents they had
 then (re-scores keep the earlier ones) and the rules then in force
 (BenchmarkRevision); a participant's board in the frozen window is the board at
 the freeze instant.
+
+With settings.teams each team is one entrant: its entry is the best run made for it
+(Submission.team, fixed when the run was submitted), named by the team; a participant
+in no team competes alone.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import uuid
 from collections.abc import Callable, Hashable, Sequence
 
-from evaluator import board_cache, competition, disclosure, scoring, standings
+from evaluator import board_cache, competition, disclosure, entrants, scoring, standings
 from evaluator.settings import CompetitionSettings
 from evaluator.standings import Entrant
 from evaluator.storage.models import Benchmark, BenchmarkRevision, isoformat, utcnow
@@ -59,7 +64,7 @@ def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
 
 def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | None = None,
               at: str | None = None, now: datetime.datetime | None = None, offset: int = 0,
-              limit: int | None = None, owner: str | None = None) -> dict:
+              limit: int | None = None, entrant: str | None = None) -> dict:
     """The board this caller may read: managers live and exact; others rounded, and frozen in the freeze window.
 
     `at` (ISO 8601, naive UTC) asks for the board as it stood then; a participant in the frozen
@@ -78,16 +83,17 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
     closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
     private = closed or (view == "private" and manager)
     return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, offset=offset,
-                 limit=limit, owner=owner)
+                 limit=limit, entrant=entrant)
 
 
 def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datetime.datetime | None = None,
           frozen: bool = False, rules: Rules | None = None, offset: int = 0, limit: int | None = None,
-          owner: str | None = None, preselect: bool = True) -> dict:
+          entrant: str | None = None, preselect: bool = True) -> dict:
     """Rank on exact values; show them exactly only when `exact` (managers), else rounded.
 
     Ranks are over the whole board; `offset`/`limit` window the entries shown (`total` counts them
-    all), and `owner` adds that participant's own row as `mine`, wherever it falls. `preselect`
+    all), and `entrant` (a participant, or `team:<id>` as entrants.key names it) adds that entrant's
+    own row as `mine`, wherever it falls. `preselect`
     False ranks every run in Python: the reference the SQL pre-selection (evaluator.standings) matches.
     """
     shown = (lambda value: value) if exact else disclosure.coarsen
@@ -100,10 +106,10 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     def rank() -> tuple[list[tuple], int]:
         """(sort key, 0 ranked / 1 baseline, rank, run, values) of every entry in board order; the participants."""
         runs = standings.entrants(benchmark.id, metrics, directions, private=private, finals=use_finals, at=at,
-                                  preselect=preselect)
+                                  teams=settings.teams, preselect=preselect)
         baselines = [run for run in runs if run.baseline]
         ranked = [run for run in runs if not run.baseline]
-        candidates = _candidates(ranked, use_finals, directions)
+        candidates = _candidates(ranked, use_finals, directions)  # per entrant: a participant or a team
 
         def best_of(pool: list[Entrant], group: Callable[[Entrant], Hashable]) -> dict:
             best: dict = {}
@@ -118,7 +124,9 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
                     best[group(run)] = (key, run, values)
             return best
 
-        contenders = sorted(best_of(candidates, lambda run: run.owner).values(), key=lambda item: item[0])
+        # equal keys (values and completion time) list by run id: the same order however the runs were read
+        contenders = sorted(best_of(candidates, lambda run: run.entrant).values(),
+                            key=lambda item: (item[0], item[1].id))
         references = best_of(baselines, lambda run: (run.owner, run.name)).values()
         listed: list[tuple] = []
         rank, previous = 0, None
@@ -127,23 +135,28 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
                 rank, previous = position, key[:-1]
             listed.append((key, 0, rank, run, values))
         listed += [(key, 1, None, run, values) for key, run, values in references]
-        listed.sort(key=lambda item: item[:2])  # a baseline sits at its score, after an equal ranked entry
+        listed.sort(key=lambda item: (*item[:2], item[3].id))  # a baseline sits after an equal ranked entry
         return listed, len(contenders)
 
     # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache)
     listed, participants = board_cache.remember(benchmark.id, (rules, private, at), rank) if preselect else rank()
     window = listed[offset:None if limit is None else offset + limit]
-    mine = next((item for item in listed if item[3].owner == owner), None) if owner is not None else None
-    intervals = standings.intervals([item[3].id for item in [*window, *([mine] if mine else [])]], private, at)
+    mine = next((item for item in listed if item[3].entrant == entrant), None) if entrant is not None else None
+    shown_runs = [item[3] for item in [*window, *([mine] if mine else [])]]
+    intervals = standings.intervals([run.id for run in shown_runs], private, at)
+    team_names = {str(team): name for team, name in
+                  entrants.names(uuid.UUID(run.team) for run in shown_runs if run.team).items()}
 
     def entry(rank: int | None, run: Entrant, values: list[float]) -> dict:
+        team = run.team
         return {
-            "rank": rank, "participant": run.owner, "score": shown(values[0]),
+            "rank": rank, "participant": team_names[team] if team else run.owner, "score": shown(values[0]),
             # NOTE: a missing tie-breaker ranks last (an infinity) but reads as null: JSON has no Infinity
             "tie_breakers": shown({m: v if math.isfinite(v) else None for m, v in zip(metrics[1:], values[1:])}),
             "ci": shown(intervals.get(run.id)),
             "run_id": run.id, "final": run.final, "finished_at": isoformat(run.finished_at),
             "baseline": run.baseline, "name": run.name if run.baseline else None,
+            "team": {"id": team, "name": team_names[team]} if team else None, "submitted_by": run.owner,
         }
 
     board = {
@@ -161,28 +174,29 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             "ties": "equal on every ranked metric: equal rank; then earlier completion is listed first",
             "final_selections": settings.final_selections, "closes_at": settings.closes_at,
             "baselines": "a manager's reference entries: listed at their score, never ranked nor counted",
+            "entrant": "team" if settings.teams else "participant",
         },
         "total": len(listed), "offset": offset, "limit": limit,
         "entries": [entry(rank, run, values) for _, _, rank, run, values in window],
     }
-    if owner is not None:
+    if entrant is not None:
         board["mine"] = entry(*mine[2:]) if mine is not None else None
     return board
 
 
 def _candidates(runs: list[Entrant], use_finals: bool, directions: list[str]) -> list[Entrant]:
-    """Final selections, and the best public run of each participant who chose none (private boards)."""
+    """Each entrant's final selections, or its best public run when it chose none (private boards)."""
     if not use_finals:
         return runs
     chosen = [run for run in runs if run.final]
-    owners_with_choice = {run.owner for run in chosen}
+    with_choice = {run.entrant for run in chosen}
     fallback: dict[str, Entrant] = {}
     for run in runs:
         value = run.public
-        if run.owner in owners_with_choice or value is None:
+        if run.entrant in with_choice or value is None:
             continue
         key = _sort_key([value], directions[:1])
-        kept = fallback.get(run.owner)  # a kept run has a value
+        kept = fallback.get(run.entrant)  # a kept run has a value
         if kept is None or key < _sort_key([kept.public or 0.0], directions[:1]):
-            fallback[run.owner] = run
+            fallback[run.entrant] = run
     return chosen + list(fallback.values())

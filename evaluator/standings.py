@@ -31,6 +31,8 @@ class Entrant:
 
     id: str
     owner: str
+    entrant: str  # whom it ranks for: the owner, or `team:<id>` (settings.teams; entrants.key); baselines: the owner
+    team: str | None  # the team it was made for, when teams count (never for a baseline)
     finished_at: datetime.datetime | None  # set on every succeeded run
     final: bool
     baseline: bool
@@ -70,20 +72,22 @@ def document(run: Run, private: bool, at: datetime.datetime | None = None) -> di
 
 
 def entrants(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str], *, private: bool,
-             finals: bool, at: datetime.datetime | None, preselect: bool = True) -> list[Entrant]:
+             finals: bool, at: datetime.datetime | None, teams: bool = False,
+             preselect: bool = True) -> list[Entrant]:
     """Succeeded runs finished by `at` that can decide the board, in completion order (equal times: by run id).
 
-    With `preselect` (and PostgreSQL): baselines, and per participant the best run on the ranked
-    metrics (`finals`: their final selections and their best public run instead). Without: every run.
+    With `preselect` (and PostgreSQL): baselines, and per entrant (a participant, or with `teams` the
+    team a run was made for) the best run on the ranked metrics (`finals`: their final selections
+    and their best public run instead). Without: every run.
     """
     succeeded = (Run.benchmark == benchmark_id) & (Run.status == RunStatus.SUCCEEDED.value)
     if at is not None:
         succeeded &= Run.finished_at <= at
     if not (preselect and isinstance(database.obj, peewee.PostgresqlDatabase)):
-        return _read(succeeded, metrics, private, at)
-    chosen = _select(benchmark_id, metrics, directions, private=private, finals=finals, at=at)
+        return _read(succeeded, metrics, private, at, teams)
+    chosen = _select(benchmark_id, metrics, directions, private=private, finals=finals, at=at, teams=teams)
     if at is not None:  # a re-scored run's document at `at` may be an earlier one: read those in Python
-        chosen += _read(succeeded & (Run.metrics_history != []), metrics, private, at)
+        chosen += _read(succeeded & (Run.metrics_history != []), metrics, private, at, teams)
     unique = {entrant.id: entrant for entrant in chosen}
     return sorted(unique.values(), key=_completion)
 
@@ -118,13 +122,19 @@ def _intervals_read(where: peewee.Expression, private: bool, at: datetime.dateti
     return {str(run.id): ((document(run, private, at) or {}).get("primary_metric") or {}).get("ci") for run in query}
 
 
-def _read(where: peewee.Expression, metrics: Sequence[str], private: bool,
-          at: datetime.datetime | None) -> list[Entrant]:
+def _read(where: peewee.Expression, metrics: Sequence[str], private: bool, at: datetime.datetime | None,
+          teams: bool) -> list[Entrant]:
     """Entrants from full rows, their documents read in Python (the reference the SQL matches)."""
     query = Run.select(Run, Submission).join(Submission).where(where)
-    read = [Entrant(str(run.id), run.owner, run.finished_at, run.final, run.submission.baseline,
-                    run.submission.name, tuple(value(document(run, private, at), m) for m in metrics),
-                    value(document(run, False, at), metrics[0])) for run in query]
+    read = []
+    for run in query:
+        submission = run.submission
+        team = str(submission.team_id) if teams and submission.team_id is not None and not submission.baseline \
+            else None
+        read.append(Entrant(str(run.id), run.owner, f"team:{team}" if team else run.owner, team, run.finished_at,
+                            run.final, submission.baseline, submission.name,
+                            tuple(value(document(run, private, at), m) for m in metrics),
+                            value(document(run, False, at), metrics[0])))
     return sorted(read, key=_completion)
 
 
@@ -144,8 +154,8 @@ def _number(json: str) -> str:
 
 
 def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str], *, private: bool,
-            finals: bool, at: datetime.datetime | None) -> list[Entrant]:
-    """The SQL pre-selection: baselines, and each participant's best run (DISTINCT ON the owner)."""
+            finals: bool, at: datetime.datetime | None, teams: bool) -> list[Entrant]:
+    """The SQL pre-selection: baselines, and each entrant's best run (DISTINCT ON the entrant)."""
     doc = _private_doc("r.") if private else "r.metrics"
     # each metric read once per row (OFFSET 0 keeps PostgreSQL from inlining the reads into every use)
     reads = ", ".join([*(f"{doc} #> ARRAY['metrics', %(m{i})s] AS j{i}" for i in range(len(metrics))),
@@ -160,24 +170,26 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
                f"FROM run r CROSS JOIN LATERAL (SELECT {reads} OFFSET 0) x "
                f"WHERE r.benchmark_id = %(benchmark)s AND r.status = %(succeeded)s{when} OFFSET 0")
     columns = ", ".join(f"n.v{i}" for i in range(len(metrics)))
-    pool = (f"SELECT n.id::text AS id, n.owner, n.finished_at, n.final, s.baseline, s.name, {columns}, n.public "
-            f"FROM ({numbers}) n JOIN submission s ON s.id = n.submission_id")
+    team = "CASE WHEN s.team_id IS NOT NULL AND NOT s.baseline THEN s.team_id::text END" if teams else "NULL::text"
+    pool = (f"SELECT t.*, COALESCE('team:' || t.team, t.owner) AS entrant FROM ("
+            f"SELECT n.id::text AS id, n.owner, {team} AS team, n.finished_at, n.final, s.baseline, s.name, "
+            f"{columns}, n.public FROM ({numbers}) n JOIN submission s ON s.id = n.submission_id) t")
 
     def order(column: str, direction: str) -> str:
         return f"{column} {'DESC' if direction == 'maximize' else 'ASC'} NULLS LAST"
 
     if finals:  # final selections, and each participant's best public run (theirs when they chose none)
-        parts = [f"SELECT DISTINCT ON (owner) * FROM pool WHERE NOT baseline AND public IS NOT NULL "
-                 f"ORDER BY owner, {order('public', directions[0])}, finished_at, id",
+        parts = [f"SELECT DISTINCT ON (entrant) * FROM pool WHERE NOT baseline AND public IS NOT NULL "
+                 f"ORDER BY entrant, {order('public', directions[0])}, finished_at, id",
                  "SELECT * FROM pool WHERE NOT baseline AND final"]
     else:
         ranks = ", ".join(order(f"v{i}", d) for i, d in enumerate(directions))
-        parts = [f"SELECT DISTINCT ON (owner) * FROM pool WHERE NOT baseline AND v0 IS NOT NULL "
-                 f"ORDER BY owner, {ranks}, finished_at, id"]
+        parts = [f"SELECT DISTINCT ON (entrant) * FROM pool WHERE NOT baseline AND v0 IS NOT NULL "
+                 f"ORDER BY entrant, {ranks}, finished_at, id"]
     parts.append("SELECT * FROM pool WHERE baseline")
     union = " UNION ALL ".join(f"({part})" for part in parts)
     sql = f"WITH pool AS ({pool}) SELECT * FROM ({union}) chosen"
     cursor = database.execute_sql(sql, params)
     count = len(metrics)
-    return [Entrant(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6:6 + count]), row[6 + count])
-            for row in cursor.fetchall()]
+    return [Entrant(row[0], row[1], row[8 + count], row[2], row[3], row[4], row[5], row[6], tuple(row[7:7 + count]),
+                    row[7 + count]) for row in cursor.fetchall()]

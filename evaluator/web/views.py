@@ -13,10 +13,11 @@ import re
 import markupsafe
 import peewee
 
-from evaluator import benchmarks, competition, datasets, leaderboard, quotas, run_plots, runs, submissions
+from evaluator import benchmarks, competition, datasets, entrants, leaderboard, quotas, run_plots, runs, submissions
 from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
+from evaluator.settings import settings_of
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import rows as db_rows
 from evaluator.storage.models import TERMINAL_RUN_STATUSES, Benchmark, Dataset, Run, Submission
@@ -169,20 +170,39 @@ def _ci_bars(entries: list[dict]) -> dict:
     return {"low": low, "high": high}
 
 
-def entry_counts(benchmark_id: str, owners: list[str]) -> dict[str, dict]:
-    """Per listed participant: how many submissions, and the first and last (Kaggle's "entries" and "last")."""
-    if not owners:
+def entry_counts(benchmark_id: str, keys: set[str], teams: bool = False) -> dict[str, dict]:
+    """Per listed entrant (a participant, or with `teams` a team): how many submissions, the first and last
+    (Kaggle's "entries" and "last"); keyed as entrants.key names them. Only the listed entrants' rows are read."""
+    owners = [key for key in keys if not key.startswith("team:")]
+    team_ids = [key[len("team:"):] for key in keys if key.startswith("team:")]
+    if not keys:
         return {}
-    rows = (Submission.select(Submission.owner, peewee.fn.COUNT(peewee.SQL("*")),
+    rows = (Submission.select(Submission.owner, Submission.team, peewee.fn.COUNT(peewee.SQL("*")),
                               peewee.fn.MIN(Submission.created_at), peewee.fn.MAX(Submission.created_at))
-            .where((Submission.benchmark == benchmark_id) & Submission.owner.in_(owners))
-            .group_by(Submission.owner).tuples())
-    return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in db_rows(rows)}
+            .where((Submission.benchmark == benchmark_id)
+                   & (Submission.owner.in_(owners) | Submission.team.in_(team_ids)))
+            .group_by(Submission.owner, Submission.team).tuples())
+    counts: dict[str, dict] = {}
+    for owner, team, count, first, last in db_rows(rows):
+        key = f"team:{team}" if teams and team is not None else owner
+        kept = counts.setdefault(key, {"submissions": 0, "first": first, "last": last})
+        kept.update(submissions=kept["submissions"] + count, first=min(kept["first"], first),
+                    last=max(kept["last"], last))
+    return counts
 
 
-def submission_totals(benchmark_id: str) -> dict:
-    """The benchmark's participants and submissions, and its first and last submission (one aggregate)."""
-    query = (Submission.select(peewee.fn.COUNT(Submission.owner.distinct()), peewee.fn.COUNT(peewee.SQL("*")),
+def _entrant(entry: dict) -> str:
+    """An entry's entrant, as entry_counts keys it."""
+    return f"team:{entry['team']['id']}" if entry.get("team") else entry["participant"]
+
+
+def submission_totals(benchmark_id: str, teams: bool = False) -> dict:
+    """The benchmark's entrants (participants, or with `teams` teams and those alone) and submissions, and its
+    first and last submission (one aggregate)."""
+    team = peewee.Value("team:").concat(peewee.Cast(Submission.team, "text"))
+    entrant = peewee.Case(None, [(Submission.team.is_null(False), team)], Submission.owner) if teams \
+        else Submission.owner
+    query = (Submission.select(peewee.fn.COUNT(entrant.distinct()), peewee.fn.COUNT(peewee.SQL("*")),
                                peewee.fn.MIN(Submission.created_at), peewee.fn.MAX(Submission.created_at))
              .where(Submission.benchmark == benchmark_id).tuples())
     participants, count, first, last = next(iter(db_rows(query)))
@@ -195,11 +215,15 @@ def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str 
     The viewer's own row is added to every page it is not on.
     """
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
-    owner = principal.owner if principal is not None else None
+    teams = settings_of(benchmark).teams
+    me = None
+    if principal is not None:
+        team = entrants.team_of(benchmark.id, principal.owner) if teams else None
+        me = f"team:{team.id}" if team is not None else principal.owner  # the viewer's row: theirs, or their team's
 
     def board_page(number: int) -> dict:  # the JSON endpoint's rule (api.benchmarks.leaderboard_for), one page
         return leaderboard.board_for(benchmark, principal, view=view, offset=(number - 1) * BOARD_PAGE,
-                                     limit=BOARD_PAGE, owner=owner)
+                                     limit=BOARD_PAGE, entrant=me)
 
     page = max(page, 1)
     board = board_page(page)
@@ -207,15 +231,17 @@ def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str 
     if page > pages:  # past the end: the last page
         page = pages
         board = board_page(page)
+    teams = board["rules"].get("entrant") == "team"  # the rules the board was ranked with
     shown = [dict(e) for e in board["entries"]]
     mine = board.get("mine")
-    if mine is not None and all(e["participant"] != mine["participant"] for e in shown):
+    if mine is not None and all(_entrant(e) != me for e in shown):
         shown.append(dict(mine))  # the viewer's own row, whatever the page
     scale = _ci_bars(shown)
-    counts = entry_counts(benchmark.id, sorted({e["participant"] for e in shown}))
+    counts = entry_counts(benchmark.id, {_entrant(e) for e in shown}, teams)
     for entry in shown:
-        entry.update(counts.get(entry["participant"], {}))
-    totals = {**submission_totals(benchmark.id), "ranked": board["total"]}
+        entry.update(counts.get(_entrant(entry), {}))
+        entry["yours"] = me is not None and _entrant(entry) == me
+    totals = {**submission_totals(benchmark.id, teams), "ranked": board["total"]}
     document = benchmarks.serialize(benchmark)
     quota = quotas.state(benchmark, principal.owner).to_dict() if principal is not None else None
     return {"benchmark": document, "board": board, "entries": shown, "scale": scale, "page": page, "pages": pages,

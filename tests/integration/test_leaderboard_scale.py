@@ -12,7 +12,7 @@ import pytest
 
 from evaluator import board_cache, leaderboard
 from evaluator.settings import CompetitionSettings
-from evaluator.storage.models import Benchmark, Run, Submission, isoformat, utcnow
+from evaluator.storage.models import Benchmark, Run, Submission, Team, isoformat, utcnow
 from tests.integration.helpers import create_benchmark, register_dataset_over_http
 
 pytestmark = pytest.mark.integration
@@ -35,13 +35,16 @@ def document(rng: random.Random) -> dict:
 
 
 def seed(benchmark: str, rng: random.Random, runs: int = 90, owners: int = 14) -> None:
-    """Succeeded runs of random owners: finals, baselines, private parts (some empty) and re-scores."""
+    """Succeeded runs of random owners: finals, baselines, private parts (some empty), re-scores, and runs made
+    for one of three teams (a participant's runs may be for different teams, or alone)."""
+    teams = [Team.create(benchmark=benchmark, name=f"team {i}", created_by="p00") for i in range(3)]
     for i in range(runs):
         owner = "admin" if i % 17 == 0 else f"p{rng.randrange(owners):02d}"
         baseline = owner == "admin"
+        team = rng.choice([None, None, *teams])
         submission = Submission.create(benchmark=benchmark, owner=owner, name=f"m{rng.randrange(2)}",
                                        version=str(i), bucket="b", object_key=f"bundles/{uuid.uuid4()}.tar.gz",
-                                       status="uploaded", baseline=baseline)
+                                       status="uploaded", baseline=baseline, team=team)
         history = []
         if rng.random() < 0.25:
             history = [{"metrics": document(rng), "private_metrics": rng.choice([None, document(rng)]),
@@ -55,19 +58,21 @@ def seed(benchmark: str, rng: random.Random, runs: int = 90, owners: int = 14) -
                benchmark=benchmark, owner="p99", status="running", metrics=document(rng))  # not on any board
 
 
-@pytest.mark.parametrize("primary, tie_breakers, final_selections", [
-    ("accuracy", ("log_loss", "f1_macro"), 0),
-    ("log_loss", ("accuracy",), 2),
-    ("accuracy", (), 1),
+@pytest.mark.parametrize("primary, tie_breakers, final_selections, teams", [
+    ("accuracy", ("log_loss", "f1_macro"), 0, False),
+    ("log_loss", ("accuracy",), 2, False),
+    ("accuracy", (), 1, False),
+    ("accuracy", ("log_loss",), 0, True),
+    ("log_loss", (), 1, True),
 ])
 def test_the_sql_preselection_gives_the_board_ranking_every_run_in_python(
-        api, admin, primary, tie_breakers, final_selections):
+        api, admin, primary, tie_breakers, final_selections, teams):
     register_dataset_over_http(api, admin)
     create_benchmark(api, admin)
-    seed("iris", random.Random(f"{primary}{final_selections}"))
+    seed("iris", random.Random(f"{primary}{final_selections}{teams}"))
     benchmark = Benchmark.get_by_id("iris")
     rules = leaderboard.Rules(primary, CompetitionSettings(tie_breakers=tie_breakers,
-                                                           final_selections=final_selections))
+                                                           final_selections=final_selections, teams=teams))
     for private in (False, True):
         for at in (None, T0 + datetime.timedelta(hours=30), T0 + datetime.timedelta(hours=70)):
             reference = leaderboard.build(benchmark, private=private, at=at, rules=rules, preselect=False)
@@ -77,9 +82,14 @@ def test_the_sql_preselection_gives_the_board_ranking_every_run_in_python(
             warm = leaderboard.build(benchmark, private=private, at=at, rules=rules)  # the kept ranking
             assert cold == reference and warm == reference, (private, at)
             # One page of it: the same rows and ranks, the total, and the viewer's own row wherever it is
-            page = leaderboard.build(benchmark, private=private, at=at, rules=rules, offset=3, limit=4, owner="p05")
+            if teams:
+                assert any(e["team"] for e in reference["entries"])
+            viewer = "team:" + str(Team.get(Team.name == "team 1").id) if teams else "p05"
+            page = leaderboard.build(benchmark, private=private, at=at, rules=rules, offset=3, limit=4, entrant=viewer)
             assert page["entries"] == reference["entries"][3:7] and page["total"] == len(reference["entries"])
-            assert page["mine"] == next((e for e in reference["entries"] if e["participant"] == "p05"), None)
+            assert page["mine"] == next((e for e in reference["entries"] if
+                                         (f"team:{e['team']['id']}" if e["team"] else e["participant"]) == viewer),
+                                        None)
 
 
 def finished(owner: str, accuracy: float, minutes_ago: int = 0) -> Run:
