@@ -50,7 +50,8 @@ _STATUS_TEXT = {
 }
 _PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 _DESCRIPTIONS = {"benchmark_id": "the benchmark's id", "dataset_id": "a dataset id or name:version",
-                 "submission_id": "a submission id", "run_id": "a run id", "token_id": "a token id",
+                 "submission_id": "a submission id", "run_id": "a run id",
+                 "phase": "a phase's slug", "token_id": "a token id",
                  "asset": "a file of the Swagger UI page or of the web pages"}
 
 
