@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +18,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from evaluator.storage.blobs import BlobStore
 from tests.e2e.bundles import sklearn_bundle
+from tests.e2e.test_client_cli import cli
 from tests.e2e.test_pipeline import FINAL, run_of, submit
 from tests.integration.helpers import iris_like, parquet_bytes
 
@@ -84,5 +86,12 @@ def test_migrated_run_is_re_evaluated_on_the_next_phase_with_its_task_and_metric
     dev_board = stack.call("GET", "/v1/benchmarks/iris/leaderboard", alice).json()
     assert dev_board["phase"] == "dev" and [e["run_id"] for e in dev_board["entries"]] == [dev_id]
 
-    again = stack.call("POST", "/v1/benchmarks/iris/phases/dev/migrate", admin).json()
-    assert (again["created"], again["existing"]) == ([], [final_id])  # idempotent
+    # Again, through the CLI: nothing new (idempotent); the CLI reads phases and a phase's board.
+    again = cli(stack, admin, "phases", "migrate", "iris", "dev", "--json")
+    assert again.returncode == 0, again.stderr
+    assert (json.loads(again.stdout)["created"], json.loads(again.stdout)["existing"]) == ([], [final_id])
+    assert "0 run(s) queued, 1 moved before" in cli(stack, admin, "phases", "migrate", "iris", "dev").stdout
+    listed = cli(stack, alice, "phases", "list", "iris").stdout
+    assert "* dev" in listed and "  final" in listed and "iris-final:1" in listed
+    shown = cli(stack, alice, "leaderboard", "iris", "--phase", "final")
+    assert shown.returncode == 0 and "phase final" in shown.stdout and "f1_macro" in shown.stdout, shown
