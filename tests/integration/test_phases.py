@@ -203,3 +203,36 @@ def test_a_migrated_run_is_scored_with_the_next_phases_task_and_metrics(api, pha
     old = Scoring.of(phase_rules.effective(benchmark, phase_rules.phase_of_run(source)),
                      phase_rules.dataset_of(benchmark, phase_rules.phase_of_run(source)))
     assert (old.task, old.primary_metric) == ("classification", "accuracy")
+
+
+def test_migration_0008_keeps_one_own_run_per_submission_and_runs_twice(migrated_database, api, phased, alice):
+    import importlib.util
+
+    import peewee
+    from playhouse.migrate import PostgresqlMigrator
+
+    from evaluator.storage.migrations import MIGRATIONS_DIR
+
+    phased()
+    run = scored_run(api, alice, accuracy=0.9)
+    path = next(MIGRATIONS_DIR.glob("0008_*.py"))
+    spec = importlib.util.spec_from_file_location("phases_migration", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    migrator = PostgresqlMigrator(migrated_database)
+    with migrated_database.connection_context():
+        script.up(migrator, migrated_database)  # 0001 built it all already: nothing changes
+        script.down(migrator, migrated_database)
+        assert not migrated_database.table_exists("phase")
+        assert "phase_id" not in {c.name for c in migrated_database.get_columns("run")}
+        assert [i.unique for i in migrated_database.get_indexes("run") if i.name == "run_submission_id"] == [True]
+        script.up(migrator, migrated_database)
+        script.up(migrator, migrated_database)
+        indexes = {i.name: i.unique for i in migrated_database.get_indexes("run")}
+        assert indexes["run_submission_id"] is False and indexes["run_submission_original"] is True
+        assert Run.get_by_id(run.id).phase_id is None  # the old run is kept; the phase table started empty
+        # A second own run of one submission is still refused; a migrated one (another phase) is not.
+        with pytest.raises(peewee.IntegrityError), migrated_database.atomic():
+            Run.create(submission=run.submission_id, benchmark="comp", owner="alice")
+        migrated = Run.create(submission=run.submission_id, benchmark="comp", owner="alice", migrated_from=run.id)
+        assert migrated.migrated_from_id == run.id
