@@ -95,8 +95,9 @@ def down(migrator, db):
     db.execute_sql("DROP INDEX IF EXISTS run_submission_id")
     db.execute_sql("DELETE FROM run WHERE migrated_from_id IS NOT NULL")
     db.execute_sql("CREATE UNIQUE INDEX IF NOT EXISTS run_submission_id ON run (submission_id)")
-    changes = [migrator.drop_column(t, c) for t, c in (("run", "migrated_from_id"), ("run", "phase_id"),
-                                                       ("submission", "phase_id")) if _has(db, t, c)]
-    if changes:
-        migrator.migrate(*changes)
+    # NOTE: SQLite drops a foreign-key column only by rebuilding the table (playhouse's legacy path)
+    legacy = {} if isinstance(db, peewee.PostgresqlDatabase) else {"legacy": True}
+    for table, column in (("run", "migrated_from_id"), ("run", "phase_id"), ("submission", "phase_id")):
+        if _has(db, table, column):
+            migrator.migrate(migrator.drop_column(table, column, **legacy))
     db.drop_tables([_phase_model(db)], safe=True)
