@@ -69,7 +69,7 @@ def test_a_benchmark_without_phases_is_one_implicit_phase(api, admin, alice):
 
 
 def test_submissions_go_to_the_open_phase_and_each_phase_ranks_its_own_runs(api, phased, admin, alice, bob):
-    phased(dev={"quota": {"limit": 2}}, final={"quota": {"limit": 1}})
+    phased(dev={"quota": {"limit": 2}, "limits": {"max_bundle_bytes": 1000}}, final={"quota": {"limit": 1}})
     listed = api.simulate_get("/v1/benchmarks/comp/phases", headers=alice).json
     assert [(p["slug"], p["open"], p["dataset"], p["primary_metric"]) for p in listed["items"]] == [
         ("dev", True, "iris:1", "accuracy"), ("final", False, "iris-final:1", "f1_macro")]
@@ -83,6 +83,8 @@ def test_submissions_go_to_the_open_phase_and_each_phase_ranks_its_own_runs(api,
     early = grant(api, alice, phase="final")
     assert early.status_code == 409 and "not open" in early.json["error"]["message"]
     assert api.simulate_get("/v1/benchmarks/comp/quota", headers=alice).json["used"] == 1
+    too_large = grant(api, alice, size=2000, method="put")  # the dev phase's own limit
+    assert too_large.status_code == 413 and "1000" in too_large.json["error"]["message"]
     assert grant(api, alice).status_code == 201
     over = grant(api, alice)
     assert over.status_code == 429, over.text
@@ -94,6 +96,8 @@ def test_submissions_go_to_the_open_phase_and_each_phase_ranks_its_own_runs(api,
     assert (final["phase"], final["rules"]["metric"], final["entries"]) == ("final", "f1_macro", [])
     assert api.simulate_get("/v1/benchmarks/comp/leaderboard", headers=alice,
                             params={"phase": "nope"}).status_code == 404
+    page = api.simulate_get("/benchmarks/comp")  # the web page shows the current phase's board
+    assert page.status_code == 200 and "bob" in page.text
 
 
 def test_once_the_final_phase_opens_it_is_the_current_one_and_takes_the_submissions(api, phased, admin, alice):
