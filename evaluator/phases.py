@@ -209,8 +209,11 @@ def board_phase(benchmark: Benchmark, slug: str | None, principal: Principal | N
 
 
 def submission_phase(benchmark: Benchmark, slug: str | None, principal: Principal,
-                     now: datetime.datetime | None = None) -> Phase | None:
-    """The phase a new submission goes to: the named one, else the one open now; refuse a closed window."""
+                     now: datetime.datetime | None = None, *, baseline: bool = False) -> Phase | None:
+    """The phase a new submission goes to: the named one, else the one open now; refuse a closed window.
+
+    A manager's baseline may name a phase outside its window (a reference entry set up before it opens).
+    """
     now = now or utcnow()
     if slug:
         phase = get_phase(benchmark, slug, principal)
@@ -223,7 +226,7 @@ def submission_phase(benchmark: Benchmark, slug: str | None, principal: Principa
             raise Conflict(f"no phase of benchmark {benchmark.id} is open now: "
                            + "; ".join(_window(p) for p in phases))
         return open_now[-1]
-    if not is_open(phase, now):
+    if not is_open(phase, now) and not (baseline and competition.manages(benchmark, principal)):
         raise Conflict(f"phase {phase.slug} of benchmark {benchmark.id} is not open: {_window(phase)}")
     return phase
 

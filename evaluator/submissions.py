@@ -58,7 +58,8 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     if not baseline and principal.role == "owner" and not principal.is_admin:
         raise Forbidden("an owner token submits to its own benchmarks as baselines only ('baseline': true)")
     size = fields.integer(body, "size", None, minimum=1)
-    phase = phases.submission_phase(benchmark, body.get("phase"), principal)  # None: a benchmark without phases
+    # None: a benchmark without phases
+    phase = phases.submission_phase(benchmark, body.get("phase"), principal, baseline=baseline)
     max_bytes = limits_of(phases.effective(benchmark, phase)).bundle_bytes(config.max_bundle_bytes)
     if size is not None and size > max_bytes:
         raise PayloadTooLarge(f"{'bundle' if kind == 'bundle' else 'predictions file'} of {size} bytes is over "

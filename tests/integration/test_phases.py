@@ -82,6 +82,9 @@ def test_submissions_go_to_the_open_phase_and_each_phase_ranks_its_own_runs(api,
     # The final phase is not open yet: naming it is refused, and the dev quota counts the dev phase's only.
     early = grant(api, alice, phase="final")
     assert early.status_code == 409 and "not open" in early.json["error"]["message"]
+    reference = grant(api, admin, phase="final", baseline=True)  # a manager's baseline, set up beforehand
+    assert reference.status_code == 201, reference.text
+    assert Submission.get_by_id(reference.json["submission"]["id"]).phase.slug == "final"
     assert api.simulate_get("/v1/benchmarks/comp/quota", headers=alice).json["used"] == 1
     too_large = grant(api, alice, size=2000, method="put")  # the dev phase's own limit
     assert too_large.status_code == 413 and "1000" in too_large.json["error"]["message"]
