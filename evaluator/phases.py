@@ -18,10 +18,11 @@ from typing import Any
 
 import peewee
 
-from evaluator import competition, fields, outbox, quotas, scoring
+from evaluator import competition, entrants, fields, outbox, quotas, scoring
 from evaluator.config import Config
 from evaluator.datasets import dataset_field, require_ready
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from evaluator.settings import CompetitionSettings
 from evaluator.storage.models import Benchmark, Dataset, Phase, Run, RunStatus, Submission, isoformat, utcnow
 from evaluator.tokens import Principal
 
@@ -267,7 +268,7 @@ def _primary(run: Run, metric: str) -> float | None:
 
 
 def selected_runs(benchmark: Benchmark, phase: Phase) -> tuple[list[Run], list[dict]]:
-    """What moves on: each participant's final selections, else their best run; each baseline's runs.
+    """What moves on: each entrant's final selections, else its best run; each baseline's runs.
 
     Returns (runs, skipped): a predictions file answers the old phase's rows only, so it cannot move.
     """
@@ -276,21 +277,26 @@ def selected_runs(benchmark: Benchmark, phase: Phase) -> tuple[list[Run], list[d
     query = list(Run.select(Run, Submission).join(Submission)
                  .where((Run.benchmark == benchmark.id) & (Run.status == RunStatus.SUCCEEDED.value)
                         & runs_in(benchmark, phase)).order_by(Run.finished_at))
+    teams = CompetitionSettings.from_json(benchmark.settings).teams
+
+    def entrant(run: Run) -> str:  # a participant, or (settings.teams) the team the run was made for
+        return entrants.key(run.submission, teams)
+
     chosen: list[Run] = []
     best: dict[str, Run] = {}
-    finals = {run.owner for run in query if run.final and not run.submission.baseline}
+    finals = {entrant(run) for run in query if run.final and not run.submission.baseline}
     for run in query:
-        if run.submission.baseline or run.owner in finals:
+        if run.submission.baseline or entrant(run) in finals:
             if run.final or run.submission.baseline:
                 chosen.append(run)
             continue
         value = _primary(run, metric)
         if value is None:
             continue
-        kept = best.get(run.owner)
+        kept = best.get(entrant(run))
         kept_value = _primary(kept, metric) if kept is not None else None
         if kept_value is None or (value > kept_value if maximize else value < kept_value):
-            best[run.owner] = run
+            best[entrant(run)] = run
     runs = chosen + list(best.values())
     skipped = [{"run_id": str(r.id), "participant": r.owner, "reason": "a predictions file cannot be re-evaluated "
                 "on another phase's data"} for r in runs if r.submission.kind != "bundle"]

@@ -343,6 +343,7 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False) ->
         "migrated_from": str(run.migrated_from_id) if run.migrated_from_id else None,
         "baseline": run.submission.baseline,
         "kind": run.submission.kind,
+        "team": str(run.submission.team_id) if run.submission.team_id else None,
         "failure": _failure(run, manager),
         "provenance": run.provenance if manager else _participant_provenance(run.provenance),
         "attempts": run.attempts,

@@ -1,4 +1,4 @@
-"""One class per table: datasets, benchmarks, phases, submissions, runs, object events, API tokens, web sessions."""
+"""One class per table: datasets, benchmarks, phases, teams, submissions, runs, events, API tokens, web sessions."""
 
 from __future__ import annotations
 
@@ -131,6 +131,49 @@ class Phase(BaseModel):
         indexes = ((("benchmark", "slug"), True), (("benchmark", "ordinal"), True))
 
 
+class TeamMemberState(str, enum.Enum):
+    INVITED = "invited"
+    ACCEPTED = "accepted"
+
+
+class Team(BaseModel):
+    """A benchmark's team: its members compete as one entrant when the benchmark's settings.teams is on."""
+
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    benchmark = peewee.ForeignKeyField(Benchmark, backref="teams", on_delete="CASCADE")
+    benchmark_id: str
+    name = peewee.TextField()
+    created_by = peewee.TextField()  # who created it: they (and the benchmark's managers) invite
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "team"
+        indexes = ((("benchmark", "name"), True),)
+
+
+class TeamMember(BaseModel):
+    """An invitation to a team, or (accepted) a membership; leaving deletes the row, the runs keep their team."""
+
+    id = peewee.BigAutoField()
+    team = peewee.ForeignKeyField(Team, backref="members", on_delete="CASCADE")
+    team_id: uuid.UUID
+    benchmark = peewee.TextField()  # the team's, copied: one accepted membership per (benchmark, member)
+    member = peewee.TextField(index=True)
+    state = peewee.TextField(default=TeamMemberState.INVITED.value)
+    invited_by = peewee.TextField(null=True)  # None: the creator's own membership
+    invited_at = peewee.DateTimeField(default=utcnow)
+    accepted_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "team_member"
+        indexes = ((("team", "member"), True),)
+
+
+ONE_TEAM_INDEX = "team_member_one_team_per_benchmark"
+TeamMember.add_index(TeamMember.benchmark, TeamMember.member, unique=True, name=ONE_TEAM_INDEX,
+                     where=(TeamMember.state == TeamMemberState.ACCEPTED.value))
+
+
 class Submission(BaseModel):
     id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
     benchmark = peewee.ForeignKeyField(Benchmark, backref="submissions", on_delete="CASCADE")
@@ -146,6 +189,9 @@ class Submission(BaseModel):
     phase_id: int | None  # the phase it was submitted to; None on a benchmark without phases
     kind = peewee.TextField(default="bundle")  # bundle (a model the sandbox runs) | predictions (a file)
     baseline = peewee.BooleanField(default=False)  # a manager's reference entry: on the board, never ranked
+    # The team its owner was an accepted member of when it was made: it stays that team's, whoever leaves.
+    team = peewee.ForeignKeyField(Team, backref="submissions", null=True, on_delete="SET NULL")
+    team_id: uuid.UUID | None
     declared_size = peewee.BigIntegerField(null=True)
     size = peewee.BigIntegerField(null=True)
     etag = peewee.TextField(null=True)
@@ -323,4 +369,4 @@ class WebhookDelivery(BaseModel):
 
 
 ALL_MODELS = (Dataset, Benchmark, Phase, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision,
-              WebSession, WebhookSubscription, WebhookDelivery)
+              WebSession, WebhookSubscription, WebhookDelivery, Team, TeamMember)
