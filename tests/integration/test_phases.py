@@ -243,3 +243,14 @@ def test_migration_0008_keeps_one_own_run_per_submission_and_runs_twice(migrated
             Run.create(submission=run.submission_id, benchmark="comp", owner="alice")
         migrated = Run.create(submission=run.submission_id, benchmark="comp", owner="alice", migrated_from=run.id)
         assert migrated.migrated_from_id == run.id
+
+
+def test_on_a_teams_benchmark_migration_moves_one_run_per_team(api, phased, admin, alice, bob):
+    phased(settings={"teams": True})
+    team = api.simulate_post("/v1/benchmarks/comp/teams", headers=alice, json={"name": "Descenders"}).json["id"]
+    assert api.simulate_post(f"/v1/teams/{team}/invitations", headers=alice, json={"user": "bob"}).status_code == 201
+    assert api.simulate_post(f"/v1/teams/{team}/invitations/accept", headers=bob).status_code == 200
+    scored_run(api, alice, accuracy=0.7)
+    best = scored_run(api, bob, accuracy=0.9)
+    moved = api.simulate_post("/v1/benchmarks/comp/phases/dev/migrate", headers=admin).json
+    assert [str(Run.get_by_id(r).migrated_from_id) for r in moved["created"]] == [str(best.id)]  # the team's best
