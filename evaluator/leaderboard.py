@@ -24,10 +24,10 @@ import math
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 
-from evaluator import board_cache, competition, disclosure, entrants, scoring, standings
+from evaluator import board_cache, competition, disclosure, entrants, phases, scoring, standings
 from evaluator.settings import CompetitionSettings
 from evaluator.standings import Entrant
-from evaluator.storage.models import Benchmark, BenchmarkRevision, isoformat, utcnow
+from evaluator.storage.models import Benchmark, BenchmarkRevision, Phase, isoformat, utcnow
 from evaluator.tokens import Principal
 
 
@@ -53,6 +53,12 @@ class Rules:
             return cls.current(benchmark)
         return cls(revision.primary_metric, CompetitionSettings.from_json(revision.settings))
 
+    @classmethod
+    def of_phase(cls, benchmark: Benchmark, phase: Phase) -> Rules:
+        """A phase ranks on its own primary metric and closes at its own close."""
+        values = phases.effective(benchmark, phase)
+        return cls(values.primary_metric, CompetitionSettings.from_json(values.settings))
+
     def closed(self, now: datetime.datetime) -> bool:
         closes = self.settings.closes_at
         return closes is not None and now >= datetime.datetime.fromisoformat(closes)
@@ -63,8 +69,8 @@ def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
 
 
 def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | None = None,
-              at: str | None = None, now: datetime.datetime | None = None, offset: int = 0,
-              limit: int | None = None, entrant: str | None = None) -> dict:
+              at: str | None = None, now: datetime.datetime | None = None, phase: Phase | None = None,
+              offset: int = 0, limit: int | None = None, entrant: str | None = None) -> dict:
     """The board this caller may read: managers live and exact; others rounded, and frozen in the freeze window.
 
     `at` (ISO 8601, naive UTC) asks for the board as it stood then; a participant in the frozen
@@ -79,16 +85,20 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
         since = competition.frozen_since(benchmark, now)
         if since is not None and (instant is None or instant > since):
             instant, frozen = since, True
-    rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
-    closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
+    if phase is not None:  # a phase's board: its runs, its rules, its close
+        rules = Rules.of_phase(benchmark, phase)
+        closed = rules.closed(instant or now) or competition.is_closed(benchmark, now)
+    else:
+        rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
+        closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
     private = closed or (view == "private" and manager)
-    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, offset=offset,
-                 limit=limit, entrant=entrant)
+    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, phase=phase,
+                 offset=offset, limit=limit, entrant=entrant)
 
 
 def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datetime.datetime | None = None,
           frozen: bool = False, rules: Rules | None = None, offset: int = 0, limit: int | None = None,
-          entrant: str | None = None, preselect: bool = True) -> dict:
+          entrant: str | None = None, phase: Phase | None = None, preselect: bool = True) -> dict:
     """Rank on exact values; show them exactly only when `exact` (managers), else rounded.
 
     Ranks are over the whole board; `offset`/`limit` window the entries shown (`total` counts them
@@ -102,11 +112,12 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     metrics = [rules.primary_metric, *settings.tie_breakers]
     directions = [scoring.direction(m) for m in metrics]
     use_finals = private and settings.final_selections > 0
+    phase_runs = standings.PhaseRuns.of(benchmark.id, phase) if phase is not None else None
 
     def rank() -> tuple[list[tuple], int]:
         """(sort key, 0 ranked / 1 baseline, rank, run, values) of every entry in board order; the participants."""
         runs = standings.entrants(benchmark.id, metrics, directions, private=private, finals=use_finals, at=at,
-                                  teams=settings.teams, preselect=preselect)
+                                  teams=settings.teams, phase=phase_runs, preselect=preselect)
         baselines = [run for run in runs if run.baseline]
         ranked = [run for run in runs if not run.baseline]
         candidates = _candidates(ranked, use_finals, directions)  # per entrant: a participant or a team
@@ -139,7 +150,8 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
         return listed, len(contenders)
 
     # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache)
-    listed, participants = board_cache.remember(benchmark.id, (rules, private, at), rank) if preselect else rank()
+    listed, participants = (board_cache.remember(benchmark.id, (rules, private, at, phase_runs), rank) if preselect
+                            else rank())
     window = listed[offset:None if limit is None else offset + limit]
     mine = next((item for item in listed if item[3].entrant == entrant), None) if entrant is not None else None
     shown_runs = [item[3] for item in [*window, *([mine] if mine else [])]]
@@ -162,7 +174,9 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     board = {
         "benchmark": benchmark.id,
         "view": "private" if private else "public",
-        "closed": rules.closed(at) if at is not None else competition.is_closed(benchmark),
+        "closed": (rules.closed(at or utcnow()) or competition.is_closed(benchmark)) if phase is not None
+        else rules.closed(at) if at is not None else competition.is_closed(benchmark),
+        "phase": phase.slug if phase is not None else None,
         "at": isoformat(at),
         "frozen": frozen,
         "participants": participants,

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import peewee
 
 from evaluator.storage.db import database
-from evaluator.storage.models import Run, RunStatus, Submission
+from evaluator.storage.models import Phase, Run, RunStatus, Submission
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +39,23 @@ class Entrant:
     name: str
     found: tuple[float | None, ...]  # the ranked metrics in the board's document (private or public) at `at`
     public: float | None  # the primary metric in the public document: final selections fall back on it
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseRuns:
+    """The runs of a phase's board, as phases.runs_in filters them: its own, and for the first phase those
+    from before the benchmark had phases."""
+
+    phase_id: int
+    unphased: bool
+
+    @classmethod
+    def of(cls, benchmark_id: str, phase: Phase) -> PhaseRuns:
+        first = Phase.select(peewee.fn.MIN(Phase.ordinal)).where(Phase.benchmark == benchmark_id).scalar()
+        return cls(phase.id, phase.ordinal == first)
+
+    def where(self) -> peewee.Expression:
+        return (Run.phase == self.phase_id) | Run.phase.is_null() if self.unphased else Run.phase == self.phase_id
 
 
 def value(document: dict | None, metric: str) -> float | None:
@@ -72,7 +89,7 @@ def document(run: Run, private: bool, at: datetime.datetime | None = None) -> di
 
 
 def entrants(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str], *, private: bool,
-             finals: bool, at: datetime.datetime | None, teams: bool = False,
+             finals: bool, at: datetime.datetime | None, teams: bool = False, phase: PhaseRuns | None = None,
              preselect: bool = True) -> list[Entrant]:
     """Succeeded runs finished by `at` that can decide the board, in completion order (equal times: by run id).
 
@@ -83,9 +100,12 @@ def entrants(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str
     succeeded = (Run.benchmark == benchmark_id) & (Run.status == RunStatus.SUCCEEDED.value)
     if at is not None:
         succeeded &= Run.finished_at <= at
+    if phase is not None:
+        succeeded &= phase.where()
     if not (preselect and isinstance(database.obj, peewee.PostgresqlDatabase)):
         return _read(succeeded, metrics, private, at, teams)
-    chosen = _select(benchmark_id, metrics, directions, private=private, finals=finals, at=at, teams=teams)
+    chosen = _select(benchmark_id, metrics, directions, private=private, finals=finals, at=at, teams=teams,
+                     phase=phase)
     if at is not None:  # a re-scored run's document at `at` may be an earlier one: read those in Python
         chosen += _read(succeeded & (Run.metrics_history != []), metrics, private, at, teams)
     unique = {entrant.id: entrant for entrant in chosen}
@@ -154,7 +174,7 @@ def _number(json: str) -> str:
 
 
 def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str], *, private: bool,
-            finals: bool, at: datetime.datetime | None, teams: bool) -> list[Entrant]:
+            finals: bool, at: datetime.datetime | None, teams: bool, phase: PhaseRuns | None) -> list[Entrant]:
     """The SQL pre-selection: baselines, and each entrant's best run (DISTINCT ON the entrant)."""
     doc = _private_doc("r.") if private else "r.metrics"
     # each metric read once per row (OFFSET 0 keeps PostgreSQL from inlining the reads into every use)
@@ -165,6 +185,9 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
                     **{f"m{i}": m for i, m in enumerate(metrics)}}
     when = " AND r.finished_at <= %(at)s AND (r.metrics_history IS NULL OR r.metrics_history = '[]'::jsonb)" \
         if at is not None else ""
+    if phase is not None:
+        params.update(phase=phase.phase_id, unphased=phase.unphased)
+        when += " AND (r.phase_id = %(phase)s OR (%(unphased)s AND r.phase_id IS NULL))"
     # the numbers first, then the submission's flags: the join then carries slim rows, not documents
     numbers = (f"SELECT r.id, r.submission_id, r.owner, r.finished_at, r.final, {values}, {_number('x.p')} AS public "
                f"FROM run r CROSS JOIN LATERAL (SELECT {reads} OFFSET 0) x "

@@ -13,7 +13,18 @@ import re
 import markupsafe
 import peewee
 
-from evaluator import benchmarks, competition, datasets, entrants, leaderboard, quotas, run_plots, runs, submissions
+from evaluator import (
+    benchmarks,
+    competition,
+    datasets,
+    entrants,
+    leaderboard,
+    phases,
+    quotas,
+    run_plots,
+    runs,
+    submissions,
+)
 from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
@@ -221,8 +232,10 @@ def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str 
         team = entrants.team_of(benchmark.id, principal.owner) if teams else None
         me = f"team:{team.id}" if team is not None else principal.owner  # the viewer's row: theirs, or their team's
 
+    phase = phases.board_phase(benchmark, None, principal)  # the current phase's board, as the JSON's default
+
     def board_page(number: int) -> dict:  # the JSON endpoint's rule (api.benchmarks.leaderboard_for), one page
-        return leaderboard.board_for(benchmark, principal, view=view, offset=(number - 1) * BOARD_PAGE,
+        return leaderboard.board_for(benchmark, principal, view=view, phase=phase, offset=(number - 1) * BOARD_PAGE,
                                      limit=BOARD_PAGE, entrant=me)
 
     page = max(page, 1)
