@@ -149,8 +149,10 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
         listed.sort(key=lambda item: (*item[:2], item[3].id))  # a baseline sits after an equal ranked entry
         return listed, len(contenders)
 
-    # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache)
-    listed, participants = (board_cache.remember(benchmark.id, (rules, private, at, phase_runs), rank) if preselect
+    # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache): the
+    # live board and the frozen one; a board `at` any other instant is computed each time (no key per instant)
+    kept = preselect and (at is None or frozen)
+    listed, participants = (board_cache.remember(benchmark.id, (rules, private, at, phase_runs), rank) if kept
                             else rank())
     window = listed[offset:None if limit is None else offset + limit]
     mine = next((item for item in listed if item[3].entrant == entrant), None) if entrant is not None else None
