@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "evaluator.commands.dev",
     "evaluator.commands.client",
     "evaluator.commands.catalog",
+    "evaluator.commands.teams",
     "evaluator.commands.store",
     "evaluator.commands.healthcheck",
 )

@@ -120,6 +120,8 @@ class Settings(Out):
     submission_kinds: list[Literal["bundle", "predictions"]]
     freeze_at: Time
     freeze_before_close_s: int | None
+    teams: bool = Field(False, description="teams compete as one entrant (quotas and the leaderboard per team)")
+    max_team_size: int | None = None
 
 
 class Benchmark(Out):
@@ -156,6 +158,7 @@ class QuotaState(Out):
     remaining: int | None
     window: str | None
     resets_at: Time
+    team: str | None = Field(None, description="the team whose quota this is (settings.teams), else null")
 
 
 class RankedMetric(Out):
@@ -172,6 +175,13 @@ class Rules(Out):
     final_selections: int
     closes_at: Time
     baselines: str
+    entrant: Literal["participant", "team"] = Field(
+        "participant", description="`team` (settings.teams): one entry per team, the best run made for it")
+
+
+class TeamRef(Out):
+    id: str
+    name: str
 
 
 class Entry(Out):
@@ -185,6 +195,8 @@ class Entry(Out):
     finished_at: Time
     baseline: bool = Field(description="a manager's reference entry, shown beside the ranked ones")
     name: str | None = Field(description="a baseline's submission name (null for ranked entries)")
+    team: TeamRef | None = Field(None, description="the team the entry is (settings.teams); `participant` is its name")
+    submitted_by: str | None = Field(None, description="the participant whose run this is")
 
 
 class Leaderboard(Out):
@@ -221,6 +233,7 @@ class Submission(Out):
     upload_method: str
     kind: Literal["bundle", "predictions"]
     baseline: bool
+    team: str | None = Field(None, description="the team its owner was in when it was made (null: alone)")
     created_at: Time
     expires_at: Time
     uploaded_at: Time
@@ -278,6 +291,7 @@ class Run(Out):
     final: bool
     baseline: bool
     kind: Literal["bundle", "predictions"]
+    team: str | None = Field(None, description="the team its submission was made for (null: alone)")
     failure: Failure | None
     provenance: dict[str, Any]
     attempts: int
@@ -325,6 +339,33 @@ class PlotList(Out):
     run: str
     variant: Literal["participant", "exact"]
     items: list[PlotRef]
+# --- teams --------------------------------------------------------------------------------
+
+
+class TeamMember(Out):
+    user: str
+    state: Literal["invited", "accepted"]
+    invited_by: str | None = Field(description="null for the creator's own membership")
+    invited_at: Time
+    accepted_at: Time
+
+
+class Team(Out):
+    """A benchmark's team; open invitations are listed to its members, the invitee and the managers only."""
+
+    id: str
+    benchmark: str
+    name: str
+    created_by: str
+    created_at: Time
+    size: int = Field(description="accepted members")
+    members: list[TeamMember]
+
+
+class TeamList(Out):
+    items: list[Team]
+
+
 # --- webhooks -----------------------------------------------------------------------------
 
 
