@@ -166,6 +166,7 @@ def test_one_platform_image_built_once(project):
     assert built == ["migrate"], built
     assert services["migrate"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
     assert all(s.get("pull_policy") == "never" for name, s in platform.items() if name != "migrate")
+    assert services["migrate"]["pull_policy"] == "if_not_present"    # a prebuilt image is used as it is
     assert services["migrate"]["command"] == ["evaluator", "db", "migrate"]
     assert services["api"]["command"] == ["evaluator", "api"]
     assert services["worker"]["command"][:2] == ["evaluator", "worker"]
