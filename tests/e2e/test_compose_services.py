@@ -120,8 +120,10 @@ def test_the_platform_image_runs_the_compose_commands(
     (tmp_path / "work").mkdir()
     (tmp_path / "logs").mkdir()
     (tmp_path / "s3").mkdir()
+    # Reconciliation off: only the filer's webhook (start.sh's notification.toml) can start the evaluation below.
     config = make_config("http://127.0.0.1:1", database_url, redis_url, tmp_path / "work", api_host="127.0.0.1",
-                         api_port=api_port, api_workers=1, log_level="INFO")
+                         api_port=api_port, api_workers=1, log_level="INFO", reconcile_interval_s=0,
+                         reconcile_uploads_interval_s=0)
     store = HostSeaweed(services["seaweedfs"], tmp_path / "s3", config.s3_access_key, config.s3_secret_key,
                         config.events_token, f"http://127.0.0.1:{api_port}/v1/events/s3")
     config = config.replace(s3_endpoint_url=store.endpoint_url)
