@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from typing import Callable
 
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError, InfrastructureError, PredictionsInvalid, RunCancelled, RunFailure
+from evaluator.scoring_standby import STANDBY, STANDBY_ARG, ScoringChild
 from evaluator.settings import Scoring
 
 logger = logging.getLogger(__name__)
@@ -72,14 +74,12 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
                "csv_source": str(csv_source) if csv_source is not None else None}
     request_path.write_text(json.dumps(request))
     started = time.monotonic()
-    with stderr_path.open("wb") as stderr:
-        try:
-            child = subprocess.Popen([sys.executable, "-m", "evaluator.isolated_scoring", str(request_path),
-                                      str(result_path)], stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                                     cwd=work_dir, close_fds=True)
-        except OSError as ex:
-            raise InfrastructureError(f"the scoring process could not start: {ex}") from ex
-        status, usage = _wait(child, config.scoring_timeout_s, should_cancel)
+    child = _handed(request_path, result_path, config)
+    try:
+        status, usage = _wait(child.process, config.scoring_timeout_s, should_cancel)
+    finally:
+        _keep_log(child, stderr_path)
+        STANDBY.refill(config)  # the next run's child imports while this one publishes
     seconds = time.monotonic() - started
     result = _read_result(result_path)
     # NOTE: the child's own high-water mark; rusage's ru_maxrss survives exec, so it starts at the
@@ -92,6 +92,25 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
     if plot_data is not None and isinstance(result.get("plots"), dict):
         plot_data.update(result["plots"])
     return documents
+
+
+def _handed(request_path: Path, result_path: Path, config: Config) -> ScoringChild:
+    """Hand the request to the standby child (or a fresh one when it died before it could read it)."""
+    for _ in range(2):
+        child = STANDBY.take(config)
+        if child.hand(request_path, result_path):
+            return child
+        logger.info("A scoring child exited before its job (%s); starting another", child.process.poll())
+        child.discard()
+    raise InfrastructureError("the scoring process exited before it could read its job; see the worker log")
+
+
+def _keep_log(child: ScoringChild, stderr_path: Path) -> None:
+    """Move the child's own log beside the run's work files (where a crash's tail is read from)."""
+    try:
+        shutil.move(str(child.log_path), str(stderr_path))
+    except OSError:
+        child.log_path.unlink(missing_ok=True)
 
 
 def _wait(child: subprocess.Popen, timeout_s: float, should_cancel: Callable[[], bool] | None):
@@ -186,6 +205,7 @@ def child_main(argv: list[str]) -> int:
 
     request_path, result_path = Path(argv[0]), Path(argv[1])
     request = json.loads(request_path.read_text("utf-8"))
+    os.chdir(request["work_dir"])
     _limit_memory(int(request["memory_bytes"]))
     _write(result_path, {"stage": _STARTED})
     plots: dict = {}
@@ -223,5 +243,31 @@ def _peak_rss() -> int:
         return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")), 0)
 
 
+def standby_main() -> int:
+    """Import what scoring needs, then wait for one job line on stdin: [request path, result path].
+
+    The parent closes stdin after the line, and a parent that dies closes it too: an
+    empty line ends this process without scoring anything.
+    """
+    import numpy  # noqa: F401 - the imports are the point: done before the run exists
+    import pyarrow.parquet  # noqa: F401
+
+    import evaluator.scoring.csv_predictions  # noqa: F401
+    import evaluator.splits  # noqa: F401
+
+    line = sys.stdin.buffer.readline(_JOB_MAX_BYTES)
+    if not line.strip():
+        return 0
+    try:
+        request_path, result_path = json.loads(line)
+    except ValueError:
+        return 2
+    return child_main([str(request_path), str(result_path)])
+
+
+_JOB_MAX_BYTES = 8192
+
 if __name__ == "__main__":
+    if sys.argv[1:] == [STANDBY_ARG]:
+        sys.exit(standby_main())
     sys.exit(child_main(sys.argv[1:]))
