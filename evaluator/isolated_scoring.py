@@ -243,11 +243,11 @@ def _peak_rss() -> int:
         return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")), 0)
 
 
-def standby_main() -> int:
+def standby_main(log_path: Path) -> int:
     """Import what scoring needs, then wait for one job line on stdin: [request path, result path].
 
     The parent closes stdin after the line, and a parent that dies closes it too: an
-    empty line ends this process without scoring anything.
+    empty line ends this process without scoring anything, and it removes its own log.
     """
     import numpy  # noqa: F401 - the imports are the point: done before the run exists
     import pyarrow.parquet  # noqa: F401
@@ -257,6 +257,7 @@ def standby_main() -> int:
 
     line = sys.stdin.buffer.readline(_JOB_MAX_BYTES)
     if not line.strip():
+        log_path.unlink(missing_ok=True)
         return 0
     try:
         request_path, result_path = json.loads(line)
@@ -268,6 +269,6 @@ def standby_main() -> int:
 _JOB_MAX_BYTES = 8192
 
 if __name__ == "__main__":
-    if sys.argv[1:] == [STANDBY_ARG]:
-        sys.exit(standby_main())
+    if len(sys.argv) == 3 and sys.argv[1] == STANDBY_ARG:
+        sys.exit(standby_main(Path(sys.argv[2])))
     sys.exit(child_main(sys.argv[1:]))

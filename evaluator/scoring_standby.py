@@ -82,7 +82,7 @@ def spawn(config: Config) -> ScoringChild:
     log_path = log_dir / f"child-{secrets.token_hex(8)}.log"
     try:
         with log_path.open("wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "evaluator.isolated_scoring", STANDBY_ARG],
+            process = subprocess.Popen([sys.executable, "-m", "evaluator.isolated_scoring", STANDBY_ARG, str(log_path)],
                                        stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=log_dir, close_fds=True)
     except OSError as ex:
         log_path.unlink(missing_ok=True)
@@ -91,12 +91,24 @@ def spawn(config: Config) -> ScoringChild:
 
 
 class Standby:
-    """At most one waiting child per worker process (and per work folder); refilled in the background."""
+    """At most one waiting child per worker process (and per work folder); refilled in the background.
+
+    Only a process that asked for one (keep(): a worker at boot) has a standby child; elsewhere (the CLI,
+    a test) each scoring starts its own, as take() does when none is waiting.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[tuple[int, str], ScoringChild] = {}
         self._starting: set[tuple[int, str]] = set()
+        self._kept: set[tuple[int, str]] = set()
+
+    def keep(self, config: Config) -> None:
+        """Keep a standby child for this process and work folder from now on (EVALUATOR_SCORING_STANDBY)."""
+        if config.scoring_standby:
+            with self._lock:
+                self._kept.add(_key(config))
+            self.refill(config)
 
     def take(self, config: Config) -> ScoringChild:
         """Return the waiting child if it is alive (a dead one is discarded), else a fresh one."""
@@ -117,7 +129,7 @@ class Standby:
             return
         key = _key(config)
         with self._lock:
-            if key in self._waiting or key in self._starting:
+            if key not in self._kept or key in self._waiting or key in self._starting:
                 return
             self._starting.add(key)
         threading.Thread(target=self._start, args=(config, key), name="scoring-standby", daemon=True).start()
@@ -144,6 +156,7 @@ class Standby:
     def close(self) -> None:
         """Kill this process's waiting children (worker shutdown; a child also exits when its stdin closes)."""
         with self._lock:
+            self._kept = {key for key in self._kept if key[0] != os.getpid()}
             mine = [key for key in self._waiting if key[0] == os.getpid()]
             children = [self._waiting.pop(key) for key in mine]
         for child in children:

@@ -90,7 +90,7 @@ class SandboxPool(dramatiq.Middleware):
         from evaluator.scoring_standby import STANDBY
 
         sandbox()
-        STANDBY.refill(current_config())
+        STANDBY.keep(current_config())
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from evaluator.scoring_standby import STANDBY

@@ -21,8 +21,8 @@ from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, DockerSandbox,
 from evaluator.sandbox.spec import Limits, SandboxSpec
 from evaluator.settings import BenchmarkLimits
 from evaluator.workers import worker_name
-from tests.integration import sandbox_fixtures as fx
 from tests.conftest import require
+from tests.integration import sandbox_fixtures as fx
 from tests.integration.test_sandbox import HOSTILE, RUNSC, good_bundle, runtime_registered
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

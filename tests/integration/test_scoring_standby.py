@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +56,7 @@ def score(config, tmp_path, name: str, *, labels, predictions, stats=None):
 
 def test_a_standby_child_scores_exactly_one_run_and_a_new_one_replaces_it(config, tmp_path):
     labels, predictions = files(tmp_path)
-    STANDBY.refill(config)
+    STANDBY.keep(config)
     first = waiting_child(config)
 
     document, _ = score(config, tmp_path, "a", labels=labels, predictions=predictions)
@@ -72,7 +73,7 @@ def test_a_standby_child_scores_exactly_one_run_and_a_new_one_replaces_it(config
 
 def test_a_waiting_child_holds_no_run_data(config, tmp_path):
     labels, _ = files(tmp_path)
-    STANDBY.refill(config)
+    STANDBY.keep(config)
     child = waiting_child(config)
     time.sleep(1.0)  # let it finish its imports
 
@@ -83,9 +84,30 @@ def test_a_waiting_child_holds_no_run_data(config, tmp_path):
     assert b"--standby" in arguments and not any(str(labels).encode() in argument for argument in arguments)
 
 
+def test_a_process_that_keeps_no_standby_starts_none_and_leaves_no_log(config, tmp_path):
+    labels, predictions = files(tmp_path)
+
+    score(config, tmp_path, "a", labels=labels, predictions=predictions)  # as the CLI does: no keep()
+
+    time.sleep(0.5)
+    assert STANDBY.waiting(config) is None
+    assert list((Path(config.work_dir) / "scoring").iterdir()) == []
+    assert (tmp_path / "a" / "scoring-stderr.txt").exists()  # the child's log, kept beside the run's files
+
+
+def test_a_waiting_child_whose_parent_lets_go_exits_and_removes_its_log(config, tmp_path):
+    STANDBY.keep(config)
+    child = waiting_child(config)
+
+    child.process.stdin.close()  # what the worker's death does to the pipe
+
+    assert child.process.wait(timeout=60) == 0  # it read end of file: no job, nothing scored
+    assert not child.log_path.exists()
+
+
 def test_a_standby_child_that_died_while_waiting_is_replaced(config, tmp_path):
     labels, predictions = files(tmp_path)
-    STANDBY.refill(config)
+    STANDBY.keep(config)
     child = waiting_child(config)
     os.kill(child.process.pid, signal.SIGKILL)
     child.process.wait()
@@ -103,7 +125,7 @@ def test_a_standby_child_keeps_the_memory_limit_and_a_crash_is_a_scoring_failure
                              "prediction": pa.array([long_value, "0"])}), tmp_path / "bomb.parquet",
                    use_dictionary=True, compression="zstd")
     limited = config.replace(scoring_memory_bytes=256 << 20)
-    STANDBY.refill(limited)
+    STANDBY.keep(limited)
     waiting_child(limited)
     stats: dict = {}
 
