@@ -4,7 +4,9 @@ The model wrote predictions.parquet byte for byte. The scorer bounds what it dec
 (evaluator.scoring.footer, sources.DecodeBudget), and this module bounds the rest: the
 scoring runs in `python -m evaluator.isolated_scoring`, which sets its own RLIMIT_DATA
 before it opens a file, so whatever the predictions make it allocate, the worker's memory
-is untouched. Every way the child can end is mapped:
+is untouched. In a worker the child was started ahead, its imports done (evaluator.scoring_standby):
+it reads its job from stdin, sets its limits, and scores that one run. Every way the child can end
+is mapped:
 
 - documents written: the run is scored;
 - a participant failure (PredictionsInvalid and the like): that failure, as the child named it;
@@ -36,7 +38,7 @@ from evaluator.settings import Scoring
 
 logger = logging.getLogger(__name__)
 
-_POLL_S = 0.05
+_POLL_S = 0.02  # how soon the parent sees the child's end: on a run's critical path
 _STARTED = "started"
 _STDERR_TAIL = 4096
 _MEMORY_WORDS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "ArrowMemoryError", "out of memory")
