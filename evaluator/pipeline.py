@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from dramatiq.middleware import Shutdown
+
 from evaluator import run_folders, run_plots, runs, stages, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
@@ -193,11 +195,18 @@ def draw_plots(blobs: BlobStore, config: Config, prefix: str, plot_data: dict | 
     the API and pages say the plots are pending (run_plots.plots_of), for PENDING_S at most.
     """
     started = time.monotonic()
-    try:
-        publish_plots(blobs, config.results_bucket, prefix, plot_data, min_bin_rows_floor=config.plot_min_bin_rows)
-    except Exception:  # noqa: BLE001 - the loop boundary of an optional artifact (the store failed mid-way)
-        logger.exception("The plots of %s could not be stored; the run keeps its metrics without plots", prefix)
-        return
+    for attempt in (1, 2):
+        try:
+            publish_plots(blobs, config.results_bucket, prefix, plot_data,
+                          min_bin_rows_floor=config.plot_min_bin_rows)
+            break
+        except Exception:  # noqa: BLE001 - the loop boundary of an optional artifact (the store failed mid-way)
+            logger.exception("The plots of %s could not be stored; the run keeps its metrics without plots", prefix)
+            return
+        except Shutdown:  # a graceful stop interrupts the actor once (notify_shutdown): the run is recorded,
+            if attempt == 2:  # and its plots take a second, so they are drawn again rather than never
+                raise
+            logger.info("Plots of %s interrupted by the worker's shutdown; drawing them again", prefix)
     logger.debug("Plots of %s drawn in %.2fs after the run was recorded", prefix, time.monotonic() - started)
 
 

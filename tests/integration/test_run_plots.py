@@ -189,3 +189,31 @@ def test_a_recorded_run_says_plots_pending_until_they_are_drawn(api, db, config,
     stale = utcnow() - datetime.timedelta(seconds=run_plots.PENDING_S + 1)
     Run.update(results_prefix="results/toy-p/none/", finished_at=stale).where(Run.id == run.id).execute()
     assert api.simulate_get(f"/v1/runs/{run.id}/plots", headers=headers).json["pending"] is False
+
+
+def test_plots_interrupted_by_a_graceful_shutdown_are_drawn_again(db, config, blobs, tmp_path, monkeypatch):
+    # Given a recorded run's plot data, and a worker stop that interrupts the first figure (notify_shutdown)
+    from dramatiq.middleware import Shutdown
+
+    from evaluator.plots import render
+
+    scored_files(tmp_path)
+    plot_data: dict = {}
+    score_isolated(Scoring("classification"), tmp_path / "labels.parquet", tmp_path / "predictions.parquet",
+                   work_dir=tmp_path / "scoring", config=config, expected_rows=ROWS, plot_data=plot_data)
+    drawn, calls = render.to_svg, []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise Shutdown("Worker is shutting down.")
+        return drawn(*args, **kwargs)
+
+    monkeypatch.setattr(render, "to_svg", interrupted_once)
+
+    # When the worker draws them
+    draw_plots(blobs, config, "results/toy-s/run/", plot_data)
+
+    # Then they are all there
+    index = blobs.get_json(config.results_bucket, "results/toy-s/run/plots/index.json")
+    assert [p["name"] for p in index["plots"]] == NAMES
