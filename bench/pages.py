@@ -6,6 +6,8 @@ PostgreSQL. Both rank the whole board with leaderboard.build and show one page o
 runs are unchanged. "cold" empties that cache before each request (the first read after a run
 finished): the SQL pre-selection (evaluator.standings) and the ranking of every participant.
 After seeding, VACUUM ANALYZE does what autovacuum does on a server whose runs came in over time.
+Each run's metrics document has the scorer's size for 10 classes (about 3 KB: stored out of line,
+TOAST), and its board_values as runs.finish writes them.
 
     .venv/bin/python bench/pages.py [--runs 10000] [--repeat 15]
 """
@@ -22,8 +24,24 @@ import uuid
 from _stack import services
 
 from evaluator import board_cache
+from evaluator.storage import board_values
 from evaluator.storage.db import init_database
 from evaluator.storage.models import Benchmark, Dataset, Run, Submission
+
+
+def document(rng: random.Random, accuracy: float, classes: int = 10) -> dict:
+    """A metrics document the size the scorer writes for 10 classes: per-class table, confusion matrix, CI."""
+    per_class = {f"class_{c}": {"precision": rng.random(), "recall": rng.random(), "f1": rng.random(),
+                                "support": rng.randrange(900, 1100)} for c in range(classes)}
+    return {"metrics": {"accuracy": accuracy, "f1_macro": accuracy - 0.01, "precision_macro": rng.random(),
+                        "recall_macro": rng.random(), "log_loss": rng.random()},
+            "per_class": per_class,
+            "confusion_matrix": {"labels": list(per_class),
+                                 "matrix": [[rng.randrange(100) for _ in range(classes)] for _ in range(classes)]},
+            "primary_metric": {"name": "accuracy", "value": accuracy, "direction": "maximize",
+                               "ci": {"low": accuracy - 0.03, "high": accuracy + 0.02, "level": 0.95, "rounds": 1000,
+                                      "seed": 0, "method": "rows"}},
+            "rows": 10_000, "scored_at": "2026-12-01T00:00:00Z"}
 
 
 def seed(runs: int, participants: int, benchmark_id: str, dataset: Dataset) -> None:
@@ -42,11 +60,8 @@ def seed(runs: int, participants: int, benchmark_id: str, dataset: Dataset) -> N
                             "status": "uploaded", "created_at": start + datetime.timedelta(seconds=i)})
         rows.append({"id": uuid.uuid4(), "submission": sid, "benchmark": benchmark_id, "owner": owner,
                      "status": "succeeded", "finished_at": start + datetime.timedelta(seconds=i, milliseconds=500),
-                     "metrics": {"metrics": {"accuracy": accuracy, "f1_macro": accuracy - 0.01},
-                                 "primary_metric": {"name": "accuracy", "value": accuracy, "direction": "maximize",
-                                                    "ci": {"low": accuracy - 0.03, "high": accuracy + 0.02,
-                                                           "level": 0.95, "rounds": 1000, "seed": 0,
-                                                           "method": "rows"}}}})
+                     "metrics": document(rng, accuracy)})
+        rows[-1]["board_values"] = board_values.of(rows[-1]["metrics"], None)  # as runs.finish writes it
     for chunk in range(0, runs, 1000):
         Submission.insert_many(submissions[chunk:chunk + 1000]).execute()
         Run.insert_many(rows[chunk:chunk + 1000]).execute()

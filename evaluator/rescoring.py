@@ -17,6 +17,7 @@ from evaluator.isolated_scoring import score_isolated
 from evaluator.pipeline import stage_dataset
 from evaluator.plots.build import publish_plots
 from evaluator.settings import Scoring
+from evaluator.storage import board_values
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Benchmark, Run, RunStatus, isoformat, utcnow
 
@@ -54,7 +55,8 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
               "rescored_at": isoformat(utcnow())} if old is not None else {"metrics": document}
     blobs.put_json(bucket, prefix + "metrics.json", record)
     publish_plots(blobs, bucket, prefix, plot_data, min_bin_rows_floor=config.plot_min_bin_rows)  # drawn anew
-    Run.update(metrics=document, private_metrics=private, metrics_history=history,
+    Run.update(metrics=document, private_metrics=private, board_values=board_values.of(document, private),
+               metrics_history=history,
                updated_at=utcnow()).where(Run.id == run.id).execute()  # updated_at: the board cache's stamp
     logger.info("Re-scored run %s on %s (%d earlier results kept)", run_id, dataset.ref, len(history))
     return document

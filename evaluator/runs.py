@@ -11,6 +11,7 @@ import peewee
 
 from evaluator import competition, disclosure, workers
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed, WorkerCrashed, clean_message
+from evaluator.storage import board_values
 from evaluator.storage.db import database
 from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
@@ -221,9 +222,13 @@ def finish(run_id: str, *, status: str, metrics: dict | None = None, private_met
     if owner is not None:
         where &= Run.lease_owner == owner
     with database.atomic():  # NOTE: the end and its webhook deliveries commit together (exactly once)
-        row = Run.select(Run.provenance).where(where).first()
+        row = Run.select(Run.provenance, Run.metrics, Run.private_metrics).where(where).first()
         if row is None:
             return False
+        if metrics is not None or private_metrics is not None:  # the board's compact copy, in step
+            changes[Run.board_values] = board_values.of(row.metrics if metrics is None else metrics,
+                                                        row.private_metrics if private_metrics is None
+                                                        else private_metrics)
         history = _close_attempt(row.provenance, now, status)
         if provenance is not None or history:
             changes[Run.provenance] = {**(row.provenance if provenance is None else provenance), "attempts": history}

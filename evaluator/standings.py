@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import typing
 from collections.abc import Sequence
 
 import peewee
@@ -25,9 +26,12 @@ from evaluator.storage.db import database
 from evaluator.storage.models import Phase, Run, RunStatus, Submission
 
 
-@dataclasses.dataclass(frozen=True)
-class Entrant:
-    """One succeeded run as a board ranks it: whose, when, and its ranked metrics' values."""
+class Entrant(typing.NamedTuple):
+    """One succeeded run as a board ranks it: whose, when, and its ranked metrics' values.
+
+    A named tuple, not a frozen dataclass: a cold board makes one per participant (10,000), and a
+    frozen dataclass's __init__ (one object.__setattr__ per field) cost more than the SQL.
+    """
 
     id: str
     owner: str
@@ -177,9 +181,16 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
             finals: bool, at: datetime.datetime | None, teams: bool, phase: PhaseRuns | None) -> list[Entrant]:
     """The SQL pre-selection: baselines, and each entrant's best run (DISTINCT ON the entrant)."""
     doc = _private_doc("r.") if private else "r.metrics"
+    part = "private" if private else "public"
+
+    def read(document: str, compact: str, metric: str) -> str:
+        """A ranked metric from the compact values (board_values); from the documents where a row has none."""
+        return (f"CASE WHEN r.board_values IS NULL THEN {document} #> ARRAY['metrics', {metric}] "
+                f"ELSE r.board_values #> ARRAY['{compact}', {metric}] END")
+
     # each metric read once per row (OFFSET 0 keeps PostgreSQL from inlining the reads into every use)
-    reads = ", ".join([*(f"{doc} #> ARRAY['metrics', %(m{i})s] AS j{i}" for i in range(len(metrics))),
-                       "r.metrics #> ARRAY['metrics', %(m0)s] AS p"])
+    reads = ", ".join([*(f"{read(doc, part, f'%(m{i})s')} AS j{i}" for i in range(len(metrics))),
+                       f"{read('r.metrics', 'public', '%(m0)s')} AS p"])
     values = ", ".join(f"{_number(f'x.j{i}')} AS v{i}" for i in range(len(metrics)))
     params: dict = {"benchmark": benchmark_id, "succeeded": RunStatus.SUCCEEDED.value, "at": at,
                     **{f"m{i}": m for i, m in enumerate(metrics)}}

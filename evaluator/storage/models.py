@@ -8,6 +8,7 @@ import uuid
 
 import peewee
 
+from evaluator.storage import board_values
 from evaluator.storage.db import BaseModel
 
 
@@ -227,6 +228,7 @@ class Run(BaseModel):
     metrics = peewee.JSONField(null=True)  # the metrics.json document (public part when the labels are split)
     private_metrics = peewee.JSONField(null=True)  # the private part: never shown before the benchmark closes
     metrics_history = peewee.JSONField(default=list)  # earlier documents, kept when a run is re-scored
+    board_values = peewee.JSONField(null=True)  # the documents' flat numbers, what a board ranks (board_values.of)
     final = peewee.BooleanField(default=False)  # chosen by its owner for the final leaderboard
     provenance = peewee.JSONField(default=dict)
     attempts = peewee.IntegerField(default=0)  # claims; each one's worker and times are in provenance.attempts
@@ -248,12 +250,20 @@ class Run(BaseModel):
         indexes = ((("benchmark", "status", "finished_at"), False),  # recent runs of a benchmark (ETAs)
                    (("benchmark", "status", "updated_at"), False))  # the leaderboard cache's stamp (board_cache)
 
+    def save(self, *args, **kwargs):
+        """Keep the board's compact values in step with the documents (every Run.create and save)."""
+        self.board_values = board_values.of(self.metrics, self.private_metrics)
+        return super().save(*args, **kwargs)
+
 
 # A submission's own run is unique; a migrated run is unique per (submission, phase): migrating twice adds none.
 Run.add_index(Run.index(Run.submission, unique=True, where=Run.migrated_from.is_null(),
                         name="run_submission_original"))
 Run.add_index(Run.index(Run.submission, Run.phase, unique=True, where=Run.migrated_from.is_null(False),
                         name="run_submission_phase_migrated"))
+# A board scans a benchmark's succeeded runs (evaluator.standings; migration 0012).
+Run.add_index(Run.index(Run.benchmark, where=Run.status == RunStatus.SUCCEEDED.value,
+                        name="run_benchmark_id_succeeded"))
 
 
 class ObjectEvent(BaseModel):
