@@ -16,8 +16,10 @@ a kept ranking newer than its key, never older. SQLite (the embedded default): n
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import TypeVar
 
 import peewee
@@ -53,12 +55,32 @@ def remember(benchmark_id: str, key: Hashable, compute: Callable[[], T]) -> T:
         if full in _kept:
             _kept.move_to_end(full)
             return _kept[full]  # type: ignore[return-value]  # stored by this function for this key
-    result = compute()
+    with paused_collector():
+        result = compute()
     with _lock:
         _kept[full] = result
         while len(_kept) > KEPT:
             _kept.popitem(last=False)
     return result
+
+
+@contextlib.contextmanager
+def paused_collector() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a ranking is built.
+
+    A cold board of 10,000 participants allocates some 100,000 objects, none of them in a cycle; the
+    collections they trigger walk every live object (the kept rankings too) and took about 40% of the
+    build's CPU time. Reference counting still frees everything; the collector runs again afterwards.
+    NOTE: the switch is process-wide: a concurrent build may re-enable it early (only slower then), and
+    a caller that had it off keeps it off.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def clear() -> None:

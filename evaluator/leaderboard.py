@@ -122,17 +122,22 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
         ranked = [run for run in runs if not run.baseline]
         candidates = _candidates(ranked, use_finals, directions)  # per entrant: a participant or a team
 
+        # NOTE: per run of 10,000 on a cold board: one list, one key tuple, one lookup (as _sort_key orders)
+        worst = [-math.inf if d == "maximize" else math.inf for d in directions]
+        negate = [d == "maximize" for d in directions]
+
         def best_of(pool: list[Entrant], group: Callable[[Entrant], Hashable]) -> dict:
             best: dict = {}
             for run in pool:
                 found = run.found
                 if found[0] is None:
                     continue
-                values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
-                          zip(found, directions)]
-                key = _sort_key(values, directions) + (run.finished_at,)
-                if group(run) not in best or key < best[group(run)][0]:
-                    best[group(run)] = (key, run, values)
+                values = [w if v is None else v for v, w in zip(found, worst)]
+                key = (*[-v if n else v for v, n in zip(values, negate)], run.finished_at)
+                name = group(run)
+                kept = best.get(name)
+                if kept is None or key < kept[0]:
+                    best[name] = (key, run, values)
             return best
 
         # equal keys (values and completion time) list by run id: the same order however the runs were read
@@ -145,8 +150,9 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             if key[:-1] != previous:  # equal on every ranked metric: an equal rank
                 rank, previous = position, key[:-1]
             listed.append((key, 0, rank, run, values))
-        listed += [(key, 1, None, run, values) for key, run, values in references]
-        listed.sort(key=lambda item: (*item[:2], item[3].id))  # a baseline sits after an equal ranked entry
+        if references:  # the ranked entries are in this order already
+            listed += [(key, 1, None, run, values) for key, run, values in references]
+            listed.sort(key=lambda item: (*item[:2], item[3].id))  # a baseline sits after an equal ranked entry
         return listed, len(contenders)
 
     # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache): the

@@ -110,8 +110,10 @@ def entrants(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str
         return _read(succeeded, metrics, private, at, teams)
     chosen = _select(benchmark_id, metrics, directions, private=private, finals=finals, at=at, teams=teams,
                      phase=phase)
-    if at is not None:  # a re-scored run's document at `at` may be an earlier one: read those in Python
-        chosen += _read(succeeded & (Run.metrics_history != []), metrics, private, at, teams)
+    if at is None:  # already in completion order; a final selection may also be its owner's best public run
+        return list({entrant.id: entrant for entrant in chosen}.values())
+    # a re-scored run's document at `at` may be an earlier one: read those in Python
+    chosen += _read(succeeded & (Run.metrics_history != []), metrics, private, at, teams)
     unique = {entrant.id: entrant for entrant in chosen}
     return sorted(unique.values(), key=_completion)
 
@@ -184,14 +186,13 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
     part = "private" if private else "public"
 
     def read(document: str, compact: str, metric: str) -> str:
-        """A ranked metric from the compact values (board_values); from the documents where a row has none."""
-        return (f"CASE WHEN r.board_values IS NULL THEN {document} #> ARRAY['metrics', {metric}] "
-                f"ELSE r.board_values #> ARRAY['{compact}', {metric}] END")
+        """A ranked metric as float8 from the compact values (finite numbers only: board_values.of), and
+        from the documents where a row has none (written before migration 0012 and not backfilled)."""
+        in_document = _number(f"{document} #> ARRAY['metrics', {metric}]")
+        return (f"CASE WHEN r.board_values IS NULL THEN {in_document} "
+                f"ELSE (r.board_values #>> ARRAY['{compact}', {metric}])::float8 END")
 
-    # each metric read once per row (OFFSET 0 keeps PostgreSQL from inlining the reads into every use)
-    reads = ", ".join([*(f"{read(doc, part, f'%(m{i})s')} AS j{i}" for i in range(len(metrics))),
-                       f"{read('r.metrics', 'public', '%(m0)s')} AS p"])
-    values = ", ".join(f"{_number(f'x.j{i}')} AS v{i}" for i in range(len(metrics)))
+    values = ", ".join(f"{read(doc, part, f'%(m{i})s')} AS v{i}" for i in range(len(metrics)))
     params: dict = {"benchmark": benchmark_id, "succeeded": RunStatus.SUCCEEDED.value, "at": at,
                     **{f"m{i}": m for i, m in enumerate(metrics)}}
     when = " AND r.finished_at <= %(at)s AND (r.metrics_history IS NULL OR r.metrics_history = '[]'::jsonb)" \
@@ -200,8 +201,8 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
         params.update(phase=phase.phase_id, unphased=phase.unphased)
         when += " AND (r.phase_id = %(phase)s OR (%(unphased)s AND r.phase_id IS NULL))"
     # the numbers first, then the submission's flags: the join then carries slim rows, not documents
-    numbers = (f"SELECT r.id, r.submission_id, r.owner, r.finished_at, r.final, {values}, {_number('x.p')} AS public "
-               f"FROM run r CROSS JOIN LATERAL (SELECT {reads} OFFSET 0) x "
+    numbers = (f"SELECT r.id, r.submission_id, r.owner, r.finished_at, r.final, {values}, "
+               f"{read('r.metrics', 'public', '%(m0)s')} AS public FROM run r "
                f"WHERE r.benchmark_id = %(benchmark)s AND r.status = %(succeeded)s{when} OFFSET 0")
     columns = ", ".join(f"n.v{i}" for i in range(len(metrics)))
     team = "CASE WHEN s.team_id IS NOT NULL AND NOT s.baseline THEN s.team_id::text END" if teams else "NULL::text"
@@ -222,7 +223,8 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
                  f"ORDER BY entrant, {ranks}, finished_at, id"]
     parts.append("SELECT * FROM pool WHERE baseline")
     union = " UNION ALL ".join(f"({part})" for part in parts)
-    sql = f"WITH pool AS ({pool}) SELECT * FROM ({union}) chosen"
+    # in completion order, equal times by run id (as _completion orders them: "C" compares code points)
+    sql = f'WITH pool AS ({pool}) SELECT * FROM ({union}) chosen ORDER BY finished_at NULLS LAST, id COLLATE "C"'
     cursor = database.execute_sql(sql, params)
     count = len(metrics)
     return [Entrant(row[0], row[1], row[8 + count], row[2], row[3], row[4], row[5], row[6], tuple(row[7:7 + count]),
