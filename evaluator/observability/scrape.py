@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from evaluator.config import Config
 from evaluator.observability import folders
 from evaluator.observability.heartbeats import Heartbeats
 from evaluator.storage.db import rows
@@ -168,7 +169,7 @@ def exposition(collectors: Iterable[Any]) -> bytes:
     return generate_latest(registry)
 
 
-def recorded(config: Any) -> Any:
+def recorded(config: Config) -> SampleFiles | InMemory:
     """The collector of the samples recorded as things happen: this host's files, or this process's memory."""
     if folders.active() is not None:
         return SampleFiles(lambda: folders.host_folders(config))
