@@ -11,6 +11,7 @@ import peewee
 
 from evaluator import competition, disclosure, workers
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed, WorkerCrashed, clean_message
+from evaluator.observability import record
 from evaluator.storage.db import database
 from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
@@ -122,6 +123,7 @@ def acquire(run_id: str, worker: str, *, lease_s: int = LEASE_S, max_crashes: in
                 if updated:
                     _ended(run_id)
             if updated:
+                record.run_ended(RunStatus.FAILED.value, WORKER_CRASHED, row.provenance)
                 logger.warning("Run %s ended failed/%s: %s", run_id, WORKER_CRASHED, message)
                 return Claim(attempt=row.attempts, crashes=crashes, took_over=row.lease_owner, poisoned=True)
             continue
@@ -230,7 +232,8 @@ def finish(run_id: str, *, status: str, metrics: dict | None = None, private_met
         if Run.update(changes).where(where).execute() != 1:
             return False
         _ended(run_id)
-        return True
+    record.run_ended(status, (failure or {}).get("code"), changes.get(Run.provenance, row.provenance))
+    return True
 
 
 def _ended(run_id: str) -> None:

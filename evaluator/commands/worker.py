@@ -66,6 +66,9 @@ def run_listen_sqs(args: argparse.Namespace, config: Config) -> int:
 
     if not config.sqs_queue_url:
         raise ValidationFailed("set EVALUATOR_SQS_QUEUE_URL to the queue that receives the bucket's events")
+    from evaluator.observability import folders
+
+    folders.use_folder(config, "sqs")  # its intake samples, served by the /metrics of an API on this host
     init_database(config.database_url)
     setup(config)
     from evaluator.worker import actors

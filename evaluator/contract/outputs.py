@@ -42,7 +42,10 @@ class Check(Out):
 
 
 class Health(Out):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok; degraded (answers, but e.g. no worker sent a heartbeat recently: runs wait); "
+                    "unavailable (503: a part is down)")
+    reasons: list[str] = Field(description="why it is degraded or unavailable; empty when ok")
     checks: dict[str, Check]
 
 
