@@ -11,6 +11,8 @@ import io
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -200,12 +202,33 @@ def test_health_is_degraded_without_a_live_worker(webhook_s3, database_url, redi
         worker = stack.start_worker()
         assert wait_health(stack, "ok") == {"status": "ok", "reasons": [], "checks": {
             "database": {"ok": True}, "broker": {"ok": True}, "object_store": {"ok": True}, "workers": {"ok": True}}}
+        # ... and its container's health check says healthy while it beats, unhealthy once it hangs
+        assert worker_healthcheck(stack) == (0, "healthy")
+        os.killpg(worker.pid, signal.SIGSTOP)  # hung: alive, beating no more
+        code, said = wait_for_healthcheck(stack, 1)
+        assert said.startswith("unhealthy: no Dramatiq process of") and "heartbeat" in said, said
+        os.killpg(worker.pid, signal.SIGCONT)
         # ... and degraded again once the killed worker's heartbeat is stale
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(30)
         assert "heartbeat" in wait_health(stack, "degraded")["reasons"][0]
     finally:
         stack.stop()
+
+
+def worker_healthcheck(stack) -> tuple[int, str]:
+    """`evaluator healthcheck worker` as the compose HEALTHCHECK runs it, with the stack's settings."""
+    result = subprocess.run([sys.executable, "-m", "evaluator", "healthcheck", "worker", "--timeout", "2"],
+                            env=stack.env(), capture_output=True, text=True, timeout=60)
+    return result.returncode, result.stdout.strip()
+
+
+def wait_for_healthcheck(stack, code: int, timeout_s: float = 30) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout_s
+    while (found := worker_healthcheck(stack))[0] != code:
+        assert time.monotonic() < deadline, found
+        time.sleep(0.5)
+    return found
 
 
 def test_a_worker_stopped_gracefully_leaves_the_live_set_at_once(webhook_s3, database_url, redis_url, db, tmp_path):
