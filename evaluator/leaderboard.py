@@ -10,6 +10,10 @@ instant is built from the runs finished by then, the metric documents they had
 then (re-scores keep the earlier ones) and the rules then in force
 (BenchmarkRevision); a participant's board in the frozen window is the board at
 the freeze instant.
+
+With a RowStore (`rows`), evaluator.honest_board adds what needs the runs' per-row predictions: the
+Ladder's public scores (settings.ladder) and ranks shared where adjacent entries are not significantly
+different (settings.significance_level).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import datetime
 import math
 from collections.abc import Sequence
 
-from evaluator import competition, disclosure, scoring
+from evaluator import competition, disclosure, honest_board, scoring
+from evaluator.row_store import RowStore, part_of
 from evaluator.settings import CompetitionSettings
 from evaluator.storage.models import Benchmark, BenchmarkRevision, Run, RunStatus, Submission, isoformat, utcnow
 from evaluator.tokens import Principal
@@ -84,7 +89,7 @@ def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
 
 
 def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | None = None,
-              at: str | None = None, now: datetime.datetime | None = None) -> dict:
+              at: str | None = None, now: datetime.datetime | None = None, rows: RowStore | None = None) -> dict:
     """The board this caller may read: managers live and exact; others rounded, and frozen in the freeze window.
 
     `at` (ISO 8601, naive UTC) asks for the board as it stood then; a participant in the frozen
@@ -102,11 +107,11 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
     rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
     closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
     private = closed or (view == "private" and manager)
-    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules)
+    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, rows=rows)
 
 
 def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datetime.datetime | None = None,
-          frozen: bool = False, rules: Rules | None = None) -> dict:
+          frozen: bool = False, rules: Rules | None = None, rows: RowStore | None = None) -> dict:
     """Rank on exact values; show them exactly only when `exact` (managers), else rounded."""
     shown = (lambda value: value) if exact else disclosure.coarsen
     rules = rules or (Rules.at(benchmark, at) if at is not None else Rules.current(benchmark))
@@ -137,6 +142,12 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
         return best
 
     contenders = sorted(best_of(candidates, lambda run: run.owner).values(), key=lambda item: item[0])
+    steps: dict = {}
+    if settings.ladder and not private and rows is not None:  # the Ladder's score, from the run that set it
+        steps = honest_board.ladder_steps(benchmark, candidates, metric=metrics[0], part=part_of(benchmark, False),
+                                          rows=rows, value_of=lambda run: _value(_document(run, False, at),
+                                                                                 metrics[0]))
+        contenders = _ladder_contenders(contenders, candidates, steps, metrics, directions, at)
     references = best_of(baselines, lambda run: (run.owner, run.submission.name)).values()
 
     def entry(rank: int | None, run: Run, values: list[float]) -> dict:
@@ -148,6 +159,7 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             "ci": shown((document.get("primary_metric") or {}).get("ci")),
             "run_id": str(run.id), "final": run.final, "finished_at": isoformat(run.finished_at),
             "baseline": run.submission.baseline, "name": run.submission.name if run.submission.baseline else None,
+            **_ladder_fields(steps.get(run.owner) if not run.submission.baseline else None, exact),
         }
 
     listed, rank, previous = [], 0, None
@@ -157,6 +169,11 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
         listed.append((key, 0, entry(rank, run, values)))
     listed += [(key, 1, entry(None, run, values)) for key, run, values in references]
     listed.sort(key=lambda item: item[:2])  # a baseline sits at its score, after an equal ranked entry
+    entries = [honest_board.defaults(item) for _, _, item in listed]
+    level = settings.significance_level
+    if level and rows is not None:
+        honest_board.mark_ties(benchmark, entries, metric=metrics[0], part=part_of(benchmark, private),
+                               level=level, rows=rows)
     return {
         "benchmark": benchmark.id,
         "view": "private" if private else "public",
@@ -172,8 +189,13 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             "ties": "equal on every ranked metric: equal rank; then earlier completion is listed first",
             "final_selections": settings.final_selections, "closes_at": settings.closes_at,
             "baselines": "a manager's reference entries: listed at their score, never ranked nor counted",
+            "significance": {"level": level, "test": "paired: McNemar mid-p for accuracy, else paired bootstrap",
+                             "pairs_tested": f"adjacent ranked entries, the first {honest_board.TOP_PAIRS}",
+                             "ties": "not significantly different from the entry above: the same rank"}
+            if level else None,
+            "ladder": settings.ladder and not private,
         },
-        "entries": [item for _, _, item in listed],
+        "entries": entries,
     }
 
 
@@ -197,3 +219,35 @@ def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], direction
         if kept is None or key < _sort_key([primary(kept) or 0.0], directions[:1]):
             fallback[run.owner] = run
     return chosen + list(fallback.values())
+
+
+def _ladder_contenders(contenders: list, candidates: list[Run], steps: dict, metrics: list[str],
+                       directions: list[str], at: datetime.datetime | None) -> list:
+    """Contenders re-keyed on each participant's Ladder score, with the run that set it."""
+    by_id = {str(run.id): run for run in candidates}
+    out = []
+    for key, run, values in contenders:
+        last = steps.get(run.owner)
+        if not last:
+            out.append((key, run, values))
+            continue
+        best = by_id[last[-1].best_run_id]
+        found = [_value(_document(best, False, at), m) for m in metrics[1:]]
+        rest = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
+                zip(found, directions[1:])]
+        ladder_values = [last[-1].score, *rest]
+        out.append((_sort_key(ladder_values, directions) + (best.finished_at,), best, ladder_values))
+    return sorted(out, key=lambda item: item[0])
+
+
+def _ladder_fields(steps: list | None, exact: bool) -> dict:
+    """An entry's Ladder part: its score at the threshold's precision for participants (exact for managers)."""
+    if not steps:
+        return {"ladder": None}
+    last = steps[-1]
+    fields = {"ladder": {"threshold": last.threshold if exact else round(last.threshold, 4),
+                         "decimals": last.decimals, "submissions": len(steps),
+                         "accepted": sum(1 for step in steps if step.accepted)}}
+    if not exact:
+        fields["score"] = last.shown
+    return fields

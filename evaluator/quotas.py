@@ -6,13 +6,15 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
+import math
 from typing import Iterator
 
 import peewee
+from peewee import fn
 
 from evaluator import fields
-from evaluator.errors import QuotaExceeded, ValidationFailed
-from evaluator.settings import quota_of
+from evaluator.errors import QuotaExceeded, SubmittedTooSoon, ValidationFailed
+from evaluator.settings import quota_of, settings_of
 from evaluator.storage.db import database
 from evaluator.storage.models import Benchmark, Run, RunStatus, Submission, isoformat, utcnow
 
@@ -78,8 +80,28 @@ def state(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None
     return QuotaState(quota.limit, len(submissions), quota.window, resets_at)
 
 
+def check_interval(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None) -> None:
+    """Raise SubmittedTooSoon (429, Retry-After) within settings.min_submission_interval_s of the last submission."""
+    interval = settings_of(benchmark).min_submission_interval_s
+    if not interval:
+        return
+    last = (Submission.select(fn.MAX(Submission.created_at))
+            .where((Submission.benchmark == benchmark.id) & (Submission.owner == owner) & ~Submission.baseline)
+            .scalar())
+    if last is None:
+        return
+    allowed = last + datetime.timedelta(seconds=interval)
+    now = now or utcnow()
+    if now < allowed:
+        wait = max(1, math.ceil((allowed - now).total_seconds()))
+        raise SubmittedTooSoon(f"{benchmark.id} takes one submission every {interval} s; your last was at "
+                               f"{isoformat(last)}Z, so retry after {wait} s (at {isoformat(allowed)}Z)",
+                               resets_at=isoformat(allowed), retry_after_s=wait)
+
+
 def check(benchmark: Benchmark, owner: str) -> QuotaState:
-    """Raise QuotaExceeded (429 with resets_at) when no submission is left in the window."""
+    """Raise QuotaExceeded (429 with resets_at) when no submission is left in the window, or it is too soon."""
+    check_interval(benchmark, owner)
     current = state(benchmark, owner)
     if current.limit is not None and current.used >= current.limit:
         raise QuotaExceeded(f"you have used {current.used} of {current.limit} submissions to {benchmark.id} "
@@ -96,7 +118,7 @@ def reserved(benchmark: Benchmark, owner: str) -> Iterator[QuotaState]:
     PostgreSQL they queue on a transaction-scoped advisory lock of
     (benchmark, owner); SQLite takes its single write lock up front.
     """
-    if quota_of(benchmark).limit is None:
+    if quota_of(benchmark).limit is None and not settings_of(benchmark).min_submission_interval_s:
         yield QuotaState(None, 0, None, None)
         return
     if isinstance(database.obj, peewee.PostgresqlDatabase):

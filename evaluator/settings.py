@@ -94,6 +94,10 @@ class CompetitionSettings:
     submission_kinds: tuple[str, ...] = ("bundle",)
     freeze_at: str | None = None  # ISO 8601, UTC, naive
     freeze_before_close_s: int | None = None
+    # "Is #1 really better than #2?": adjacent board entries whose paired test has p >= this share a rank (0: off)
+    significance_level: float = 0.0
+    ladder: bool = False  # the public board shows Ladder scores (evaluator.ladder)
+    min_submission_interval_s: int | None = None  # a participant's submissions at least this far apart
 
     @classmethod
     def from_json(cls, raw: dict | None) -> CompetitionSettings:
@@ -106,7 +110,11 @@ class CompetitionSettings:
                    private_fraction=float(fraction) if fraction else None,
                    submission_kinds=tuple(raw.get("submission_kinds") or ("bundle",)),
                    freeze_at=raw.get("freeze_at") or None,
-                   freeze_before_close_s=int(before) if before else None)
+                   freeze_before_close_s=int(before) if before else None,
+                   significance_level=float(raw.get("significance_level") or 0.0),
+                   ladder=bool(raw.get("ladder", False)),
+                   min_submission_interval_s=int(raw["min_submission_interval_s"])
+                   if raw.get("min_submission_interval_s") else None)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "tie_breakers": list(self.tie_breakers),

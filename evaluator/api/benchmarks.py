@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import benchmarks, leaderboard, quotas
+from evaluator import benchmarks, comparisons, leaderboard, quotas, row_store
 from evaluator.api.operations import OPTIONAL, TOKEN, operation, roles
 from evaluator.config import Config
 from evaluator.contract import inputs, outputs
@@ -56,17 +56,20 @@ class BenchmarkItem:
 
 
 def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | None,
-                    at: str | None = None) -> dict:
+                    at: str | None = None, rows: row_store.RowStore | None = None) -> dict:
     """The leaderboard this caller sees (the JSON endpoint's and the web page's one rule).
 
     Managers may preview the private ranking before close (view "private") and read it live and exact;
     everyone sees it after close; in the frozen window a participant reads it as it stood at the freeze.
     """
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
-    return leaderboard.board_for(benchmark, principal, view=view, at=at)
+    return leaderboard.board_for(benchmark, principal, view=view, at=at, rows=rows)
 
 
 class Leaderboard:
+    def __init__(self, config: Config, blobs: BlobStore) -> None:
+        self._rows = row_store.shared(blobs, config)
+
     @operation("getLeaderboard", "Best run per participant, ranked; baselines listed unranked", tag="benchmarks",
                access=OPTIONAL, query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,),
                description="`?at=<ISO time>` gives the board as it stood then (runs finished by then, the "
@@ -74,7 +77,26 @@ class Leaderboard:
                            "freeze_before_close_s) participants get the board at the freeze; managers live.")
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         resp.media = leaderboard_for(benchmark_id, req.context.principal, req.context.query.view,
-                                     at=req.context.query.at)
+                                     at=req.context.query.at, rows=self._rows)
+
+
+class Compare:
+    def __init__(self, config: Config, blobs: BlobStore) -> None:
+        self._config = config
+        self._rows = row_store.shared(blobs, config)
+
+    @operation("compareRuns", "Is run a really better than run b? A paired test on the same hidden rows",
+               tag="benchmarks", access=TOKEN, query=inputs.CompareQuery, responses={200: outputs.Comparison},
+               errors=(403, 404, 409, 413),
+               description="McNemar's test (mid-p) for accuracy, a paired bootstrap (fixed seed) for the other "
+                           "metrics. Managers: any two succeeded runs, exact, on the private part by default. "
+                           "A participant: two of their own runs on the part they are scored on, rounded, with "
+                           "discordant counts only when each holds >= min_rows (the plots' k); refused (403) "
+                           "while the benchmark is open under settings.ladder.")
+    def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        query = req.context.query
+        resp.media = comparisons.compare(benchmark_id, query.a, query.b, req.context.principal, rows=self._rows,
+                                         config=self._config, metric=query.metric, view=query.view)
 
 
 class Features:

@@ -115,6 +115,13 @@ class SettingsIn(Body):
         None, description="from then until the close, participants see the leaderboard as it stood then")
     freeze_before_close_s: Annotated[int, Field(ge=1, le=366 * 24 * 3600)] | None = Field(
         None, description="freeze this many seconds before closes_at (when freeze_at is not set)")
+    significance_level: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        0.0, description="adjacent leaderboard entries not significantly different at this level share a rank "
+                         "(paired test on the runs' rows; 0: off)")
+    ladder: bool = Field(False, description="the public leaderboard shows Ladder scores (Blum & Hardt 2015): a "
+                                            "participant's score moves only for a significant improvement")
+    min_submission_interval_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] | None = Field(
+        None, description="a participant's submissions at least this many seconds apart (429 too_soon)")
 
 
 _BENCHMARK_EXAMPLE: JsonDict = {
@@ -233,6 +240,14 @@ class LeaderboardQuery(Query):
         None, description="`private` lets the benchmark's managers preview the private ranking before close")
     at: Timestamp | None = Field(
         None, description="the board as it stood then: runs finished by then, the rules then in force")
+
+
+class CompareQuery(Query):
+    a: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="a run id")
+    b: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="another run id")
+    metric: Metric | None = Field(None, description="defaults to the benchmark's primary metric")
+    view: Literal["public", "private"] | None = Field(
+        None, description="the part of split labels (managers; a participant: `private` after the close)")
 
 
 class EventNotification(Body):

@@ -18,6 +18,7 @@ from evaluator.api.benchmarks import leaderboard_for
 from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
+from evaluator.row_store import RowStore
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import rows as db_rows
 from evaluator.storage.models import TERMINAL_RUN_STATUSES, Benchmark, Dataset, Run, Submission
@@ -178,10 +179,11 @@ def entry_counts(benchmark_id: str) -> dict[str, dict]:
     return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in db_rows(rows)}
 
 
-def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int) -> dict:
+def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int,
+                   rows: RowStore | None = None) -> dict:
     """The benchmark page: its rules and the leaderboard GET /v1/benchmarks/{id}/leaderboard gives this caller."""
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
-    board = leaderboard_for(benchmark_id, principal, view)
+    board = leaderboard_for(benchmark_id, principal, view, rows=rows)
     counts = entry_counts(benchmark.id)
     entries = board["entries"]
     pages = max(1, -(-len(entries) // BOARD_PAGE))
