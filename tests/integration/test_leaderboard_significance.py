@@ -1,0 +1,111 @@
+"""Is #1 really better than #2? Ties on the board, GET /compare, and the minimum submission interval, over HTTP."""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+import pytest
+
+from evaluator.storage.models import utcnow
+from tests.integration.board_runs import binary_dataset, scored_run
+from tests.integration.helpers import create_benchmark, register_dataset_over_http
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def thousand(api, admin):
+    """A 1,000-row binary dataset and its labels."""
+    features, labels = binary_dataset(1000, seed=3)
+    register_dataset_over_http(api, admin, name="bin", features=features, labels=labels)
+    return labels
+
+
+def predictions(labels, accuracy: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    truth = labels.column("target").to_numpy()
+    return np.where(rng.random(len(truth)) < accuracy, truth, 1 - truth)
+
+
+def test_two_runs_differing_on_one_row_of_1000_share_a_rank_and_compare_says_why(
+        api, admin, alice, bob, thousand, blobs, config):
+    create_benchmark(api, admin, benchmark_id="sig", dataset="bin:1", settings={"significance_level": 0.05})
+    now = utcnow()
+    first = predictions(thousand, 0.85, seed=1)
+    second = first.copy()
+    right = np.flatnonzero(first == thousand.column("target").to_numpy())[0]
+    second[right] = 1 - second[right]  # bob errs on one more row of the 1,000
+    a = scored_run("sig", "alice", thousand, first, blobs=blobs, config=config,
+                   finished_at=now - datetime.timedelta(minutes=3))
+    b = scored_run("sig", "bob", thousand, second, blobs=blobs, config=config,
+                   finished_at=now - datetime.timedelta(minutes=2))
+    scored_run("sig", "carol", thousand, predictions(thousand, 0.6, seed=2), blobs=blobs, config=config,
+               finished_at=now - datetime.timedelta(minutes=1))
+
+    board = api.simulate_get("/v1/benchmarks/sig/leaderboard", headers=alice).json
+    rows = [(e["rank"], e["participant"], e["score"], e["tied_with_next"]) for e in board["entries"]]
+    assert rows[0][:2] == (1, "alice") and rows[1][:2] == (1, "bob")  # shown tied, in score order
+    assert rows[0][2] - rows[1][2] == pytest.approx(0.001)
+    assert rows[0][3] is True and rows[1][3] is False and rows[2][:2] == (3, "carol")
+    assert board["entries"][0]["p_value_vs_next"] == pytest.approx(0.5)
+    assert board["entries"][0]["test_vs_next"] == "mcnemar_mid_p"
+    assert board["entries"][1]["p_value_vs_next"] < 0.001  # bob (0.85) vs carol (0.6): a real difference
+    assert board["rules"]["significance"]["level"] == 0.05
+
+    managed = api.simulate_get("/v1/benchmarks/sig/compare", headers=admin, params={"a": str(a.id), "b": str(b.id)})
+    assert managed.status_code == 200, managed.text
+    result = managed.json
+    assert (result["test"], result["significant"], result["discordant"]) == (
+        "mcnemar_mid_p", False, {"a_only": 1, "b_only": 0})
+    assert result["difference"] == pytest.approx(0.001) and result["n_rows"] == 1000 and result["exact"] is True
+    assert result["ci"]["low"] <= 0 <= result["ci"]["high"]
+    assert result["a"] == {"run_id": str(a.id), "owner": "alice", "value": pytest.approx(0.001 + result["b"]["value"])}
+
+    # A participant compares two of their own runs only, rounded, counts hidden below the plots' k.
+    assert api.simulate_get("/v1/benchmarks/sig/compare", headers=alice,
+                            params={"a": str(a.id), "b": str(b.id)}).status_code == 404
+    again = scored_run("sig", "alice", thousand, second, blobs=blobs, config=config)
+    own = api.simulate_get("/v1/benchmarks/sig/compare", headers=alice, params={"a": str(a.id), "b": str(again.id)})
+    assert own.status_code == 200, own.text
+    assert own.json["exact"] is False and own.json["discordant"] is None and own.json["min_rows"] == 50
+    assert own.json["p_value"] == pytest.approx(0.5)
+    bad = api.simulate_get("/v1/benchmarks/sig/compare", headers=admin, params={"a": str(a.id), "b": "nope"})
+    assert bad.status_code == 404
+
+
+def test_without_a_level_ranks_are_strict_and_nothing_is_read(api, admin, alice, thousand, blobs, config):
+    create_benchmark(api, admin, benchmark_id="plain", dataset="bin:1")
+    first = predictions(thousand, 0.85, seed=1)
+    second = first.copy()
+    second[np.flatnonzero(first == thousand.column("target").to_numpy())[0]] ^= 1
+    scored_run("plain", "alice", thousand, first, blobs=blobs, config=config)
+    scored_run("plain", "bob", thousand, second, blobs=blobs, config=config)
+    entries = api.simulate_get("/v1/benchmarks/plain/leaderboard", headers=alice).json["entries"]
+    assert [(e["rank"], e["tied_with_next"], e["p_value_vs_next"]) for e in entries] == [
+        (1, False, None), (2, False, None)]
+
+
+def test_a_minimum_interval_refuses_a_second_submission_with_retry_after(api, admin, alice, bob, thousand):
+    create_benchmark(api, admin, benchmark_id="slow", dataset="bin:1", settings={"min_submission_interval_s": 3600})
+    assert api.simulate_post("/v1/benchmarks/slow/submissions", json={"name": "m"}, headers=alice).status_code == 201
+    refused = api.simulate_post("/v1/benchmarks/slow/submissions", json={"name": "m2"}, headers=alice)
+    assert refused.status_code == 429, refused.text
+    assert refused.json["error"]["code"] == "too_soon"
+    assert 3590 <= int(refused.headers["Retry-After"]) <= 3600
+    assert "retry after" in refused.json["error"]["message"] and refused.json["error"]["resets_at"]
+    assert api.simulate_post("/v1/benchmarks/slow/submissions", json={"name": "m"}, headers=bob).status_code == 201
+    shown = api.simulate_get("/v1/benchmarks/slow", headers=alice).json["settings"]
+    assert shown["min_submission_interval_s"] == 3600 and shown["ladder"] is False
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"significance_level": 0.7}, "settings.significance_level"),
+    ({"ladder": "yes"}, "settings.ladder"),
+    ({"min_submission_interval_s": 0}, "settings.min_submission_interval_s"),
+])
+def test_the_new_settings_are_checked(api, admin, thousand, settings, field):
+    response = api.simulate_post("/v1/benchmarks", headers=admin, json={
+        "id": "x", "dataset": "bin:1", "task": "classification", "settings": settings})
+    assert response.status_code == 422, response.text
+    assert response.json["error"]["field"] == field
