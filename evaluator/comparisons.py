@@ -27,7 +27,7 @@ def _run(benchmark_id: str, run_id: str, principal: Principal, manager: bool) ->
     if run is None or (not manager and run.owner != principal.owner):
         raise NotFound(f"run {run_id[:40]} not found in benchmark {benchmark_id}")
     if run.status != RunStatus.SUCCEEDED.value:
-        raise NotFound(f"run {run_id[:40]} has not succeeded (status {run.status}); only scored runs compare")
+        raise NotFound(f"run {run_id[:40]} has no score yet (status {run.status}); only succeeded runs compare")
     return run
 
 
