@@ -37,7 +37,7 @@ def ladder_steps(benchmark: Benchmark, runs: Sequence[Run], *, metric: str, part
 
     def threshold(run_id: str, best_id: str) -> float:
         try:
-            error = rows.compare(benchmark, by_id[run_id], by_id[best_id], metric, part).standard_error
+            error = rows.step(benchmark, by_id[run_id], by_id[best_id], metric, part)
         except EvaluatorError as ex:  # NOTE: a run whose rows cannot be read never moves the score
             logger.warning("Ladder step of run %s on %s not computed: %s", run_id, benchmark.id, ex)
             return math.inf

@@ -76,6 +76,22 @@ class RowStore:
                 self._comparisons.popitem(last=False)
         return result
 
+    def step(self, benchmark: Benchmark, a: Run, b: Run, metric: str, part: str) -> float | None:
+        """The Ladder's threshold between two runs (significance.standard_error), cached like a comparison."""
+        dataset = Dataset.get_by_id(benchmark.dataset_id)
+        key = ("step", str(a.id), a.results_prefix, str(b.id), b.results_prefix, metric, part, str(dataset.id),
+               dataset.labels_sha256)
+        with self._lock:
+            if key in self._comparisons:
+                self._comparisons.move_to_end(key)
+                return self._comparisons[key]
+        result = significance.standard_error(metric, self.rows(benchmark, a, part), self.rows(benchmark, b, part))
+        with self._lock:
+            self._comparisons[key] = result
+            while len(self._comparisons) > CACHE_COMPARISONS:
+                self._comparisons.popitem(last=False)
+        return result
+
     def part_rows(self, benchmark: Benchmark, part: str) -> int:
         """How many rows of the labels `part` holds (the Ladder's n)."""
         labels = self._labels_of(benchmark, Dataset.get_by_id(benchmark.dataset_id))

@@ -232,6 +232,20 @@ def _mean(metric: str, a: Rows, b: Rows, rounds: int, seed: int) -> Comparison:
                       _p_two_sided(spread, observed), se, a.n)
 
 
+def standard_error(metric: str, a: Rows, b: Rows) -> float | None:
+    """The Ladder's step: std(loss_a - loss_b) / sqrt(n) for a per-row loss, without a bootstrap; else compare's."""
+    if a.n != b.n or not a.row_ids.equals(b.row_ids):
+        raise ValueError("the two runs are not aligned on the same rows")
+    if metric == "accuracy" and a.task == "classification":
+        return _per_row_se((a.true != a.predicted).astype(float), (b.true != b.predicted).astype(float))
+    if metric in ("mae", "mse") and a.task == "regression":
+        power = 1 if metric == "mae" else 2
+        return _per_row_se(np.abs(a.true - a.predicted) ** power, np.abs(b.true - b.predicted) ** power)
+    if metric == "log_loss" and a.p_true is not None and b.p_true is not None:
+        return _per_row_se(_loss_columns(metric, a)["loss"], _loss_columns(metric, b)["loss"])
+    return compare(metric, a, b).standard_error
+
+
 def score(metric: str, rows: Rows) -> float | None:
     """The metric of one run's rows (what the Ladder compares with its current best)."""
     if rows.n == 0:

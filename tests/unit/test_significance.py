@@ -110,3 +110,11 @@ def test_ladder_moves_only_on_an_improvement_beyond_the_threshold_and_rounds_to_
 def test_decimals_follow_the_threshold():
     assert ladder.decimals_for(0.011) == 2 and ladder.decimals_for(0.0004) == 4 and ladder.decimals_for(0) == 4
     assert ladder.decimals_for(0.3) == 1 and ladder.on_grid(0.70123, 1000) == 0.701
+
+
+def test_the_ladders_step_without_a_bootstrap_equals_the_comparisons():
+    rng = np.random.default_rng(4)
+    true = rng.integers(0, 2, 500)
+    a, b = rows(true, rng.integers(0, 2, 500)), rows(true, rng.integers(0, 2, 500))
+    assert significance.standard_error("accuracy", a, b) == pytest.approx(
+        significance.compare("accuracy", a, b).standard_error)
