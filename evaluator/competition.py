@@ -14,7 +14,7 @@ from evaluator import fields
 from evaluator.errors import Conflict, Forbidden, ValidationFailed
 from evaluator.settings import SUBMISSION_KINDS
 from evaluator.settings import settings_of as competition_settings
-from evaluator.storage.models import Benchmark, Run, RunStatus, utcnow
+from evaluator.storage.models import Benchmark, Run, RunStatus, Submission, utcnow
 from evaluator.tokens import Principal
 
 LOG_POLICIES = ("own", "tail", "none")
@@ -38,6 +38,8 @@ def parse_settings(body: dict, metric_names: tuple[str, ...], primary: str) -> d
         "ladder": _flag(raw, "ladder"),
         "min_submission_interval_s": fields.integer(raw, "min_submission_interval_s", None, minimum=1,
                                                     maximum=30 * 24 * 3600),
+        "teams": _flag(raw, "teams"),
+        "max_team_size": fields.integer(raw, "max_team_size", None, minimum=1, maximum=1000),
     }
     if not settings["submission_kinds"]:
         raise ValidationFailed("'settings.submission_kinds' must name at least one of "
@@ -49,6 +51,13 @@ def parse_settings(body: dict, metric_names: tuple[str, ...], primary: str) -> d
     if settings["opens_at"] and settings["closes_at"] and settings["closes_at"] <= settings["opens_at"]:
         raise ValidationFailed("'settings.closes_at' must be after 'settings.opens_at'", field="settings.closes_at")
     return settings
+
+
+def _flag(raw: dict, field: str) -> bool:
+    value = raw.get(field, False)
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"'settings.{field}' must be true or false", field=f"settings.{field}")
+    return value
 
 
 def _timestamp(raw: dict, field: str) -> str | None:
@@ -81,13 +90,6 @@ def _level(raw: dict, field: str) -> float:
         raise ValidationFailed(f"'settings.{field}' must be 0 (off) or a level between 0 and 0.5, e.g. 0.05",
                                field=f"settings.{field}")
     return float(value)
-
-
-def _flag(raw: dict, field: str) -> bool:
-    value = raw.get(field, False)
-    if not isinstance(value, bool):
-        raise ValidationFailed(f"'settings.{field}' must be true or false", field=f"settings.{field}")
-    return value
 
 
 def settings_of(benchmark: Benchmark) -> dict:
@@ -152,9 +154,13 @@ def select_final(run: Run, principal: Principal, selected: bool) -> Run:
     if run.status != RunStatus.SUCCEEDED.value:
         raise Conflict(f"only a succeeded run can be selected; this one is {run.status}")
     if selected and not run.final:
-        chosen = Run.select().where((Run.benchmark == benchmark.id) & (Run.owner == run.owner) & Run.final).count()
+        team_id = run.submission.team_id if competition_settings(benchmark).teams else None
+        entrant = (Run.owner == run.owner if team_id is None  # NOTE: a team's members share its selections
+                   else Run.submission.in_(Submission.select(Submission.id).where(Submission.team == team_id)))
+        chosen = Run.select().where((Run.benchmark == benchmark.id) & entrant & Run.final).count()
         if chosen >= limit:
-            raise Conflict(f"you already selected {chosen} of {limit} final runs; unselect one first")
+            who = "you" if team_id is None else "your team"
+            raise Conflict(f"{who} already selected {chosen} of {limit} final runs; unselect one first")
     Run.update(final=selected).where(Run.id == run.id).execute()
     return Run.get_by_id(run.id)
 

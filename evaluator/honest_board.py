@@ -26,8 +26,12 @@ TOP_PAIRS = 20  # adjacent pairs tested per board (the bound of the board's cost
 
 
 def ladder_steps(benchmark: Benchmark, runs: Sequence[Run], *, metric: str, part: str, rows: RowStore,
-                 value_of: Callable[[Run], float | None]) -> dict[str, list[ladder.Step]]:
-    """Each participant's Ladder steps over their runs (in `runs`' order, which is finish order)."""
+                 value_of: Callable[[Run], float | None],
+                 group: Callable[[Run], str] = lambda run: run.owner) -> dict[str, list[ladder.Step]]:
+    """Each entrant's Ladder steps over their runs (in `runs`' order, which is finish order).
+
+    `group` names the entrant of a run (the leaderboard's: its owner, or its team under settings.teams).
+    """
     by_id = {str(run.id): run for run in runs}
     try:
         n_rows = rows.part_rows(benchmark, part)
@@ -47,7 +51,7 @@ def ladder_steps(benchmark: Benchmark, runs: Sequence[Run], *, metric: str, part
     for run in runs:
         value = value_of(run)
         if value is not None:
-            per_owner.setdefault(run.owner, []).append((str(run.id), value))
+            per_owner.setdefault(group(run), []).append((str(run.id), value))
     maximize = scoring.direction(metric) == "maximize"
     return {owner: ladder.steps(values, maximize=maximize, n_rows=n_rows, threshold=threshold)
             for owner, values in per_owner.items()}

@@ -14,6 +14,10 @@ the freeze instant.
 With a RowStore (`rows`), evaluator.honest_board adds what needs the runs' per-row predictions: the
 Ladder's public scores (settings.ladder) and ranks shared where adjacent entries are not significantly
 different (settings.significance_level).
+
+With settings.teams each team is one entrant: its entry is the best run made for it
+(Submission.team, fixed when the run was submitted), named by the team; a participant
+in no team competes alone.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from evaluator import competition, disclosure, honest_board, scoring
+from evaluator import competition, disclosure, entrants, honest_board, scoring
 from evaluator.row_store import RowStore, part_of
 from evaluator.settings import CompetitionSettings
 from evaluator.storage.models import Benchmark, BenchmarkRevision, Run, RunStatus, Submission, isoformat, utcnow
@@ -126,7 +130,12 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     runs = list(query)
     baselines = [run for run in runs if run.submission.baseline]
     ranked = [run for run in runs if not run.submission.baseline]
-    candidates = _candidates(ranked, private and settings.final_selections > 0, metrics, directions, at)
+
+    def entrant(run: Run) -> str:
+        return entrants.key(run.submission, settings.teams)
+
+    candidates = _candidates(ranked, private and settings.final_selections > 0, metrics, directions, at,
+                             group=entrant)
 
     def best_of(pool: list[Run], group) -> dict:
         best: dict = {}
@@ -141,25 +150,28 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
                 best[group(run)] = (key, run, values)
         return best
 
-    contenders = sorted(best_of(candidates, lambda run: run.owner).values(), key=lambda item: item[0])
+    contenders = sorted(best_of(candidates, entrant).values(), key=lambda item: item[0])
     steps: dict = {}
     if settings.ladder and not private and rows is not None:  # the Ladder's score, from the run that set it
         steps = honest_board.ladder_steps(benchmark, candidates, metric=metrics[0], part=part_of(benchmark, False),
                                           rows=rows, value_of=lambda run: _value(_document(run, False, at),
-                                                                                 metrics[0]))
-        contenders = _ladder_contenders(contenders, candidates, steps, metrics, directions, at)
+                                                                                 metrics[0]), group=entrant)
+        contenders = _ladder_contenders(contenders, candidates, steps, metrics, directions, at, entrant)
+    team_names = entrants.names(run.submission.team_id for _, run, _ in contenders) if settings.teams else {}
     references = best_of(baselines, lambda run: (run.owner, run.submission.name)).values()
 
     def entry(rank: int | None, run: Run, values: list[float]) -> dict:
         document = _document(run, private, at) or {}
+        team = run.submission.team_id if settings.teams and not run.submission.baseline else None
         return {
-            "rank": rank, "participant": run.owner, "score": shown(values[0]),
+            "rank": rank, "participant": team_names[team] if team else run.owner, "score": shown(values[0]),
             # NOTE: a missing tie-breaker ranks last (an infinity) but reads as null: JSON has no Infinity
             "tie_breakers": shown({m: v if math.isfinite(v) else None for m, v in zip(metrics[1:], values[1:])}),
             "ci": shown((document.get("primary_metric") or {}).get("ci")),
             "run_id": str(run.id), "final": run.final, "finished_at": isoformat(run.finished_at),
             "baseline": run.submission.baseline, "name": run.submission.name if run.submission.baseline else None,
-            **_ladder_fields(steps.get(run.owner) if not run.submission.baseline else None, exact),
+            "team": {"id": str(team), "name": team_names[team]} if team else None, "submitted_by": run.owner,
+            **_ladder_fields(steps.get(entrant(run)) if not run.submission.baseline else None, exact),
         }
 
     listed, rank, previous = [], 0, None
@@ -194,17 +206,19 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
                              "ties": "not significantly different from the entry above: the same rank"}
             if level else None,
             "ladder": settings.ladder and not private,
+            "entrant": "team" if settings.teams else "participant",
         },
         "entries": entries,
     }
 
 
 def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], directions: list[str],
-                at: datetime.datetime | None = None) -> list[Run]:
+                at: datetime.datetime | None = None, group: Callable[[Run], str] = lambda run: run.owner) -> list[Run]:
+    """Each entrant's final selections, or its best public run when it chose none (`group` names entrants)."""
     if not use_finals:
         return runs
     chosen = [run for run in runs if run.final]
-    owners_with_choice = {run.owner for run in chosen}
+    owners_with_choice = {group(run) for run in chosen}
     fallback: dict[str, Run] = {}
 
     def primary(run: Run) -> float | None:
@@ -212,22 +226,22 @@ def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], direction
 
     for run in runs:
         value = primary(run)
-        if run.owner in owners_with_choice or value is None:
+        if group(run) in owners_with_choice or value is None:
             continue
         key = _sort_key([value], directions[:1])
-        kept = fallback.get(run.owner)  # a kept run has a value
+        kept = fallback.get(group(run))  # a kept run has a value
         if kept is None or key < _sort_key([primary(kept) or 0.0], directions[:1]):
-            fallback[run.owner] = run
+            fallback[group(run)] = run
     return chosen + list(fallback.values())
 
 
 def _ladder_contenders(contenders: list, candidates: list[Run], steps: dict, metrics: list[str],
-                       directions: list[str], at: datetime.datetime | None) -> list:
+                       directions: list[str], at: datetime.datetime | None, group: Callable[[Run], str]) -> list:
     """Contenders re-keyed on each participant's Ladder score, with the run that set it."""
     by_id = {str(run.id): run for run in candidates}
     out = []
     for key, run, values in contenders:
-        last = steps.get(run.owner)
+        last = steps.get(group(run))
         if not last:
             out.append((key, run, values))
             continue

@@ -335,6 +335,7 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False, hi
         "final": run.final,
         "baseline": run.submission.baseline,
         "kind": run.submission.kind,
+        "team": str(run.submission.team_id) if run.submission.team_id else None,
         "failure": _failure(run, manager),
         "provenance": run.provenance if manager else _participant_provenance(run.provenance),
         "attempts": run.attempts,

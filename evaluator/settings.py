@@ -83,6 +83,7 @@ class CompetitionSettings:
 
     `freeze_at` (or `freeze_before_close_s` before `closes_at`) starts the frozen window: until the
     close, participants read the leaderboard as it stood at that instant; managers read it live.
+    `teams` makes each team one entrant: quotas and the leaderboard count per team (evaluator.teams).
     """
 
     tie_breakers: tuple[str, ...] = ()
@@ -98,12 +99,15 @@ class CompetitionSettings:
     significance_level: float = 0.0
     ladder: bool = False  # the public board shows Ladder scores (evaluator.ladder)
     min_submission_interval_s: int | None = None  # a participant's submissions at least this far apart
+    teams: bool = False
+    max_team_size: int | None = None  # accepted members of one team; None: no limit
 
     @classmethod
     def from_json(cls, raw: dict | None) -> CompetitionSettings:
         raw = raw or {}
         fraction = raw.get("private_fraction")
         before = raw.get("freeze_before_close_s")
+        team_size = raw.get("max_team_size")
         return cls(tie_breakers=tuple(raw.get("tie_breakers") or ()), opens_at=raw.get("opens_at") or None,
                    closes_at=raw.get("closes_at") or None, log_policy=str(raw.get("log_policy") or "own"),
                    final_selections=int(raw.get("final_selections") or 0),
@@ -114,7 +118,8 @@ class CompetitionSettings:
                    significance_level=float(raw.get("significance_level") or 0.0),
                    ladder=bool(raw.get("ladder", False)),
                    min_submission_interval_s=int(raw["min_submission_interval_s"])
-                   if raw.get("min_submission_interval_s") else None)
+                   if raw.get("min_submission_interval_s") else None,
+                   teams=bool(raw.get("teams", False)), max_team_size=int(team_size) if team_size else None)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "tie_breakers": list(self.tie_breakers),

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from evaluator import competition, fields, quotas
+from evaluator import competition, entrants, fields, quotas
 from evaluator.benchmarks import get_benchmark
 from evaluator.config import Config
 from evaluator.errors import (
@@ -82,6 +82,8 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     )
     # NOTE: concurrent requests of one participant queue here; a baseline spends no quota
     with contextlib.nullcontext() if baseline else quotas.reserved(benchmark, principal.owner):
+        # The team the owner is in now: the submission stays that team's, whoever leaves it later.
+        submission.team = None if baseline else entrants.team_of(benchmark.id, principal.owner)
         grant = _grant(submission, max_bytes, content_type=CONTENT_TYPES[ext], blobs=blobs, config=config)
         submission.save(force_insert=True)
     return submission, grant
@@ -181,6 +183,7 @@ def serialize(submission: Submission, *, new: bool = False) -> dict:
         "upload_method": submission.upload_method,
         "kind": submission.kind,
         "baseline": submission.baseline,
+        "team": str(submission.team_id) if submission.team_id else None,
         "created_at": isoformat(submission.created_at),
         "expires_at": isoformat(submission.expires_at),
         "uploaded_at": isoformat(submission.uploaded_at),

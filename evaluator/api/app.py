@@ -17,6 +17,7 @@ from evaluator.api import (
     openapi,
     runs,
     submissions,
+    teams,
     tokens,
     webhooks,
 )
@@ -64,6 +65,13 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/benchmarks/{benchmark_id}/compare", benchmarks.Compare(config, blobs))
     app.add_route("/v1/benchmarks/{benchmark_id}/quota", benchmarks.Quota())
     app.add_route("/v1/benchmarks/{benchmark_id}/features", benchmarks.Features(config, blobs))
+    app.add_route("/v1/benchmarks/{benchmark_id}/teams", teams.BenchmarkTeams())
+    team_item = teams.TeamItem()
+    app.add_route("/v1/teams/{team_id}", team_item)
+    app.add_route("/v1/teams/{team_id}/invitations", team_item, suffix="invitations")
+    app.add_route("/v1/teams/{team_id}/invitations/accept", team_item, suffix="accept")
+    app.add_route("/v1/teams/{team_id}/leave", team_item, suffix="leave")
+    app.add_route("/v1/teams/{team_id}/members/{user}", team_item, suffix="member")
     submission_item = submissions.SubmissionItem(blobs)
     app.add_route("/v1/submissions/{submission_id}", submission_item)
     app.add_route("/v1/submissions/{submission_id}/complete", submission_item, suffix="complete")

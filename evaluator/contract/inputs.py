@@ -16,6 +16,7 @@ from evaluator.contract.constraints import (
     BUNDLE_NAME_PATTERN,
     MAX_JSON_INTEGER,
     MEMORY_PATTERN,
+    TEAM_NAME_PATTERN,
     Count,
     DataFormat,
     Framework,
@@ -122,6 +123,9 @@ class SettingsIn(Body):
                                             "participant's score moves only for a significant improvement")
     min_submission_interval_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] | None = Field(
         None, description="a participant's submissions at least this many seconds apart (429 too_soon)")
+    teams: bool = Field(False, description="teams compete as one entrant: quotas and the leaderboard count per team")
+    max_team_size: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="accepted members of one team at most (no limit when left out)")
 
 
 _BENCHMARK_EXAMPLE: JsonDict = {
@@ -228,6 +232,23 @@ class WebhookIn(Body):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"url": "https://ci.example.org/hooks/evaluator", "scope": "participant", "benchmark": "iris"}]})
+
+
+class TeamIn(Body):
+    """Create a team of the benchmark; a participant creating it is its first member."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=TEAM_NAME_PATTERN,
+                               description="shown on the leaderboard; unique in the benchmark (any case)")]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Gradient Descenders"}]})
+
+
+class InvitationIn(Body):
+    """Invite a participant (by their token's owner name) to the team."""
+
+    user: Slug
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user": "bob"}]})
 
 
 class PageQuery(Query):

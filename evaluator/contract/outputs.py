@@ -123,6 +123,8 @@ class Settings(Out):
     significance_level: float = 0.0
     ladder: bool = False
     min_submission_interval_s: int | None = None
+    teams: bool = Field(False, description="teams compete as one entrant (quotas and the leaderboard per team)")
+    max_team_size: int | None = None
 
 
 class Benchmark(Out):
@@ -159,6 +161,7 @@ class QuotaState(Out):
     remaining: int | None
     window: str | None
     resets_at: Time
+    team: str | None = Field(None, description="the team whose quota this is (settings.teams), else null")
 
 
 class RankedMetric(Out):
@@ -177,6 +180,8 @@ class Rules(Out):
     baselines: str
     significance: dict[str, Any] | None = Field(None, description="the paired tests' rule; null when off")
     ladder: bool = Field(False, description="scores are Ladder scores (settings.ladder, public view)")
+    entrant: Literal["participant", "team"] = Field(
+        "participant", description="`team` (settings.teams): one entry per team, the best run made for it")
 
 
 class LadderInfo(Out):
@@ -184,6 +189,11 @@ class LadderInfo(Out):
     decimals: int = Field(description="the precision the score is shown at")
     submissions: int
     accepted: int = Field(description="runs that moved the public score")
+
+
+class TeamRef(Out):
+    id: str
+    name: str
 
 
 class Entry(Out):
@@ -201,6 +211,8 @@ class Entry(Out):
     p_value_vs_next: float | None = Field(None, description="the paired test's p-value against the next entry")
     test_vs_next: str | None = Field(None, description="mcnemar_mid_p, paired_bootstrap, or why not tested")
     ladder: LadderInfo | None = None
+    team: TeamRef | None = Field(None, description="the team the entry is (settings.teams); `participant` is its name")
+    submitted_by: str | None = Field(None, description="the participant whose run this is")
 
 
 class Leaderboard(Out):
@@ -266,6 +278,7 @@ class Submission(Out):
     upload_method: str
     kind: Literal["bundle", "predictions"]
     baseline: bool
+    team: str | None = Field(None, description="the team its owner was in when it was made (null: alone)")
     created_at: Time
     expires_at: Time
     uploaded_at: Time
@@ -323,6 +336,7 @@ class Run(Out):
     final: bool
     baseline: bool
     kind: Literal["bundle", "predictions"]
+    team: str | None = Field(None, description="the team its submission was made for (null: alone)")
     failure: Failure | None
     provenance: dict[str, Any]
     attempts: int
@@ -370,6 +384,33 @@ class PlotList(Out):
     run: str
     variant: Literal["participant", "exact"]
     items: list[PlotRef]
+# --- teams --------------------------------------------------------------------------------
+
+
+class TeamMember(Out):
+    user: str
+    state: Literal["invited", "accepted"]
+    invited_by: str | None = Field(description="null for the creator's own membership")
+    invited_at: Time
+    accepted_at: Time
+
+
+class Team(Out):
+    """A benchmark's team; open invitations are listed to its members, the invitee and the managers only."""
+
+    id: str
+    benchmark: str
+    name: str
+    created_by: str
+    created_at: Time
+    size: int = Field(description="accepted members")
+    members: list[TeamMember]
+
+
+class TeamList(Out):
+    items: list[Team]
+
+
 # --- webhooks -----------------------------------------------------------------------------
 
 

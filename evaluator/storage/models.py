@@ -1,4 +1,4 @@
-"""One class per table: datasets, benchmarks, submissions, runs, object events, API tokens, web sessions."""
+"""One class per table: datasets, benchmarks, teams, submissions, runs, object events, API tokens, web sessions."""
 
 from __future__ import annotations
 
@@ -102,6 +102,49 @@ class Benchmark(BaseModel):
         table_name = "benchmark"
 
 
+class TeamMemberState(str, enum.Enum):
+    INVITED = "invited"
+    ACCEPTED = "accepted"
+
+
+class Team(BaseModel):
+    """A benchmark's team: its members compete as one entrant when the benchmark's settings.teams is on."""
+
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    benchmark = peewee.ForeignKeyField(Benchmark, backref="teams", on_delete="CASCADE")
+    benchmark_id: str
+    name = peewee.TextField()
+    created_by = peewee.TextField()  # who created it: they (and the benchmark's managers) invite
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "team"
+        indexes = ((("benchmark", "name"), True),)
+
+
+class TeamMember(BaseModel):
+    """An invitation to a team, or (accepted) a membership; leaving deletes the row, the runs keep their team."""
+
+    id = peewee.BigAutoField()
+    team = peewee.ForeignKeyField(Team, backref="members", on_delete="CASCADE")
+    team_id: uuid.UUID
+    benchmark = peewee.TextField()  # the team's, copied: one accepted membership per (benchmark, member)
+    member = peewee.TextField(index=True)
+    state = peewee.TextField(default=TeamMemberState.INVITED.value)
+    invited_by = peewee.TextField(null=True)  # None: the creator's own membership
+    invited_at = peewee.DateTimeField(default=utcnow)
+    accepted_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "team_member"
+        indexes = ((("team", "member"), True),)
+
+
+ONE_TEAM_INDEX = "team_member_one_team_per_benchmark"
+TeamMember.add_index(TeamMember.benchmark, TeamMember.member, unique=True, name=ONE_TEAM_INDEX,
+                     where=(TeamMember.state == TeamMemberState.ACCEPTED.value))
+
+
 class Submission(BaseModel):
     id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
     benchmark = peewee.ForeignKeyField(Benchmark, backref="submissions", on_delete="CASCADE")
@@ -115,6 +158,9 @@ class Submission(BaseModel):
     filename = peewee.TextField(default="bundle.tar.gz")
     kind = peewee.TextField(default="bundle")  # bundle (a model the sandbox runs) | predictions (a file)
     baseline = peewee.BooleanField(default=False)  # a manager's reference entry: on the board, never ranked
+    # The team its owner was an accepted member of when it was made: it stays that team's, whoever leaves.
+    team = peewee.ForeignKeyField(Team, backref="submissions", null=True, on_delete="SET NULL")
+    team_id: uuid.UUID | None
     declared_size = peewee.BigIntegerField(null=True)
     size = peewee.BigIntegerField(null=True)
     etag = peewee.TextField(null=True)
@@ -280,4 +326,4 @@ class WebhookDelivery(BaseModel):
 
 
 ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision,
-              WebSession, WebhookSubscription, WebhookDelivery)
+              WebSession, WebhookSubscription, WebhookDelivery, Team, TeamMember)

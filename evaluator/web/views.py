@@ -13,7 +13,7 @@ import re
 import markupsafe
 import peewee
 
-from evaluator import benchmarks, competition, datasets, quotas, run_plots, runs, submissions
+from evaluator import benchmarks, competition, datasets, entrants, quotas, run_plots, runs, submissions
 from evaluator.api.benchmarks import leaderboard_for
 from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
@@ -171,12 +171,24 @@ def _ci_bars(entries: list[dict]) -> dict:
     return {"low": low, "high": high}
 
 
-def entry_counts(benchmark_id: str) -> dict[str, dict]:
-    """Per participant: how many submissions, and the first and last (Kaggle's "entries" and "last")."""
-    rows = (Submission.select(Submission.owner, peewee.fn.COUNT(Submission.id), peewee.fn.MIN(Submission.created_at),
-                              peewee.fn.MAX(Submission.created_at))
-            .where(Submission.benchmark == benchmark_id).group_by(Submission.owner).tuples())
-    return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in db_rows(rows)}
+def entry_counts(benchmark_id: str, teams: bool = False) -> dict[str, dict]:
+    """Per entrant (a participant, or with `teams` a team): how many submissions, the first and last (Kaggle's
+    "entries" and "last"); keyed as entrants.key names them."""
+    rows = (Submission.select(Submission.owner, Submission.team, peewee.fn.COUNT(Submission.id),
+                              peewee.fn.MIN(Submission.created_at), peewee.fn.MAX(Submission.created_at))
+            .where(Submission.benchmark == benchmark_id).group_by(Submission.owner, Submission.team).tuples())
+    counts: dict[str, dict] = {}
+    for owner, team, count, first, last in db_rows(rows):
+        key = f"team:{team}" if teams and team is not None else owner
+        kept = counts.setdefault(key, {"submissions": 0, "first": first, "last": last})
+        kept.update(submissions=kept["submissions"] + count, first=min(kept["first"], first),
+                    last=max(kept["last"], last))
+    return counts
+
+
+def _entrant(entry: dict) -> str:
+    """An entry's entrant, as entry_counts keys it."""
+    return f"team:{entry['team']['id']}" if entry.get("team") else entry["participant"]
 
 
 def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int,
@@ -184,19 +196,23 @@ def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str 
     """The benchmark page: its rules and the leaderboard GET /v1/benchmarks/{id}/leaderboard gives this caller."""
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
     board = leaderboard_for(benchmark_id, principal, view, rows=rows)
-    counts = entry_counts(benchmark.id)
+    teams = board["rules"].get("entrant") == "team"
+    counts = entry_counts(benchmark.id, teams)
     entries = board["entries"]
     pages = max(1, -(-len(entries) // BOARD_PAGE))
     page = min(max(page, 1), pages)
     shown = [dict(e) for e in entries[(page - 1) * BOARD_PAGE: page * BOARD_PAGE]]
-    mine = None
+    mine, me = None, None
     if principal is not None:
-        mine = next((dict(e) for e in entries if e["participant"] == principal.owner), None)
-        if mine is not None and all(e["participant"] != mine["participant"] for e in shown):
+        team = entrants.team_of(benchmark.id, principal.owner) if teams else None
+        me = f"team:{team.id}" if team is not None else principal.owner  # the viewer's row: theirs, or their team's
+        mine = next((dict(e) for e in entries if _entrant(e) == me), None)
+        if mine is not None and all(_entrant(e) != me for e in shown):
             shown.append(mine)  # the viewer's own row, whatever the page
     scale = _ci_bars(shown)
     for entry in shown:
-        entry.update(counts.get(entry["participant"], {}))
+        entry.update(counts.get(_entrant(entry), {}))
+        entry["yours"] = me is not None and _entrant(entry) == me
     totals = {"participants": len(counts), "submissions": sum(c["submissions"] for c in counts.values()),
               "ranked": len(entries),
               "first": min((c["first"] for c in counts.values()), default=None),
