@@ -82,6 +82,8 @@ def main() -> None:
         rng = np.random.default_rng(7)
         labels = pa.table({"row_id": [f"r{i:06d}" for i in range(args.rows)], "target": rng.integers(0, 2, args.rows)})
         blobs.put_bytes(config.datasets_bucket, "datasets/bench/1/labels.parquet", parquet(labels))
+        blobs.put_bytes(config.datasets_bucket, "datasets/bench/1/features.parquet",
+                        parquet(labels.select(["row_id"])))
         dataset = Dataset.create(name="bench", version="1", features_key="datasets/bench/1/features.parquet",
                                  labels_key="datasets/bench/1/labels.parquet", status="ready", row_count=args.rows,
                                  labels_sha256=uuid.uuid4().hex)
@@ -96,8 +98,6 @@ def main() -> None:
                          queues=Queues(evaluate_run=ignore, register_dataset=ignore, rescore_run=ignore),
                          health_checks={})
         client = falcon.testing.TestClient(app)
-        admin = {"Authorization": "Bearer none"}  # anonymous: the public board
-        del admin
         print(f"{args.runs} runs, {args.participants} participants, {args.rows} rows; JSON leaderboard (anonymous)")
         for index, label in enumerate(boards):
             store = row_store.shared(blobs, config)

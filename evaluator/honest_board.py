@@ -35,13 +35,18 @@ def ladder_steps(benchmark: Benchmark, runs: Sequence[Run], *, metric: str, part
     by_id = {str(run.id): run for run in runs}
     try:
         n_rows = rows.part_rows(benchmark, part)
-    except EvaluatorError as ex:  # NOTE: no labels to read: no 1/n grid, scores at 4 decimals
-        logger.warning("Ladder of %s without the labels' row count: %s", benchmark.id, ex)
-        n_rows = 0
+    except EvaluatorError as ex:  # NOTE: no labels to read: nothing moves a first score (and nothing is read)
+        logger.warning("Ladder of %s cannot read the labels; each score stays at its first run: %s", benchmark.id, ex)
+        n_rows = -1
+
+    known = rows.known_steps(benchmark, metric, part) if n_rows >= 0 else {}
 
     def threshold(run_id: str, best_id: str) -> float:
+        if n_rows < 0:
+            return math.inf
         try:
-            error = rows.step(benchmark, by_id[run_id], by_id[best_id], metric, part)
+            error = (known[(run_id, best_id)] if (run_id, best_id) in known
+                     else rows.step(benchmark, by_id[run_id], by_id[best_id], metric, part))
         except EvaluatorError as ex:  # NOTE: a run whose rows cannot be read never moves the score
             logger.warning("Ladder step of run %s on %s not computed: %s", run_id, benchmark.id, ex)
             return math.inf
@@ -53,7 +58,7 @@ def ladder_steps(benchmark: Benchmark, runs: Sequence[Run], *, metric: str, part
         if value is not None:
             per_owner.setdefault(group(run), []).append((str(run.id), value))
     maximize = scoring.direction(metric) == "maximize"
-    return {owner: ladder.steps(values, maximize=maximize, n_rows=n_rows, threshold=threshold)
+    return {owner: ladder.steps(values, maximize=maximize, n_rows=max(n_rows, 0), threshold=threshold)
             for owner, values in per_owner.items()}
 
 

@@ -29,7 +29,8 @@ from evaluator.pipeline import stage_dataset
 from evaluator.scoring.sources import PROBA_PREFIX, LabelsSource, PredictionsSource
 from evaluator.settings import settings_of
 from evaluator.storage.blobs import BlobStore
-from evaluator.storage.models import Benchmark, Dataset, Run
+from evaluator.storage.db import rows as db_rows
+from evaluator.storage.models import Benchmark, Dataset, LadderStep, Run
 
 MAX_ROWS = 2_000_000  # rows of one labels file a comparison loads (beyond: refused, the board shows no test)
 CACHE_ROWS = 4_000_000  # rows of runs kept in memory across requests (~25 bytes a row)
@@ -76,20 +77,24 @@ class RowStore:
                 self._comparisons.popitem(last=False)
         return result
 
+    def known_steps(self, benchmark: Benchmark, metric: str, part: str) -> dict[tuple[str, str], float | None]:
+        """Every Ladder step stored for this benchmark, metric, part and labels: {(run, best run): threshold}."""
+        labels = _labels_key(Dataset.get_by_id(benchmark.dataset_id))
+        query = (LadderStep.select(LadderStep.run_id, LadderStep.best_run_id, LadderStep.threshold)
+                 .where((LadderStep.benchmark == benchmark.id) & (LadderStep.metric == metric)
+                        & (LadderStep.part == part) & (LadderStep.labels == labels)).tuples())
+        return {(str(run), str(best)): threshold for run, best, threshold in db_rows(query)}
+
     def step(self, benchmark: Benchmark, a: Run, b: Run, metric: str, part: str) -> float | None:
-        """The Ladder's threshold between two runs (significance.standard_error), cached like a comparison."""
-        dataset = Dataset.get_by_id(benchmark.dataset_id)
-        key = ("step", str(a.id), a.results_prefix, str(b.id), b.results_prefix, metric, part, str(dataset.id),
-               dataset.labels_sha256)
-        with self._lock:
-            if key in self._comparisons:
-                self._comparisons.move_to_end(key)
-                return self._comparisons[key]
+        """The Ladder's threshold between two runs (significance.standard_error), computed once and stored.
+
+        NOTE: a stored step is derived data (ladder_step): the same runs and labels give the same value.
+        """
+        labels = _labels_key(Dataset.get_by_id(benchmark.dataset_id))
         result = significance.standard_error(metric, self.rows(benchmark, a, part), self.rows(benchmark, b, part))
-        with self._lock:
-            self._comparisons[key] = result
-            while len(self._comparisons) > CACHE_COMPARISONS:
-                self._comparisons.popitem(last=False)
+        (LadderStep.insert(benchmark=benchmark.id, run_id=a.id, best_run_id=b.id, metric=metric, part=part,
+                           labels=labels, threshold=result)
+         .on_conflict_ignore().execute())
         return result
 
     def part_rows(self, benchmark: Benchmark, part: str) -> int:
@@ -198,6 +203,10 @@ class RowStore:
             matrix = np.column_stack([_floats(predictions.column(name)) for name in names])
             p_true = np.clip(matrix[np.arange(len(true_codes)), true_codes], 0.0, 1.0)[mask]
         return significance.Rows(row_ids, "classification", true_codes[mask], predicted[mask], k, n_other, p_true)
+
+
+def _labels_key(dataset: Dataset) -> str:
+    return f"{dataset.id}:{dataset.labels_sha256}"
 
 
 def _floats(column: pa.ChunkedArray | pa.Array) -> np.ndarray:

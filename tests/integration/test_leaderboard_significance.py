@@ -109,3 +109,38 @@ def test_the_new_settings_are_checked(api, admin, thousand, settings, field):
         "id": "x", "dataset": "bin:1", "task": "classification", "settings": settings})
     assert response.status_code == 422, response.text
     assert response.json["error"]["field"] == field
+
+
+def test_the_ladder_moves_only_on_a_significant_gain_and_is_the_only_public_feedback(
+        api, admin, alice, thousand, blobs, config):
+    from evaluator import leaderboard, row_store
+    from evaluator.storage.models import Benchmark, LadderStep
+
+    create_benchmark(api, admin, benchmark_id="lad", dataset="bin:1", settings={"ladder": True})
+    now = utcnow()
+    made = [scored_run("lad", "alice", thousand, predictions(thousand, accuracy, seed=i), blobs=blobs, config=config,
+                       finished_at=now - datetime.timedelta(minutes=10 - i))
+            for i, accuracy in enumerate((0.70, 0.71, 0.80, 0.79))]
+    values = [run.metrics["metrics"]["accuracy"] for run in made]
+    assert values[1] > values[0] and values[2] > values[1] + 0.05  # the second gains a little, the third a lot
+    entry = api.simulate_get("/v1/benchmarks/lad/leaderboard", headers=alice).json["entries"][0]
+    assert entry["run_id"] == str(made[2].id) and entry["score"] == round(values[2], 2)
+    assert entry["ladder"]["accepted"] == 2 and entry["ladder"]["submissions"] == 4
+    assert entry["ladder"]["decimals"] == 2 and 0.01 < entry["ladder"]["threshold"] < 0.03
+    managed = api.simulate_get("/v1/benchmarks/lad/leaderboard", headers=admin).json["entries"][0]
+    assert managed["score"] == pytest.approx(round(values[2] * 1000) / 1000)  # exact for managers: [x]_{1/n}
+
+    # A participant's own runs show no public score, no plots and no comparison while it is open.
+    assert api.simulate_get(f"/v1/runs/{made[1].id}", headers=alice).json["metrics"] is None
+    assert api.simulate_get(f"/v1/runs/{made[1].id}", headers=admin).json["metrics"]["metrics"]["accuracy"]
+    assert api.simulate_get(f"/v1/runs/{made[1].id}/plots", headers=alice).json["items"] == []
+    refused = api.simulate_get("/v1/benchmarks/lad/compare", headers=alice,
+                               params={"a": str(made[0].id), "b": str(made[1].id)})
+    assert refused.status_code == 403
+
+    # The steps are stored: a new process builds the same board without reading a prediction.
+    # each later run that beat the score at all
+    assert LadderStep.select().where(LadderStep.benchmark == "lad").count() == 3
+    fresh = row_store.RowStore(blobs, config)
+    board = leaderboard.board_for(Benchmark.get_by_id("lad"), None, rows=fresh)
+    assert board["entries"][0]["score"] == entry["score"] and not fresh._rows
