@@ -144,3 +144,26 @@ def test_the_ladder_moves_only_on_a_significant_gain_and_is_the_only_public_feed
     fresh = row_store.RowStore(blobs, config)
     board = leaderboard.board_for(Benchmark.get_by_id("lad"), None, rows=fresh)
     assert board["entries"][0]["score"] == entry["score"] and not fresh._rows
+
+
+def test_migration_0010_creates_the_ladder_step_cache_idempotently(migrated_database, db):
+    import importlib.util
+
+    from playhouse.migrate import PostgresqlMigrator
+
+    from evaluator.storage.migrations import MIGRATIONS_DIR
+    from evaluator.storage.models import LadderStep
+
+    spec = importlib.util.spec_from_file_location("ladder_migration", next(MIGRATIONS_DIR.glob("0010_*.py")))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    migrator = PostgresqlMigrator(migrated_database)
+    with migrated_database.connection_context():
+        script.up(migrator, migrated_database)  # 0001 built it already: nothing changes
+        script.down(migrator, migrated_database)
+        assert not migrated_database.table_exists("ladder_step")
+        script.up(migrator, migrated_database)
+        script.up(migrator, migrated_database)
+        assert LadderStep.select().count() == 0
+        columns = {c.name for c in migrated_database.get_columns("ladder_step")}
+        assert {"run_id", "best_run_id", "metric", "part", "labels", "threshold"} <= columns
