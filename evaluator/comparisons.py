@@ -10,9 +10,9 @@ participant cannot compare while the benchmark is open: it would give each run's
 
 from __future__ import annotations
 
-from evaluator import benchmarks, competition, disclosure
+from evaluator import benchmarks, competition, disclosure, phases
 from evaluator.config import Config
-from evaluator.errors import Forbidden, NotFound, ValidationFailed
+from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from evaluator.plots.binning import min_bin_rows
 from evaluator.row_store import RowStore, part_of
 from evaluator.settings import settings_of
@@ -49,9 +49,12 @@ def compare(benchmark_id: str, a: str, b: str, principal: Principal, *, rows: Ro
         raise Forbidden(f"benchmark {benchmark.id} uses the Ladder: while it is open, the leaderboard's score is "
                         "the only public feedback on a run; compare after the close")
     run_a, run_b = _run(benchmark.id, a, principal, manager), _run(benchmark.id, b, principal, manager)
-    metric = metric or benchmark.primary_metric
-    if metric not in (benchmark.metrics or [benchmark.primary_metric]):
-        raise ValidationFailed(f"'metric' must be one of the benchmark's metrics {list(benchmark.metrics or [])}",
+    if run_a.phase_id != run_b.phase_id:
+        raise Conflict("the two runs belong to different phases: they were scored on different rows")
+    scope = phases.effective(benchmark, phases.phase_of_run(run_a))  # a phase's own dataset, task and metrics
+    metric = metric or scope.primary_metric
+    if metric not in (scope.metrics or [scope.primary_metric]):
+        raise ValidationFailed(f"'metric' must be one of the benchmark's metrics {list(scope.metrics or [])}",
                                field="metric")
     split = bool(settings_of(benchmark).private_fraction)
     if manager:
@@ -59,7 +62,7 @@ def compare(benchmark_id: str, a: str, b: str, principal: Principal, *, rows: Ro
     else:
         private = split and view == "private" and competition.is_closed(benchmark)
     part = part_of(benchmark, private)
-    result = rows.compare(benchmark, run_a, run_b, metric, part)
+    result = rows.compare(scope, run_a, run_b, metric, part)
     level = settings_of(benchmark).significance_level or DEFAULT_LEVEL
     document = {"benchmark": benchmark.id, "part": part, "level": level,
                 "significant": result.significant(level), **result.to_dict(),

@@ -14,7 +14,7 @@ from evaluator import fields
 from evaluator.errors import Conflict, Forbidden, ValidationFailed
 from evaluator.settings import SUBMISSION_KINDS
 from evaluator.settings import settings_of as competition_settings
-from evaluator.storage.models import Benchmark, Run, RunStatus, Submission, utcnow
+from evaluator.storage.models import Benchmark, Phase, Run, RunStatus, Submission, utcnow
 from evaluator.tokens import Principal
 
 LOG_POLICIES = ("own", "tail", "none")
@@ -151,13 +151,17 @@ def select_final(run: Run, principal: Principal, selected: bool) -> Run:
         raise Conflict(f"benchmark {benchmark.id} does not use final selections")
     if is_closed(benchmark):
         raise Conflict(f"benchmark {benchmark.id} is closed; selections are frozen")
+    phase = Phase.get_or_none(Phase.id == run.phase_id) if run.phase_id is not None else None
+    if phase is not None and phase.closes_at is not None and utcnow() >= phase.closes_at:
+        raise Conflict(f"phase {phase.slug} of benchmark {benchmark.id} is closed; its selections are frozen")
     if run.status != RunStatus.SUCCEEDED.value:
         raise Conflict(f"only a succeeded run can be selected; this one is {run.status}")
     if selected and not run.final:
         team_id = run.submission.team_id if competition_settings(benchmark).teams else None
         entrant = (Run.owner == run.owner if team_id is None  # NOTE: a team's members share its selections
                    else Run.submission.in_(Submission.select(Submission.id).where(Submission.team == team_id)))
-        chosen = Run.select().where((Run.benchmark == benchmark.id) & entrant & Run.final).count()
+        same_phase = Run.phase.is_null() if run.phase_id is None else Run.phase == run.phase_id  # per phase
+        chosen = Run.select().where((Run.benchmark == benchmark.id) & entrant & Run.final & same_phase).count()
         if chosen >= limit:
             who = "you" if team_id is None else "your team"
             raise Conflict(f"{who} already selected {chosen} of {limit} final runs; unselect one first")

@@ -11,6 +11,8 @@ from evaluator.errors import ConfigInvalid
 _PREFIX = "EVALUATOR_"
 # Published in .env.example and docker-compose.yml: never a secret, so never accepted.
 EVENTS_TOKEN_PLACEHOLDER = "change-me-events-token"
+# Any secret starting with this is a placeholder someone copied, not a secret (.env.example's convention).
+SECRET_PLACEHOLDER_PREFIX = "change-me"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +128,7 @@ class Config:
     sse_heartbeat_s: float = 15.0  # a comment line when nothing else was sent for this long
     # Embedded default (`evaluator dev`).
     data_dir: str = ".evaluator"
+    dev_s3_max_restarts: int = 3  # SeaweedFS crashes `evaluator dev` restarts within 10 minutes, then it stops
     log_level: str = "INFO"
 
     @property
@@ -146,6 +149,20 @@ class Config:
                 f"EVALUATOR_EVENTS_TOKEN is {'the published placeholder' if token else 'not set'}; set it to a "
                 "random secret (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) and give "
                 "the same value to the object store's webhook")
+
+    def check_secrets(self) -> None:
+        """Refuse placeholder secrets before a deployed process starts: the events token, the S3 secret key and
+        the database password (a `change-me...` value copied from an example is known to everyone)."""
+        self.check_events_token()
+        from urllib.parse import urlsplit
+
+        placeholders = [name for name, value in (
+            ("EVALUATOR_S3_SECRET_KEY", self.s3_secret_key),
+            ("the password in EVALUATOR_DATABASE_URL", urlsplit(self.database_url).password or ""),
+        ) if value.strip().lower().startswith(SECRET_PLACEHOLDER_PREFIX)]
+        if placeholders:
+            raise ConfigInvalid(f"{' and '.join(placeholders)} is a placeholder ({SECRET_PLACEHOLDER_PREFIX}...); "
+                                "set a random secret (e.g. `openssl rand -hex 24`)")
 
     @property
     def api_base_url(self) -> str:

@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 
 from evaluator import ladder, scoring
 from evaluator.errors import EvaluatorError
-from evaluator.row_store import RowStore
-from evaluator.storage.models import Benchmark, Run
+from evaluator.row_store import RowStore, Scope
+from evaluator.storage.models import Run
 
 logger = logging.getLogger(__name__)
 
 TOP_PAIRS = 20  # adjacent pairs tested per board (the bound of the board's cost)
 
 
-def ladder_steps(benchmark: Benchmark, runs: Sequence[Run], *, metric: str, part: str, rows: RowStore,
+def ladder_steps(benchmark: Scope, runs: Sequence[Run], *, metric: str, part: str, rows: RowStore,
                  value_of: Callable[[Run], float | None],
                  group: Callable[[Run], str] = lambda run: run.owner) -> dict[str, list[ladder.Step]]:
     """Each entrant's Ladder steps over their runs (in `runs`' order, which is finish order).
@@ -62,7 +62,7 @@ def ladder_steps(benchmark: Benchmark, runs: Sequence[Run], *, metric: str, part
             for owner, values in per_owner.items()}
 
 
-def mark_ties(benchmark: Benchmark, entries: list[dict], *, metric: str, part: str, level: float,
+def mark_ties(benchmark: Scope, entries: list[dict], *, metric: str, part: str, level: float,
               rows: RowStore) -> int:
     """Add tied_with_next / p_value_vs_next to ranked entries and share ranks where p >= level; return tests run."""
     ranked = [entry for entry in entries if entry.get("rank") is not None]

@@ -27,10 +27,19 @@ import datetime
 import math
 from collections.abc import Callable, Sequence
 
-from evaluator import competition, disclosure, entrants, honest_board, scoring
+from evaluator import competition, disclosure, entrants, honest_board, phases, scoring
 from evaluator.row_store import RowStore, part_of
 from evaluator.settings import CompetitionSettings
-from evaluator.storage.models import Benchmark, BenchmarkRevision, Run, RunStatus, Submission, isoformat, utcnow
+from evaluator.storage.models import (
+    Benchmark,
+    BenchmarkRevision,
+    Phase,
+    Run,
+    RunStatus,
+    Submission,
+    isoformat,
+    utcnow,
+)
 from evaluator.tokens import Principal
 
 
@@ -55,6 +64,12 @@ class Rules:
         if revision is None:
             return cls.current(benchmark)
         return cls(revision.primary_metric, CompetitionSettings.from_json(revision.settings))
+
+    @classmethod
+    def of_phase(cls, benchmark: Benchmark, phase: Phase) -> Rules:
+        """A phase ranks on its own primary metric and closes at its own close."""
+        values = phases.effective(benchmark, phase)
+        return cls(values.primary_metric, CompetitionSettings.from_json(values.settings))
 
     def closed(self, now: datetime.datetime) -> bool:
         closes = self.settings.closes_at
@@ -93,7 +108,8 @@ def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
 
 
 def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | None = None,
-              at: str | None = None, now: datetime.datetime | None = None, rows: RowStore | None = None) -> dict:
+              at: str | None = None, now: datetime.datetime | None = None, phase: Phase | None = None,
+              rows: RowStore | None = None) -> dict:
     """The board this caller may read: managers live and exact; others rounded, and frozen in the freeze window.
 
     `at` (ISO 8601, naive UTC) asks for the board as it stood then; a participant in the frozen
@@ -108,14 +124,20 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
         since = competition.frozen_since(benchmark, now)
         if since is not None and (instant is None or instant > since):
             instant, frozen = since, True
-    rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
-    closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
+    if phase is not None:  # a phase's board: its runs, its rules, its close
+        rules = Rules.of_phase(benchmark, phase)
+        closed = rules.closed(instant or now) or competition.is_closed(benchmark, now)
+    else:
+        rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
+        closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
     private = closed or (view == "private" and manager)
-    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, rows=rows)
+    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, phase=phase,
+                 rows=rows)
 
 
 def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datetime.datetime | None = None,
-          frozen: bool = False, rules: Rules | None = None, rows: RowStore | None = None) -> dict:
+          frozen: bool = False, rules: Rules | None = None, phase: Phase | None = None,
+          rows: RowStore | None = None) -> dict:
     """Rank on exact values; show them exactly only when `exact` (managers), else rounded."""
     shown = (lambda value: value) if exact else disclosure.coarsen
     rules = rules or (Rules.at(benchmark, at) if at is not None else Rules.current(benchmark))
@@ -127,6 +149,8 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
              .order_by(Run.finished_at))
     if at is not None:
         query = query.where(Run.finished_at <= at)
+    if phase is not None:
+        query = query.where(phases.runs_in(benchmark, phase))
     runs = list(query)
     baselines = [run for run in runs if run.submission.baseline]
     ranked = [run for run in runs if not run.submission.baseline]
@@ -153,7 +177,8 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     contenders = sorted(best_of(candidates, entrant).values(), key=lambda item: item[0])
     steps: dict = {}
     if settings.ladder and not private and rows is not None:  # the Ladder's score, from the run that set it
-        steps = honest_board.ladder_steps(benchmark, candidates, metric=metrics[0], part=part_of(benchmark, False),
+        steps = honest_board.ladder_steps(phases.effective(benchmark, phase), candidates, metric=metrics[0],
+                                          part=part_of(benchmark, False),
                                           rows=rows, value_of=lambda run: _value(_document(run, False, at),
                                                                                  metrics[0]), group=entrant)
         contenders = _ladder_contenders(contenders, candidates, steps, metrics, directions, at, entrant)
@@ -184,12 +209,15 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     entries = [honest_board.defaults(item) for _, _, item in listed]
     level = settings.significance_level
     if level and rows is not None:
-        honest_board.mark_ties(benchmark, entries, metric=metrics[0], part=part_of(benchmark, private),
+        honest_board.mark_ties(phases.effective(benchmark, phase), entries, metric=metrics[0],
+                               part=part_of(benchmark, private),
                                level=level, rows=rows)
     return {
         "benchmark": benchmark.id,
         "view": "private" if private else "public",
-        "closed": rules.closed(at) if at is not None else competition.is_closed(benchmark),
+        "closed": (rules.closed(at or utcnow()) or competition.is_closed(benchmark)) if phase is not None
+        else rules.closed(at) if at is not None else competition.is_closed(benchmark),
+        "phase": phase.slug if phase is not None else None,
         "at": isoformat(at),
         "frozen": frozen,
         "participants": len(contenders),

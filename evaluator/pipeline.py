@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from evaluator import run_folders, runs, stages, submissions, workers
+from evaluator import phases, run_folders, runs, stages, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle, evaluate_predictions_file
@@ -116,11 +116,15 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
     run_id = str(run.id)
     submission = Submission.get_by_id(run.submission_id)
     benchmark = Benchmark.get_by_id(run.benchmark_id)
-    dataset = Dataset.get_by_id(benchmark.dataset_id)
+    phase = phases.phase_of_run(run)
+    # NOTE: the run's own phase decides data, task, metrics and limits: a run migrated to the next
+    # phase is scored by that phase's rules, never by the phase it came from (Codabench #2193)
+    rules = phases.effective(benchmark, phase)
+    dataset = phases.dataset_of(benchmark, phase)
     run_dir = run_folders.prepare(config, run_id)
     stage_started = time.monotonic()
     try:
-        own_limits = limits_of(benchmark)  # the row's JSON, parsed once
+        own_limits = limits_of(rules)  # the row's JSON, parsed once
         limit = own_limits.bundle_bytes(config.max_bundle_bytes)
         ext = (layout.submission_extension(submission.object_key) or ("bundle", ""))[1]
         bundle_path = run_dir / f"{'predictions' if submission.kind == PREDICTIONS else 'bundle'}{ext}"
@@ -143,13 +147,13 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
 
         if submission.kind == PREDICTIONS:  # a file of predictions: no sandbox, the same checked scorer
             evaluation = evaluate_predictions_file(
-                bundle_path, labels, scoring=Scoring.of(benchmark, dataset), config=config, work_dir=run_dir / "work",
+                bundle_path, labels, scoring=Scoring.of(rules, dataset), config=config, work_dir=run_dir / "work",
                 run_id=run_id, file_format=ext.lstrip("."), expected_rows=dataset.row_count,
                 should_cancel=keeper.should_stop, known_sha256={"predictions": sha256, "labels": dataset.labels_sha256},
                 on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper))
         else:
             evaluation = evaluate_bundle(
-                bundle_path, features, labels, scoring=Scoring.of(benchmark, dataset), sandbox=sandbox,
+                bundle_path, features, labels, scoring=Scoring.of(rules, dataset), sandbox=sandbox,
                 config=config, limits=Limits.from_config(config, own_limits), work_dir=run_dir / "work",
                 run_id=run_id, should_cancel=keeper.should_stop,
                 allowed_frameworks=benchmark.allowed_frameworks or None,
@@ -159,6 +163,8 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         keeper.check()  # lost meanwhile: another worker may be evaluating it; publish nothing over its results
         prefix = layout.results_prefix(benchmark.id, run_id)
         provenance = {**evaluation.provenance, "dataset": dataset.ref, "worker": worker, "attempt": run.attempts}
+        if phase is not None:
+            provenance["phase"] = phase.slug
         provenance.setdefault("durations_s", {})["download"] = round(download_s, 3)
         stamps = provenance["stages"] = {"queued_at": isoformat(run.queued_at or run.created_at),
                                          "picked_up_at": isoformat(run.preparing_at),

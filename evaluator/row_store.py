@@ -16,6 +16,7 @@ import collections
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -27,10 +28,10 @@ from evaluator.config import Config
 from evaluator.errors import Conflict, EvaluatorError, ObjectMissing, PayloadTooLarge
 from evaluator.pipeline import stage_dataset
 from evaluator.scoring.sources import PROBA_PREFIX, LabelsSource, PredictionsSource
-from evaluator.settings import settings_of
+from evaluator.settings import CompetitionSettings
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import rows as db_rows
-from evaluator.storage.models import Benchmark, Dataset, LadderStep, Run
+from evaluator.storage.models import Dataset, LadderStep, Run
 
 MAX_ROWS = 2_000_000  # rows of one labels file a comparison loads (beyond: refused, the board shows no test)
 CACHE_ROWS = 4_000_000  # rows of runs kept in memory across requests (~25 bytes a row)
@@ -38,14 +39,30 @@ CACHE_COMPARISONS = 4096
 _BATCH_ROWS = 1 << 16
 
 
+class Scope(Protocol):
+    """What the rows depend on of a benchmark: a Benchmark row, or phases.Effective for one of its phases."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def dataset_id(self) -> Any: ...
+
+    @property
+    def settings(self) -> Any: ...
+
+
 class _Labels:
     def __init__(self, table: pa.Table, classes: pa.Array | None, masks: dict[str, np.ndarray]) -> None:
         self.table, self.classes, self.masks = table, classes, masks
 
 
-def part_of(benchmark: Benchmark, private: bool) -> str:
+def part_of(benchmark: Scope, private: bool) -> str:
     """The part of the labels a board view ranks on."""
-    if not settings_of(benchmark).private_fraction:
+    if not CompetitionSettings.from_json(benchmark.settings).private_fraction:
         return "all"
     return "private" if private else "public"
 
@@ -61,7 +78,7 @@ class RowStore:
         self._held = 0
         self._comparisons: collections.OrderedDict = collections.OrderedDict()
 
-    def compare(self, benchmark: Benchmark, a: Run, b: Run, metric: str, part: str) -> significance.Comparison:
+    def compare(self, benchmark: Scope, a: Run, b: Run, metric: str, part: str) -> significance.Comparison:
         """The paired test of two runs of a benchmark on one part of its labels (cached)."""
         dataset = Dataset.get_by_id(benchmark.dataset_id)
         key = (str(a.id), a.results_prefix, str(b.id), b.results_prefix, metric, part, str(dataset.id),
@@ -77,7 +94,7 @@ class RowStore:
                 self._comparisons.popitem(last=False)
         return result
 
-    def known_steps(self, benchmark: Benchmark, metric: str, part: str) -> dict[tuple[str, str], float | None]:
+    def known_steps(self, benchmark: Scope, metric: str, part: str) -> dict[tuple[str, str], float | None]:
         """Every Ladder step stored for this benchmark, metric, part and labels: {(run, best run): threshold}."""
         labels = _labels_key(Dataset.get_by_id(benchmark.dataset_id))
         query = (LadderStep.select(LadderStep.run_id, LadderStep.best_run_id, LadderStep.threshold)
@@ -85,7 +102,7 @@ class RowStore:
                         & (LadderStep.part == part) & (LadderStep.labels == labels)).tuples())
         return {(str(run), str(best)): threshold for run, best, threshold in db_rows(query)}
 
-    def step(self, benchmark: Benchmark, a: Run, b: Run, metric: str, part: str) -> float | None:
+    def step(self, benchmark: Scope, a: Run, b: Run, metric: str, part: str) -> float | None:
         """The Ladder's threshold between two runs (significance.standard_error), computed once and stored.
 
         NOTE: a stored step is derived data (ladder_step): the same runs and labels give the same value.
@@ -97,12 +114,12 @@ class RowStore:
          .on_conflict_ignore().execute())
         return result
 
-    def part_rows(self, benchmark: Benchmark, part: str) -> int:
+    def part_rows(self, benchmark: Scope, part: str) -> int:
         """How many rows of the labels `part` holds (the Ladder's n)."""
         labels = self._labels_of(benchmark, Dataset.get_by_id(benchmark.dataset_id))
         return int(labels.masks[part].sum())
 
-    def rows(self, benchmark: Benchmark, run: Run, part: str) -> significance.Rows:
+    def rows(self, benchmark: Scope, run: Run, part: str) -> significance.Rows:
         """One run's rows of `part`, aligned to the labels (Conflict when it has no stored predictions)."""
         if not run.results_prefix:
             raise Conflict(f"run {run.id} has no stored predictions to compare")
@@ -122,8 +139,8 @@ class RowStore:
                 self._held -= dropped.n
         return rows
 
-    def _labels_of(self, benchmark: Benchmark, dataset: Dataset) -> _Labels:
-        fraction = settings_of(benchmark).private_fraction
+    def _labels_of(self, benchmark: Scope, dataset: Dataset) -> _Labels:
+        fraction = CompetitionSettings.from_json(benchmark.settings).private_fraction
         key = (str(dataset.id), dataset.labels_sha256, benchmark.id, fraction, benchmark.task)
         with self._lock:
             if key in self._labels:
@@ -148,7 +165,7 @@ class RowStore:
                 self._labels.popitem(last=False)
         return labels
 
-    def _load(self, benchmark: Benchmark, dataset: Dataset, labels: _Labels, run: Run,
+    def _load(self, benchmark: Scope, dataset: Dataset, labels: _Labels, run: Run,
               part: str) -> significance.Rows:
         task = benchmark.task
         with tempfile.TemporaryDirectory(prefix=f"rows-{run.id}-") as tmp:

@@ -16,6 +16,7 @@ from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
     Benchmark,
+    Phase,
     Run,
     RunStatus,
     Submission,
@@ -42,9 +43,9 @@ def create_or_get_run(submission: Submission) -> tuple[Run, bool]:
     """Return the one run of a submission and whether this call created it (safe under concurrency)."""
     new_id = uuid.uuid4()
     (Run.insert(id=new_id, submission=submission, benchmark=submission.benchmark_id, owner=submission.owner,
-                status=RunStatus.QUEUED.value)
+                status=RunStatus.QUEUED.value, phase=submission.phase_id)
      .on_conflict_ignore().execute())
-    run = Run.get(Run.submission == submission)
+    run = Run.get((Run.submission == submission) & Run.migrated_from.is_null())  # not a later phase's re-run
     return run, run.id == new_id
 
 
@@ -315,6 +316,12 @@ def _failure(run: Run, manager: bool) -> dict | None:
     return {"code": run.failure_code, "message": run.failure_message}
 
 
+def _phase_slug(run: Run) -> str | None:
+    if run.phase_id is None:
+        return None
+    return Phase.select(Phase.slug).where(Phase.id == run.phase_id).scalar()
+
+
 def serialize(run: Run, *, show_private: bool = False, manager: bool = False, hide_public: bool = False) -> dict:
     """Shape a run for a reader; managers (admin, the benchmark's owner) see everything.
 
@@ -333,6 +340,8 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False, hi
         "private_metrics": (run.private_metrics if manager
                             else disclosure.coarsen(run.private_metrics) if show_private else None),
         "final": run.final,
+        "phase": _phase_slug(run),
+        "migrated_from": str(run.migrated_from_id) if run.migrated_from_id else None,
         "baseline": run.submission.baseline,
         "kind": run.submission.kind,
         "team": str(run.submission.team_id) if run.submission.team_id else None,

@@ -15,13 +15,22 @@ from typing import Any, Protocol
 
 
 class _BenchmarkRow(Protocol):
-    id: str
-    task: str
-    metrics: Any
-    primary_metric: str
-    limits: Any
-    quota: Any
-    settings: Any
+    """A Benchmark row, or a phase's view of one (phases.Effective): read-only members."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def metrics(self) -> Any: ...
+    @property
+    def primary_metric(self) -> str: ...
+    @property
+    def limits(self) -> Any: ...
+    @property
+    def quota(self) -> Any: ...
+    @property
+    def settings(self) -> Any: ...
 
 
 class _DatasetRow(Protocol):

@@ -40,6 +40,15 @@ docker_engine() {
   echo "dockerd did not start; see /var/log/dockerd.log" >&2; return 1
 }
 
+# Prometheus's promtool (and prometheus itself): tests/e2e/test_compose_services.py checks monitoring/prometheus.yml
+# and scrapes a containerised API with it, since the compose stack's own prom/prometheus image needs a registry.
+monitoring() {
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && return 0
+  log "installing Prometheus (Debian's prometheus: prometheus and promtool)"
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 # gVisor as a second wall: install runsc and register it with Docker as runtime "runsc" (ptrace
 # platform: no KVM needed). Sandboxes use it with EVALUATOR_SANDBOX_RUNTIME=runsc or a benchmark's
 # limits.runtime. A running dockerd reloads its runtimes on SIGHUP (containers keep running).

@@ -53,7 +53,7 @@ _STATUS_TEXT = {
 _PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 _DESCRIPTIONS = {"benchmark_id": "the benchmark's id", "dataset_id": "a dataset id or name:version",
                  "submission_id": "a submission id", "run_id": "a run id", "token_id": "a token id",
-                 "team_id": "a team id", "user": "a participant (a token's owner name)",
+                 "team_id": "a team id", "user": "a participant (a token's owner name)", "phase": "a phase's slug",
                  "asset": "a file of the Swagger UI page or of the web pages"}
 
 

@@ -13,12 +13,13 @@ import secrets
 import socketserver
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from evaluator.config import Config
 from evaluator.errors import ConfigInvalid
 from evaluator.storage.seaweed import SeaweedServer, Webhook
+from evaluator.storage.supervisor import S3Supervisor
 
 if TYPE_CHECKING:  # dramatiq is imported when the platform starts, not with this module
     import dramatiq
@@ -96,6 +97,10 @@ class DevPlatform:
     http: WSGIServer | None = None
     worker: dramatiq.Worker | None = None
     broker_kind: str = ""
+    # Called (from the supervisor's thread) when the S3 child keeps dying: the caller stops the platform.
+    on_fatal: Callable[[str], None] | None = None
+    supervisor: S3Supervisor | None = None
+    failure: str = ""
 
     def start(self) -> DevPlatform:
         import dramatiq
@@ -131,6 +136,13 @@ class DevPlatform:
                                 self.config.s3_secret_key, s3_port=port,
                                 webhook=Webhook(f"{self.config.api_base_url}/v1/events/s3", self.config.events_token))
         self.s3.start()
+        self.supervisor = S3Supervisor(self.s3, self._fatal, max_restarts=self.config.dev_s3_max_restarts).start()
+
+    def _fatal(self, message: str) -> None:
+        logger.error("%s", message)
+        self.failure = message
+        if self.on_fatal is not None:
+            self.on_fatal(message)
 
     def _broker(self) -> dramatiq.Broker:
         import dramatiq
@@ -150,6 +162,8 @@ class DevPlatform:
         return setup(self.config, broker)
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()

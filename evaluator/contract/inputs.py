@@ -128,6 +128,26 @@ class SettingsIn(Body):
         None, description="accepted members of one team at most (no limit when left out)")
 
 
+class PhaseIn(Body):
+    """One phase of a benchmark (dev, final, ...): a field left out takes the benchmark's value."""
+
+    slug: Slug
+    title: Text500 | None = None
+    dataset: Text300 | None = Field(None, description="this phase's dataset (id or name:version)")
+    task: Task | None = Field(None, description="another task brings its own metrics (all of it by default)")
+    primary_metric: Metric | None = None
+    metrics: list[Metric] | None = Field(None, max_length=50)
+    opens_at: Timestamp | None = Field(None, description="submissions go to the phase open now")
+    closes_at: Timestamp | None = None
+    quota: QuotaIn | None = Field(None, description="counted within this phase; none: the benchmark's quota")
+    limits: LimitsIn | None = Field(None, description="over the benchmark's limits, field by field")
+    visibility: Visibility = Field("public", description="who reads the phase and its board (managers always)")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"slug": "final", "dataset": "iris-final:1", "primary_metric": "f1_macro",
+         "opens_at": "2026-03-01T00:00:00Z", "quota": {"limit": 2}}]})
+
+
 _BENCHMARK_EXAMPLE: JsonDict = {
     "id": "iris", "dataset": "iris:1", "task": "classification", "primary_metric": "accuracy",
     "limits": {"timeout_s": 600, "memory": "2g"}, "quota": {"limit": 5, "window": "utc_day"}}
@@ -147,6 +167,7 @@ class BenchmarkIn(Body):
     quota: QuotaIn | None = None
     visibility: Visibility = "public"
     settings: SettingsIn | None = None
+    phases: list[PhaseIn] | None = Field(None, max_length=20, description="ordered phases; none: one implicit phase")
 
     model_config = ConfigDict(json_schema_extra={"examples": [_BENCHMARK_EXAMPLE]})
 
@@ -177,6 +198,7 @@ class SubmissionIn(Body):
                                                  "over the benchmark's limit is 413")
     method: UploadMethod | None = Field(None, description="post (a policy) by default; multipart for large bundles")
     baseline: bool = Field(False, description="a manager's reference entry: shown on the leaderboard, never ranked")
+    phase: Slug | None = Field(None, description="the phase to submit to; by default the one open now")
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "logreg", "version": "1.0.0", "filename": "bundle.tar.gz", "size": 2048, "method": "put"}]})
@@ -261,6 +283,7 @@ class LeaderboardQuery(Query):
         None, description="`private` lets the benchmark's managers preview the private ranking before close")
     at: Timestamp | None = Field(
         None, description="the board as it stood then: runs finished by then, the rules then in force")
+    phase: Slug | None = Field(None, description="a phase's board (its runs and rules); by default the current phase")
 
 
 class CompareQuery(Query):

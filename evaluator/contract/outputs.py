@@ -150,6 +150,47 @@ class BenchmarkList(Out):
     items: list[Benchmark]
 
 
+class Phase(Out):
+    """One phase of a benchmark, with the values its runs are evaluated and ranked by."""
+
+    slug: str
+    ordinal: int
+    title: str
+    dataset: str = Field(description="the dataset's name:version")
+    task: str
+    primary_metric: str
+    direction: Literal["maximize", "minimize"]
+    metrics: list[str]
+    opens_at: Time
+    closes_at: Time
+    open: bool
+    closed: bool
+    quota: dict[str, Any]
+    limits: dict[str, Any]
+    visibility: Literal["public", "participants", "private"]
+
+
+class PhaseList(Out):
+    items: list[Phase]
+    current: str | None = Field(description="the phase the benchmark is in (its default board)")
+
+
+class SkippedRun(Out):
+    run_id: str
+    participant: str
+    reason: str
+
+
+class PhaseMigrated(Out):
+    """The runs queued on the next phase; running it again queues none twice."""
+
+    from_: str = Field(alias="from")
+    to: str
+    created: list[str] = Field(description="new runs, queued for the next phase's data, task and metrics")
+    existing: list[str] = Field(description="runs an earlier migration created already")
+    skipped: list[SkippedRun]
+
+
 class RescoreQueued(Out):
     queued: int
     runs: list[str]
@@ -222,6 +263,7 @@ class Leaderboard(Out):
     at: Time = Field(description="the instant the board shows: ?at=, or the freeze; null when live")
     frozen: bool = Field(description="true when a participant reads the board as it stood at the freeze")
     participants: int = Field(description="ranked participants (baselines are not counted)")
+    phase: str | None = Field(None, description="the phase whose board this is; null without phases")
     rules: Rules
     entries: list[Entry]
 
@@ -334,6 +376,8 @@ class Run(Out):
     metrics: dict[str, Any] | None = Field(description="the metrics.json document once scored")
     private_metrics: dict[str, Any] | None
     final: bool
+    phase: str | None = Field(None, description="the phase the run belongs to; null without phases")
+    migrated_from: str | None = Field(None, description="the earlier phase's run this one re-evaluates")
     baseline: bool
     kind: Literal["bundle", "predictions"]
     team: str | None = Field(None, description="the team its submission was made for (null: alone)")

@@ -37,6 +37,9 @@ CASES = {
     ("GET", "/v1/benchmarks/{benchmark_id}/quota"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}/features"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}/compare"): 404,        # A's runs, on the open benchmark
+    ("GET", "/v1/benchmarks/{benchmark_id}/phases"): 404,
+    ("POST", "/v1/benchmarks/{benchmark_id}/phases"): 404,
+    ("POST", "/v1/benchmarks/{benchmark_id}/phases/{phase}/migrate"): 404,
     ("GET", "/v1/datasets/{dataset_id}"): 403,                    # admins only: datasets hold labels
     ("DELETE", "/v1/tokens/{token_id}"): 403,                     # admins only
     ("GET", "/v1/runs/{run_id}/events"): 404,
@@ -94,7 +97,7 @@ def objects_of_a(api, admin, db):
     assert team.status_code == 201, team.text
     return {"submission_id": submission["submission"]["id"], "run_id": str(run.id), "benchmark_id": "private-a",
             "dataset_id": dataset_id, "token_id": str(token.id), "name": "roc",
-            "webhook_id": hook.json["id"], "team_id": team.json["id"], "user": "alice"}
+            "webhook_id": hook.json["id"], "team_id": team.json["id"], "user": "alice", "phase": "dev"}
 
 
 @pytest.mark.parametrize("method, route", sorted(CASES))
@@ -103,8 +106,8 @@ def test_another_participant_cannot_reach_a_participants_object(api, objects_of_
     query = None
     if route.endswith("/compare"):  # two runs of A's on a benchmark B sees
         path, query = "/v1/benchmarks/open/compare", f"a={objects_of_a['run_id']}&b={objects_of_a['run_id']}"
-    response = api.simulate_request(method, path, headers=bob, json={"name": "x", "parts": [], "user": "bob"},
-                                    query_string=query)
+    response = api.simulate_request(method, path, headers=bob,
+                                    json={"name": "x", "parts": [], "user": "bob", "slug": "x"}, query_string=query)
     assert response.status_code == CASES[(method, route)], (path, response.text)
     assert set(response.json["error"]) >= {"code", "message"}
     if CASES[(method, route)] == 404 and method == "GET" and not route.endswith("/events"):  # a stream waits
