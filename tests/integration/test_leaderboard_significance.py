@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from evaluator.storage.models import utcnow
@@ -167,3 +168,25 @@ def test_migration_0010_creates_the_ladder_step_cache_idempotently(migrated_data
         assert LadderStep.select().count() == 0
         columns = {c.name for c in migrated_database.get_columns("ladder_step")}
         assert {"run_id", "best_run_id", "metric", "part", "labels", "threshold"} <= columns
+
+
+def test_a_phase_with_its_own_dataset_is_tested_on_its_own_rows(api, admin, alice, thousand, blobs, config):
+    features, labels = binary_dataset(600, seed=5)
+    features = features.set_column(0, "row_id", pa.array([f"f{i:05d}" for i in range(600)]))
+    labels = labels.set_column(0, "row_id", features.column("row_id"))
+    register_dataset_over_http(api, admin, name="bin2", features=features, labels=labels)
+    past = (utcnow() - datetime.timedelta(days=1)).isoformat() + "Z"
+    create_benchmark(api, admin, benchmark_id="ph", dataset="bin:1", settings={"significance_level": 0.05},
+                     phases=[{"slug": "dev", "closes_at": past}, {"slug": "final", "dataset": "bin2:1",
+                                                                  "opens_at": past}])
+    first = predictions(labels, 0.8, seed=1)
+    second = first.copy()
+    second[np.flatnonzero(first == labels.column("target").to_numpy())[0]] ^= 1
+    a = scored_run("ph", "alice", labels, first, blobs=blobs, config=config, phase="final")
+    b = scored_run("ph", "bob", labels, second, blobs=blobs, config=config, phase="final")
+    board = api.simulate_get("/v1/benchmarks/ph/leaderboard", headers=alice, params={"phase": "final"}).json
+    assert [(e["rank"], e["participant"]) for e in board["entries"]] == [(1, "alice"), (1, "bob")]
+    assert board["entries"][0]["test_vs_next"] == "mcnemar_mid_p"
+    compared = api.simulate_get("/v1/benchmarks/ph/compare", headers=admin, params={"a": str(a.id), "b": str(b.id)})
+    assert compared.status_code == 200, compared.text
+    assert compared.json["n_rows"] == 600 and compared.json["discordant"] == {"a_only": 1, "b_only": 0}
