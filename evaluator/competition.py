@@ -165,7 +165,7 @@ def select_final(run: Run, principal: Principal, selected: bool) -> Run:
         if chosen >= limit:
             who = "you" if team_id is None else "your team"
             raise Conflict(f"{who} already selected {chosen} of {limit} final runs; unselect one first")
-    Run.update(final=selected).where(Run.id == run.id).execute()
+    Run.update(final=selected, updated_at=utcnow()).where(Run.id == run.id).execute()  # the board cache's stamp
     return Run.get_by_id(run.id)
 
 

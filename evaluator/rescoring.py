@@ -54,7 +54,8 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
               "rescored_at": isoformat(utcnow())} if old is not None else {"metrics": document}
     blobs.put_json(bucket, prefix + "metrics.json", record)
     publish_plots(blobs, bucket, prefix, plot_data, min_bin_rows_floor=config.plot_min_bin_rows)  # drawn anew
-    Run.update(metrics=document, private_metrics=private, metrics_history=history).where(Run.id == run.id).execute()
+    Run.update(metrics=document, private_metrics=private, metrics_history=history,
+               updated_at=utcnow()).where(Run.id == run.id).execute()  # updated_at: the board cache's stamp
     logger.info("Re-scored run %s on %s (%d earlier results kept)", run_id, dataset.ref, len(history))
     return document
 

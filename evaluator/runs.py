@@ -250,7 +250,9 @@ def set_baseline(run: Run, principal: Principal, baseline: bool | None) -> Run:
     benchmark = Benchmark.get_by_id(run.benchmark_id)
     if not competition.manages(benchmark, principal):
         raise Forbidden(f"only an admin or the owner of {benchmark.id} may flag baselines")
-    Submission.update(baseline=baseline).where(Submission.id == run.submission_id).execute()
+    with database.atomic():
+        Submission.update(baseline=baseline).where(Submission.id == run.submission_id).execute()
+        Run.update(updated_at=utcnow()).where(Run.id == run.id).execute()  # the board cache's stamp
     return Run.get_by_id(run.id)
 
 

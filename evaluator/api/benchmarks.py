@@ -56,15 +56,16 @@ class BenchmarkItem:
 
 
 def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | None,
-                    at: str | None = None, phase: str | None = None,
-                    rows: row_store.RowStore | None = None) -> dict:
+                    at: str | None = None, phase: str | None = None, *, offset: int = 0,
+                    limit: int | None = None, rows: row_store.RowStore | None = None) -> dict:
     """The leaderboard this caller sees (the JSON endpoint's and the web page's one rule).
 
     Managers may preview the private ranking before close (view "private") and read it live and exact;
     everyone sees it after close; in the frozen window a participant reads it as it stood at the freeze.
+    `offset`/`limit` give one page of it (ranks are the whole board's).
     """
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
-    return leaderboard.board_for(benchmark, principal, view=view, at=at,
+    return leaderboard.board_for(benchmark, principal, view=view, at=at, offset=offset, limit=limit,
                                  phase=phases.board_phase(benchmark, phase, principal), rows=rows)
 
 
@@ -77,10 +78,13 @@ class Leaderboard:
                description="`?at=<ISO time>` gives the board as it stood then (runs finished by then, the "
                            "scores and rules then in force). In the frozen window (settings.freeze_at or "
                            "freeze_before_close_s) participants get the board at the freeze; managers live. "
-                           "`?phase=<slug>` gives a phase's board (by default the current phase's).")
+                           "`?phase=<slug>` gives a phase's board (by default the current phase's). "
+                           "One page of `limit` entries from `offset` (ranks are the whole board's; "
+                           "`total` counts every entry).")
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
-        resp.media = leaderboard_for(benchmark_id, req.context.principal, req.context.query.view,
-                                     at=req.context.query.at, phase=req.context.query.phase,
+        query = req.context.query
+        resp.media = leaderboard_for(benchmark_id, req.context.principal, query.view, at=query.at,
+                                     phase=query.phase, offset=query.offset, limit=query.limit,
                                      rows=self._rows)
 
 

@@ -72,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     board.add_argument("benchmark")
     board.add_argument("--at", help="the board as it stood at this ISO 8601 time (UTC)")
     board.add_argument("--phase", help="a phase's board (default: the current phase's)")
+    board.add_argument("--limit", type=int, help="entries to print (the server's default: 100, at most 1000)")
+    board.add_argument("--offset", type=int, default=0, help="entries to skip (ranks are the whole board's)")
     board.set_defaults(func=cmd_leaderboard)
 
     phases = subparsers.add_parser("phases", help="a benchmark's phases; move one on to the next").add_subparsers(
@@ -253,7 +255,11 @@ def format_leaderboard(board: dict) -> str:
         who = f"{entry['participant']} ({entry.get('name')})" if entry.get("baseline") else entry["participant"]
         lines.append(f"{rank:>4}  {who:<16} {entry['score']:>10.6f}  {interval}")
     if not board["entries"]:
-        lines.append("   (no succeeded runs yet)")
+        lines.append("   (no succeeded runs yet)" if not board.get("total") else "   (no entries on this page)")
+    elif board.get("total", 0) > len(board["entries"]):
+        first = board.get("offset", 0) + 1
+        lines.append(f"   entries {first}-{first + len(board['entries']) - 1} of {board['total']} "
+                     f"(--offset, --limit for others)")
     return "\n".join(lines)
 
 
@@ -261,6 +267,10 @@ def cmd_leaderboard(args: argparse.Namespace, config: Config) -> int:
     params = {"at": args.at} if args.at else {}
     if args.phase:
         params["phase"] = args.phase
+    if args.limit is not None:
+        params["limit"] = args.limit
+    if args.offset:
+        params["offset"] = args.offset
     board = client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/leaderboard", **params)
     _print(args, board, format_leaderboard)
     return 0

@@ -284,6 +284,8 @@ class LeaderboardQuery(Query):
     at: Timestamp | None = Field(
         None, description="the board as it stood then: runs finished by then, the rules then in force")
     phase: Slug | None = Field(None, description="a phase's board (its runs and rules); by default the current phase")
+    limit: Annotated[int, Field(ge=1, le=1000, description="entries per page (ranks are over the whole board)")] = 100
+    offset: Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER, description="entries skipped, in board order")] = 0
 
 
 class CompareQuery(Query):

@@ -265,6 +265,9 @@ class Leaderboard(Out):
     participants: int = Field(description="ranked participants (baselines are not counted)")
     phase: str | None = Field(None, description="the phase whose board this is; null without phases")
     rules: Rules
+    total: int = Field(description="entries on the whole board (ranked and baselines); `entries` is one page")
+    limit: int
+    offset: int
     entries: list[Entry]
 
 

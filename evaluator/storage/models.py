@@ -206,6 +206,7 @@ class Submission(BaseModel):
 
     class Meta:
         table_name = "submission"
+        indexes = ((("benchmark", "owner", "created_at"), False),)  # the leaderboard page's entry counts
 
 
 class Run(BaseModel):
@@ -240,11 +241,12 @@ class Run(BaseModel):
     running_at = peewee.DateTimeField(null=True)
     scoring_at = peewee.DateTimeField(null=True)
     finished_at = peewee.DateTimeField(null=True)
-    updated_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow, index=True)  # every write the leaderboard reads sets it
 
     class Meta:
         table_name = "run"
-        indexes = ((("benchmark", "status", "finished_at"), False),)  # recent runs of a benchmark (ETAs)
+        indexes = ((("benchmark", "status", "finished_at"), False),  # recent runs of a benchmark (ETAs)
+                   (("benchmark", "status", "updated_at"), False))  # the leaderboard cache's stamp (board_cache)
 
 
 # A submission's own run is unique; a migrated run is unique per (submission, phase): migrating twice adds none.
