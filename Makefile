@@ -13,7 +13,7 @@ PLATFORM_BASE_IMAGE ?= evaluator-rootfs:bookworm
 .PHONY: setup images demo test test-unit lint typecheck bench platform-image
 
 setup:
-	scripts/machine.sh services docker_engine monitoring browser venv
+	scripts/machine.sh services docker_engine gvisor monitoring browser venv
 
 images: setup
 	.venv/bin/evaluator images build $(IMAGE_BUILD_ARGS) $(FRAMEWORKS)

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from evaluator import phases, run_folders, runs, stages, submissions, workers
+from dramatiq.middleware import Shutdown
+
+from evaluator import phases, run_folders, run_plots, runs, stages, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle, evaluate_predictions_file
@@ -169,6 +171,8 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         stamps = provenance["stages"] = {"queued_at": isoformat(run.queued_at or run.created_at),
                                          "picked_up_at": isoformat(run.preparing_at),
                                          **provenance.get("stages", {})}
+        if evaluation.plot_data:  # drawn once the run is recorded: the API and pages say "pending" until then
+            provenance["plots"] = run_plots.PENDING
         record = evaluation.to_record()
         fault_pause(config, "publishing", run_id, keeper)
         # NOTE: a worker that stalled (its lease ran out, another took over) must not write over the taker's
@@ -176,8 +180,6 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         _durable(config, "lease", keeper.confirm)
         publish(blobs, config.results_bucket, prefix, record=record, provenance=provenance,
                 predictions=evaluation.predictions, log=evaluation.log)
-        publish_plots(blobs, config.results_bucket, prefix, evaluation.plot_data,
-                      min_bin_rows_floor=config.plot_min_bin_rows)
         stages.stamp(stamps, "published_at")  # in the run's row; metrics.json was written just before
         fault_pause(config, "recording", run_id, keeper)
         finished = _durable(config, "finish", lambda: runs.finish(
@@ -185,9 +187,33 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             failure=evaluation.failure, provenance=provenance, results_prefix=prefix, owner=worker))
         final = _durable(config, "status", lambda: Run.get_by_id(run_id).status)
         logger.info("Run %s ended %s%s.", run_id, final, "" if finished else " (set elsewhere first)")
+        if finished:
+            draw_plots(blobs, config, prefix, evaluation.plot_data)
         return final
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def draw_plots(blobs: BlobStore, config: Config, prefix: str, plot_data: dict | None) -> None:
+    """Draw and store a recorded run's plots: off the path to `succeeded`, which waits for metrics.json only.
+
+    Never raises: the run is recorded, and plots are a view of its results. Until the index is written
+    the API and pages say the plots are pending (run_plots.plots_of), for PENDING_S at most.
+    """
+    started = time.monotonic()
+    for attempt in (1, 2):
+        try:
+            publish_plots(blobs, config.results_bucket, prefix, plot_data,
+                          min_bin_rows_floor=config.plot_min_bin_rows)
+            break
+        except Exception:  # noqa: BLE001 - the loop boundary of an optional artifact (the store failed mid-way)
+            logger.exception("The plots of %s could not be stored; the run keeps its metrics without plots", prefix)
+            return
+        except Shutdown:  # a graceful stop interrupts the actor once (notify_shutdown): the run is recorded,
+            if attempt == 2:  # and its plots take a second, so they are drawn again rather than never
+                raise
+            logger.info("Plots of %s interrupted by the worker's shutdown; drawing them again", prefix)
+    logger.debug("Plots of %s drawn in %.2fs after the run was recorded", prefix, time.monotonic() - started)
 
 
 def _staged(config: Config, run_id: str, worker: str, stage: str, keeper: LeaseKeeper) -> None:

@@ -431,6 +431,10 @@ class PlotList(Out):
     run: str
     variant: Literal["participant", "exact"]
     items: list[PlotRef]
+    pending: bool = Field(False, description="the run is recorded and its plots are still being drawn "
+                                             "(they follow metrics.json within seconds): poll again")
+
+
 # --- teams --------------------------------------------------------------------------------
 
 

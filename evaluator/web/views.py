@@ -148,7 +148,7 @@ def plots_view(run: Run, principal: Principal, *, config: Config, blobs: BlobSto
     plots, drawn = run_plots.inline_plots(run, principal, blobs=blobs, bucket=config.results_bucket)
     return {"plots": [{"name": entry.name, "title": entry.title, "svg": markupsafe.Markup(svg.decode("utf-8"))}
                       for entry, svg in drawn],
-            "plots_exact": plots.exact, "plots_min_bin_rows": plots.min_bin_rows}
+            "plots_exact": plots.exact, "plots_min_bin_rows": plots.min_bin_rows, "plots_pending": plots.pending}
 
 
 def interval(ci: object) -> tuple[float, float] | None:

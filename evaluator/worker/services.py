@@ -84,10 +84,16 @@ def close_sandbox() -> None:
 
 
 class SandboxPool(dramatiq.Middleware):
-    """Start the warm pool when a worker process boots, and remove its containers when it stops."""
+    """Start the warm pool and the standby scoring child when a worker process boots; remove them when it stops."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from evaluator.scoring_standby import STANDBY
+
         sandbox()
+        STANDBY.keep(current_config())
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from evaluator.scoring_standby import STANDBY
+
         close_sandbox()
+        STANDBY.close()
