@@ -327,12 +327,13 @@ def _phase_slug(run: Run) -> str | None:
     return Phase.select(Phase.slug).where(Phase.id == run.phase_id).scalar()
 
 
-def serialize(run: Run, *, show_private: bool = False, manager: bool = False) -> dict:
+def serialize(run: Run, *, show_private: bool = False, manager: bool = False, hide_public: bool = False) -> dict:
     """Shape a run for a reader; managers (admin, the benchmark's owner) see everything.
 
     Others never see the dataset's hashes nor the cause of a platform failure (an exception's text),
     see metric values rounded (evaluator.disclosure) and the private score only when `show_private`
-    (after the benchmark closes).
+    (after the benchmark closes). `hide_public` withholds the public score too (the Ladder: the
+    board's score is a participant's only public feedback; competition.ladder_hides).
     """
     return {
         "id": str(run.id),
@@ -340,7 +341,7 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False) ->
         "benchmark": run.benchmark_id,
         "owner": run.owner,
         "status": run.status,
-        "metrics": run.metrics if manager else disclosure.coarsen(run.metrics),
+        "metrics": run.metrics if manager else None if hide_public else disclosure.coarsen(run.metrics),
         "private_metrics": (run.private_metrics if manager
                             else disclosure.coarsen(run.private_metrics) if show_private else None),
         "final": run.final,
