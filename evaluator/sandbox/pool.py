@@ -13,11 +13,6 @@ container and its folder are removed after that one run, and a background thread
 starts a replacement. A container is never reused.
 
 Runs whose limits or image the pool was not built for take the cold path.
-
-A replacement starts the moment a container is handed a run, and importing its
-framework costs seconds of CPU: on a small host it would compete with the run it
-replaces. So a waiting container has the lowest CPU weight (WAITING_CPU_SHARES)
-and gets the normal one at hand-over (RUN_CPU_SHARES): its warm-up uses idle CPU only.
 """
 
 from __future__ import annotations
@@ -57,8 +52,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["POOL_LABEL", "WarmPoolSandbox", "pooled_images"]
 REFILL_CHECK_S = 1.0
-WAITING_CPU_SHARES = 2  # Docker's minimum weight (cgroup v2 cpu.weight 1): a warm-up yields to every run
-RUN_CPU_SHARES = 1024  # Docker's default weight, what a cold container runs with
 RETRY_AFTER_FAILURE_S = 10.0
 
 
@@ -133,7 +126,6 @@ class WarmPoolSandbox(DockerSandbox):
             if not self._claim(slot, spec):
                 return super().run(spec, should_cancel=should_cancel)
             self._hand_over(slot, spec)
-            self._prioritize(slot)
             try:
                 slot.sock._sock.sendall((json.dumps(spec.env) + "\n").encode())  # type: ignore[attr-defined]
             except OSError:  # it died between the liveness check and now: nothing ran yet
@@ -195,14 +187,6 @@ class WarmPoolSandbox(DockerSandbox):
                             dirs_exist_ok=True)
             (slot.folder / name).chmod(0o755)
 
-    def _prioritize(self, slot: Slot) -> None:
-        """Give a handed-over container the normal CPU weight; if Docker refuses, it runs on at the low one."""
-        try:
-            slot.container.update(cpu_shares=RUN_CPU_SHARES)  # type: ignore[attr-defined]
-        except _DOCKER_ERRORS as ex:  # e.g. a runtime without live updates: the run is only slower under load
-            logger.info("Warm container %s keeps its waiting CPU weight: %s",
-                        slot.container.short_id, ex)  # type: ignore[attr-defined]
-
     def _fill_loop(self) -> None:
         while True:
             with self._changed:
@@ -241,7 +225,7 @@ class WarmPoolSandbox(DockerSandbox):
             path.mkdir(exist_ok=True)
             path.chmod(0o755)
         options = container_options(
-            self._limits, env={}, cpu_shares=WAITING_CPU_SHARES,
+            self._limits, env={},
             labels={POOL_LABEL: image, SLOT_LABEL: str(folder), DEPLOYMENT_LABEL: self._deployment,
                     WORKER_LABEL: self._worker},
             volumes={str(folder / "model"): {"bind": "/model", "mode": "ro"},

@@ -116,11 +116,8 @@ def _split_status(stdout: bytes | bytearray) -> tuple[int | None, bytes | None]:
     return status, predictions or None
 
 
-def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict, cpu_shares: int = 0) -> dict:
-    """Return every lock-down setting of a sandbox container: the cold path and the warm pool share it.
-
-    `cpu_shares` (0: Docker's default weight) lets the pool start its containers at a low CPU weight.
-    """
+def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict) -> dict:
+    """Return every lock-down setting of a sandbox container: the cold path and the warm pool share it."""
     threads = str(limits.threads)
     return dict(
         environment={
@@ -144,7 +141,6 @@ def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict,
         mem_limit=limits.memory,
         memswap_limit=limits.memory,
         nano_cpus=limits.nano_cpus,
-        **({"cpu_shares": cpu_shares} if cpu_shares else {}),
         pids_limit=limits.host_pids,
         # msgqueue 0: no POSIX message queue can hold a byte (mq_open needs no /dev/mqueue).
         ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),

@@ -16,7 +16,7 @@ from evaluator import orphans
 from evaluator.bundles import extract_bundle
 from evaluator.errors import RunFailure
 from evaluator.evaluation import stage_features
-from evaluator.sandbox.pool import POOL_LABEL, RUN_CPU_SHARES, WAITING_CPU_SHARES, WarmPoolSandbox, pooled_images
+from evaluator.sandbox.pool import POOL_LABEL, WarmPoolSandbox, pooled_images
 from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, DockerSandbox, run_containers
 from evaluator.sandbox.spec import Limits, SandboxSpec
 from evaluator.settings import BenchmarkLimits
@@ -151,7 +151,6 @@ def test_a_pool_holds_no_tenant_data_before_hand_over(pool, docker_client):
     assert attrs["Config"]["User"] == "65534:65534" and attrs["HostConfig"]["CapDrop"] == ["ALL"]
     assert attrs["HostConfig"]["Memory"] == attrs["HostConfig"]["MemorySwap"] > 0
     assert RUN_LABEL not in attrs["Config"]["Labels"] and attrs["Config"]["Labels"][POOL_LABEL] == IMAGE
-    assert attrs["HostConfig"]["CpuShares"] == WAITING_CPU_SHARES  # its warm-up yields the CPU to runs
 
 
 def test_a_warm_container_that_dies_while_waiting_is_replaced(pool, run, docker_client, tmp_path, data):
@@ -263,13 +262,6 @@ def test_a_handed_over_warm_container_is_found_as_its_runs(pool, run, docker_cli
 
     assert found.id == container and found.name == f"evaluator-run-{run_id}"
     assert RUN_LABEL not in found.labels and listed[run_id].id == container
-    # the run has the CPU weight of a cold run, and the replacement warming beside it the lowest
-    deadline = time.monotonic() + 30  # raised just after the rename, before the go line
-    while docker_client.api.inspect_container(container)["HostConfig"]["CpuShares"] != RUN_CPU_SHARES:
-        assert time.monotonic() < deadline, "the handed-over container kept the waiting CPU weight"
-        time.sleep(0.05)
-    replacement = wait_ready(pool, other_than=container)
-    assert docker_client.api.inspect_container(replacement)["HostConfig"]["CpuShares"] == WAITING_CPU_SHARES
     pool.kill_run(run_id)
     thread.join(timeout=30)
 
