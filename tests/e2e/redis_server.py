@@ -32,7 +32,9 @@ class PrivateRedis:
         log = open(self.folder / "redis.log", "ab")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+             # NOTE: protected mode refuses every non-loopback client; the bridge address is ours alone
+             "--protected-mode", "yes" if self.host.startswith("127.") else "no", "--dir", str(self.folder)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, 20, host=self.host, proc=self.proc)
         return self
 
