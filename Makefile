@@ -5,13 +5,15 @@ FRAMEWORKS ?= sklearn onnx pytorch tensorflow
 # No registry here: a debootstrap base, framework wheels fetched by the host's pip (outside the checkout).
 IMAGE_BUILD_ARGS ?= --base debootstrap --download --wheelhouse /var/cache/evaluator/wheelhouse
 PYTEST_ARGS ?=
+# Test processes: most e2e time is waiting on subprocesses and containers, so 3 beat the 2 cores.
+TEST_WORKERS ?= 3
 # The platform image (API, workers, migrations; docker-compose.yml's evaluator-platform:latest) over that same base.
 PLATFORM_BASE_IMAGE ?= evaluator-rootfs:bookworm
 
 .PHONY: setup images demo test test-unit lint typecheck bench platform-image
 
 setup:
-	scripts/machine.sh services docker_engine browser venv
+	scripts/machine.sh services docker_engine gvisor monitoring browser venv
 
 images: setup
 	.venv/bin/evaluator images build $(IMAGE_BUILD_ARGS) $(FRAMEWORKS)
@@ -20,7 +22,7 @@ demo: images
 	.venv/bin/evaluator demo
 
 test: images platform-image
-	.venv/bin/pytest $(PYTEST_ARGS)
+	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The edit loop: pure logic only, no services, seconds.
 test-unit: setup

@@ -7,16 +7,21 @@ From one run, side by side:
 2. cold: the same with EVALUATOR_SANDBOX_POOL_SIZE=0; p50;
 3. bare: sequential bare `docker run`s of the same prediction; p50 and the loop's runs per minute;
 4. in-process floor: a warm Python process that extracts the bundle, loads it, predicts and scores;
-5. throughput: M runs uploaded at once, 2 worker processes with the pool on, against the bare loop.
-The last line is `latency p50=<s> p99=<s> cold_p50=<s> bare_docker_p50=<s> inprocess_p50=<s>
-throughput_ratio=<x>` (runsc was not measured: gVisor is not registered with this Docker).
+5. throughput: M runs uploaded at once, 2 worker processes with the pool on, against the bare loop;
+6. runsc: the warm sequential runs again with EVALUATOR_SANDBOX_RUNTIME=runsc (gVisor), when Docker has it.
+The warm runs' stage medians (queued, staging, sandbox_ready, predicting, scoring, publishing: the run's
+provenance stamps, evaluator.stages) are printed too. The last line is `latency p50=<s> p99=<s>
+cold_p50=<s> bare_docker_p50=<s> inprocess_p50=<s> throughput_ratio=<x> runsc_p50=<s>` (runsc_p50=nan
+when gVisor is not registered with this Docker).
 
     .venv/bin/python bench/pipeline.py [--runs 15] [--cold-runs 8] [--throughput-runs 20] [--gap-s 6]
+                                       [--runsc-runs 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -29,6 +34,7 @@ from _stack import ROOT, services, stop
 
 from evaluator.bundles import extract_bundle
 from evaluator.evaluation import stage_features
+from evaluator.stages import StageDurations, stage_durations
 from evaluator.storage.seaweed import Webhook, free_port, wait_for_port
 from tests.e2e.bundles import sklearn_bundle
 from tests.integration.helpers import iris_like, parquet_bytes
@@ -141,15 +147,32 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def sequential(platform: Platform, token: str, bundle: bytes, runs: int, gap_s: float) -> list[float]:
-    """Event -> succeeded seconds of `runs` runs, one at a time, `gap_s` apart."""
+def sequential(platform: Platform, token: str, bundle: bytes, runs: int, gap_s: float,
+               stages: list[StageDurations] | None = None) -> list[float]:
+    """Event -> succeeded seconds of `runs` runs, one at a time, `gap_s` apart; each run's stages into `stages`."""
     latencies = []
     for _ in range(runs):
         time.sleep(gap_s)
         submission_id, uploaded = platform.submit(token, bundle)
-        _, seen = platform.wait(token, submission_id)
+        run, seen = platform.wait(token, submission_id)
         latencies.append(seen - uploaded)
+        if stages is not None:
+            stages.append(stage_durations(run.get("provenance")))
     return latencies
+
+
+def stage_medians(stages: list[StageDurations]) -> str:
+    """One line: the median seconds of each stage over the runs that measured it."""
+    medians = []
+    for field in dataclasses.fields(StageDurations):
+        values = [getattr(s, field.name) for s in stages if getattr(s, field.name) is not None]
+        medians.append(f"{field.name} {quantile(values, 0.5):.3f}")
+    return "  ".join(medians)
+
+
+def runsc_registered() -> bool:
+    out = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], stdout=subprocess.PIPE, text=True)
+    return '"runsc"' in out.stdout
 
 
 def main() -> None:
@@ -158,6 +181,7 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=8)
     parser.add_argument("--throughput-runs", type=int, default=20)
     parser.add_argument("--gap-s", type=float, default=6.0, help="pause before each sequential run")
+    parser.add_argument("--runsc-runs", type=int, default=8, help="sequential warm runs under gVisor (0: none)")
     args = parser.parse_args()
     api_port = free_port()
     with services(api_port=api_port, webhook=Webhook(f"http://127.0.0.1:{api_port}/v1/events/s3", "bench-events"),
@@ -180,7 +204,8 @@ def main() -> None:
                 time.sleep(0.2)
             platform.call("POST", "/v1/benchmarks", admin, json={"id": "bench", "dataset": "bench:1",
                                                                  "task": "classification"})
-            warm = sequential(platform, alice, bundle, args.runs, args.gap_s)
+            warm_stages: list[StageDurations] = []
+            warm = sequential(platform, alice, bundle, args.runs, args.gap_s, warm_stages)
             time.sleep(args.gap_s)
             started = time.perf_counter()
             pending = [platform.submit(alice, bundle)[0] for _ in range(args.throughput_runs)]
@@ -191,9 +216,18 @@ def main() -> None:
             platform.close()
         platform = Platform(config.replace(sandbox_pool_size=0))
         try:
-            cold = sequential(platform, alice, bundle, args.cold_runs, 1.0)
+            cold_stages: list[StageDurations] = []
+            cold = sequential(platform, alice, bundle, args.cold_runs, 1.0, cold_stages)
         finally:
             platform.close()
+        runsc: list[float] = []
+        runsc_stages: list[StageDurations] = []
+        if args.runsc_runs and runsc_registered():
+            platform = Platform(config.replace(sandbox_runtime="runsc"))
+            try:
+                runsc = sequential(platform, alice, bundle, args.runsc_runs, args.gap_s, runsc_stages)
+            finally:
+                platform.close()
         features_path = Path(config.work_dir).parent / "features.parquet"
         labels_path = Path(config.work_dir).parent / "labels.parquet"
         features_path.write_bytes(parquet_bytes(features))
@@ -212,12 +246,22 @@ def main() -> None:
     print(f"  in-process      p50 {floor_p50:.3f} s   ({len(floor)} runs)")
     print(f"  ratios: warm/bare {p50 / bare_p50:.3f}  warm p99/bare {p99 / bare_p50:.3f}  "
           f"warm/in-process {p50 / floor_p50:.2f}  cold/bare {cold_p50 / bare_p50:.2f}")
-    print("  runsc warm p50: not measured (gVisor is not registered with this Docker daemon)")
+    runsc_p50 = quantile(runsc, 0.5)
+    if runsc:
+        print(f"  runsc warm pool p50 {runsc_p50:.3f} s   ({len(runsc)} runs; "
+              f"runsc/bare(runc) {runsc_p50 / bare_p50:.3f})")
+    else:
+        print("  runsc warm p50: not measured (gVisor is not registered with this Docker daemon)")
+    print("stage medians (s), from the runs' provenance stamps:")
+    print(f"  warm : {stage_medians(warm_stages)}")
+    print(f"  cold : {stage_medians(cold_stages)}")
+    if runsc_stages:
+        print(f"  runsc: {stage_medians(runsc_stages)}")
     print(f"throughput over {args.throughput_runs} runs at once:")
     print(f"  pipeline, 2 worker processes, warm pool : {pipeline_rpm:7.1f} runs/min ({pipeline_s:.1f} s)")
     print(f"  bare docker run, sequential             : {bare_rpm:7.1f} runs/min ({sum(bare):.1f} s)")
     print(f"latency p50={p50:.3f} p99={p99:.3f} cold_p50={cold_p50:.3f} bare_docker_p50={bare_p50:.3f} "
-          f"inprocess_p50={floor_p50:.4f} throughput_ratio={pipeline_rpm / bare_rpm:.2f}")
+          f"inprocess_p50={floor_p50:.4f} throughput_ratio={pipeline_rpm / bare_rpm:.2f} runsc_p50={runsc_p50:.3f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Any
 
 import peewee
 
-from evaluator import competition, fields, quotas, scoring
+from evaluator import competition, fields, phases, quotas, scoring
 from evaluator.config import Config
 from evaluator.datasets import dataset_field, may_use, require_ready
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -74,6 +74,8 @@ def create_benchmark(body: dict, principal: Principal, *, config: Config) -> Ben
             settings=competition.parse_settings(body, metric_names, primary),
             owner=principal.owner,
         )
+        if body.get("phases"):  # ordered: dev, then final, ...; none: one implicit phase, as before
+            phases.add_phases(benchmark, body["phases"], principal, config=config)
         record_revision(benchmark)
     return benchmark
 

@@ -27,6 +27,9 @@ COMMAND_MODULES = (
     "evaluator.commands.dev",
     "evaluator.commands.client",
     "evaluator.commands.catalog",
+    "evaluator.commands.teams",
+    "evaluator.commands.store",
+    "evaluator.commands.healthcheck",
 )
 
 EXIT_SUCCEEDED, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

@@ -110,7 +110,7 @@ class ApiClient:
     # --- uploads through grants ------------------------------------------------------
 
     def submit(self, benchmark: str, bundle: Path, *, name: str, version: str, progress: Progress | None = None,
-               multipart_threshold: int = 64 * 1024 * 1024, baseline: bool = False) -> dict:
+               multipart_threshold: int = 64 * 1024 * 1024, baseline: bool = False, phase: str | None = None) -> dict:
         """Ask for a grant and upload the file straight to the store; returns the submission.
 
         The file is a model bundle or, for benchmarks that take them, a predictions file (.csv,
@@ -124,6 +124,8 @@ class ApiClient:
         body = {"name": name, "version": version, "filename": bundle.name, "size": size, "method": method}
         if baseline:
             body["baseline"] = True
+        if phase:
+            body["phase"] = phase
         for attempt in (1, 2):
             grant = self.post(f"/v1/benchmarks/{benchmark}/submissions", body)
             try:

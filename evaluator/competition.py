@@ -14,7 +14,7 @@ from evaluator import fields
 from evaluator.errors import Conflict, Forbidden, ValidationFailed
 from evaluator.settings import SUBMISSION_KINDS
 from evaluator.settings import settings_of as competition_settings
-from evaluator.storage.models import Benchmark, Run, RunStatus, utcnow
+from evaluator.storage.models import Benchmark, Phase, Run, RunStatus, Submission, utcnow
 from evaluator.tokens import Principal
 
 LOG_POLICIES = ("own", "tail", "none")
@@ -34,6 +34,8 @@ def parse_settings(body: dict, metric_names: tuple[str, ...], primary: str) -> d
         "freeze_at": _timestamp(raw, "freeze_at"),
         "freeze_before_close_s": fields.integer(raw, "freeze_before_close_s", None, minimum=1,
                                                 maximum=366 * 24 * 3600),
+        "teams": _flag(raw, "teams"),
+        "max_team_size": fields.integer(raw, "max_team_size", None, minimum=1, maximum=1000),
     }
     if not settings["submission_kinds"]:
         raise ValidationFailed("'settings.submission_kinds' must name at least one of "
@@ -45,6 +47,13 @@ def parse_settings(body: dict, metric_names: tuple[str, ...], primary: str) -> d
     if settings["opens_at"] and settings["closes_at"] and settings["closes_at"] <= settings["opens_at"]:
         raise ValidationFailed("'settings.closes_at' must be after 'settings.opens_at'", field="settings.closes_at")
     return settings
+
+
+def _flag(raw: dict, field: str) -> bool:
+    value = raw.get(field, False)
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"'settings.{field}' must be true or false", field=f"settings.{field}")
+    return value
 
 
 def _timestamp(raw: dict, field: str) -> str | None:
@@ -119,13 +128,21 @@ def select_final(run: Run, principal: Principal, selected: bool) -> Run:
         raise Conflict(f"benchmark {benchmark.id} does not use final selections")
     if is_closed(benchmark):
         raise Conflict(f"benchmark {benchmark.id} is closed; selections are frozen")
+    phase = Phase.get_or_none(Phase.id == run.phase_id) if run.phase_id is not None else None
+    if phase is not None and phase.closes_at is not None and utcnow() >= phase.closes_at:
+        raise Conflict(f"phase {phase.slug} of benchmark {benchmark.id} is closed; its selections are frozen")
     if run.status != RunStatus.SUCCEEDED.value:
         raise Conflict(f"only a succeeded run can be selected; this one is {run.status}")
     if selected and not run.final:
-        chosen = Run.select().where((Run.benchmark == benchmark.id) & (Run.owner == run.owner) & Run.final).count()
+        team_id = run.submission.team_id if competition_settings(benchmark).teams else None
+        entrant = (Run.owner == run.owner if team_id is None  # NOTE: a team's members share its selections
+                   else Run.submission.in_(Submission.select(Submission.id).where(Submission.team == team_id)))
+        same_phase = Run.phase.is_null() if run.phase_id is None else Run.phase == run.phase_id  # per phase
+        chosen = Run.select().where((Run.benchmark == benchmark.id) & entrant & Run.final & same_phase).count()
         if chosen >= limit:
-            raise Conflict(f"you already selected {chosen} of {limit} final runs; unselect one first")
-    Run.update(final=selected).where(Run.id == run.id).execute()
+            who = "you" if team_id is None else "your team"
+            raise Conflict(f"{who} already selected {chosen} of {limit} final runs; unselect one first")
+    Run.update(final=selected, updated_at=utcnow()).where(Run.id == run.id).execute()  # the board cache's stamp
     return Run.get_by_id(run.id)
 
 

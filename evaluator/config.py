@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from typing import Any, Mapping
 
 from evaluator.errors import ConfigInvalid
@@ -11,6 +12,8 @@ from evaluator.errors import ConfigInvalid
 _PREFIX = "EVALUATOR_"
 # Published in .env.example and docker-compose.yml: never a secret, so never accepted.
 EVENTS_TOKEN_PLACEHOLDER = "change-me-events-token"
+# Any secret starting with this is a placeholder someone copied, not a secret (.env.example's convention).
+SECRET_PLACEHOLDER_PREFIX = "change-me"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Config:
     # Scoring: untrusted predictions are scored in a child process with these limits.
     scoring_memory_bytes: int = 1 << 30  # its RLIMIT_DATA; past it the run ends predictions_invalid
     scoring_timeout_s: int = 3600
+    scoring_standby: int = 1  # 1: each worker process keeps a scoring child started ahead (imports done); 0: none
     # Plots: the fewest rows a bin of a participant's plot holds is max(this, n / 20) (see evaluator.plots).
     plot_min_bin_rows: int = 50
     # Worker.
@@ -127,8 +131,15 @@ class Config:
     sse_max_duration_s: float = 300.0  # a stream ends after this; the client resumes with Last-Event-ID
     sse_poll_s: float = 0.5  # how often a stream reads its run (one primary-key SELECT)
     sse_heartbeat_s: float = 15.0  # a comment line when nothing else was sent for this long
+    # Observability (README "Metrics"): prometheus_client's multiprocess files, worker heartbeats.
+    metrics_dir: str = ""  # this host's sample files; empty: <tmp>/evaluator-metrics/<deployment>
+    worker_heartbeat_s: float = 5.0  # each worker process writes its heartbeat to Redis this often
+    worker_stale_s: float = 30.0  # a heartbeat older than this is gone: /health says degraded when none is left
+    worker_metrics_port: int = 0  # a worker host's own /metrics (Dramatiq's exposition server); 0: off
+    worker_metrics_host: str = "127.0.0.1"
     # Embedded default (`evaluator dev`).
     data_dir: str = ".evaluator"
+    dev_s3_max_restarts: int = 3  # SeaweedFS crashes `evaluator dev` restarts within 10 minutes, then it stops
     log_level: str = "INFO"
 
     @property
@@ -149,6 +160,25 @@ class Config:
                 f"EVALUATOR_EVENTS_TOKEN is {'the published placeholder' if token else 'not set'}; set it to a "
                 "random secret (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) and give "
                 "the same value to the object store's webhook")
+
+    def check_secrets(self) -> None:
+        """Refuse placeholder secrets before a deployed process starts: the events token, the S3 secret key and
+        the database password (a `change-me...` value copied from an example is known to everyone)."""
+        self.check_events_token()
+        from urllib.parse import urlsplit
+
+        placeholders = [name for name, value in (
+            ("EVALUATOR_S3_SECRET_KEY", self.s3_secret_key),
+            ("the password in EVALUATOR_DATABASE_URL", urlsplit(self.database_url).password or ""),
+        ) if value.strip().lower().startswith(SECRET_PLACEHOLDER_PREFIX)]
+        if placeholders:
+            raise ConfigInvalid(f"{' and '.join(placeholders)} is a placeholder ({SECRET_PLACEHOLDER_PREFIX}...); "
+                                "set a random secret (e.g. `openssl rand -hex 24`)")
+
+    @property
+    def metrics_folder(self) -> str:
+        """Return the folder this host's processes keep their Prometheus samples in (one per deployment)."""
+        return self.metrics_dir or os.path.join(tempfile.gettempdir(), "evaluator-metrics", self.deployment)
 
     @property
     def api_base_url(self) -> str:

@@ -4,7 +4,9 @@ The model wrote predictions.parquet byte for byte. The scorer bounds what it dec
 (evaluator.scoring.footer, sources.DecodeBudget), and this module bounds the rest: the
 scoring runs in `python -m evaluator.isolated_scoring`, which sets its own RLIMIT_DATA
 before it opens a file, so whatever the predictions make it allocate, the worker's memory
-is untouched. Every way the child can end is mapped:
+is untouched. In a worker the child was started ahead, its imports done (evaluator.scoring_standby):
+it reads its job from stdin, sets its limits, and scores that one run. Every way the child can end
+is mapped:
 
 - documents written: the run is scored;
 - a participant failure (PredictionsInvalid and the like): that failure, as the child named it;
@@ -17,10 +19,12 @@ is untouched. Every way the child can end is mapped:
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,11 +34,12 @@ from typing import Callable
 
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError, InfrastructureError, PredictionsInvalid, RunCancelled, RunFailure
+from evaluator.scoring_standby import STANDBY, STANDBY_ARG, ScoringChild
 from evaluator.settings import Scoring
 
 logger = logging.getLogger(__name__)
 
-_POLL_S = 0.05
+_POLL_S = 0.02  # how soon the parent sees the child's end: on a run's critical path
 _STARTED = "started"
 _STDERR_TAIL = 4096
 _MEMORY_WORDS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "ArrowMemoryError", "out of memory")
@@ -72,14 +77,12 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
                "csv_source": str(csv_source) if csv_source is not None else None}
     request_path.write_text(json.dumps(request))
     started = time.monotonic()
-    with stderr_path.open("wb") as stderr:
-        try:
-            child = subprocess.Popen([sys.executable, "-m", "evaluator.isolated_scoring", str(request_path),
-                                      str(result_path)], stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                                     cwd=work_dir, close_fds=True)
-        except OSError as ex:
-            raise InfrastructureError(f"the scoring process could not start: {ex}") from ex
-        status, usage = _wait(child, config.scoring_timeout_s, should_cancel)
+    child = _handed(request_path, result_path, config)
+    try:
+        status, usage = _wait(child.process, config.scoring_timeout_s, should_cancel)
+    finally:
+        _keep_log(child, stderr_path)
+        STANDBY.refill(config)  # the next run's child imports while this one publishes
     seconds = time.monotonic() - started
     result = _read_result(result_path)
     # NOTE: the child's own high-water mark; rusage's ru_maxrss survives exec, so it starts at the
@@ -92,6 +95,25 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
     if plot_data is not None and isinstance(result.get("plots"), dict):
         plot_data.update(result["plots"])
     return documents
+
+
+def _handed(request_path: Path, result_path: Path, config: Config) -> ScoringChild:
+    """Hand the request to the standby child (or a fresh one when it died before it could read it)."""
+    for _ in range(2):
+        child = STANDBY.take(config)
+        if child.hand(request_path, result_path):
+            return child
+        logger.info("A scoring child exited before its job (%s); starting another", child.process.poll())
+        child.discard()
+    raise InfrastructureError("the scoring process exited before it could read its job; see the worker log")
+
+
+def _keep_log(child: ScoringChild, stderr_path: Path) -> None:
+    """Move the child's own log beside the run's work files (where a crash's tail is read from)."""
+    try:
+        shutil.move(str(child.log_path), str(stderr_path))
+    except OSError:
+        child.log_path.unlink(missing_ok=True)
 
 
 def _wait(child: subprocess.Popen, timeout_s: float, should_cancel: Callable[[], bool] | None):
@@ -186,6 +208,7 @@ def child_main(argv: list[str]) -> int:
 
     request_path, result_path = Path(argv[0]), Path(argv[1])
     request = json.loads(request_path.read_text("utf-8"))
+    os.chdir(request["work_dir"])
     _limit_memory(int(request["memory_bytes"]))
     _write(result_path, {"stage": _STARTED})
     plots: dict = {}
@@ -223,5 +246,50 @@ def _peak_rss() -> int:
         return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")), 0)
 
 
+def standby_main(log_path: Path) -> int:
+    """Import what scoring needs, then wait for one job line on stdin: [request path, result path].
+
+    The parent closes stdin after the line, and a parent that dies closes it too: an
+    empty line ends this process without scoring anything, and it removes its own log.
+    """
+    for name in _STANDBY_IMPORTS:  # the point of a standby child: done before the run exists
+        importlib.import_module(name)
+    from evaluator.scoring import document
+
+    document.implementation()  # its package-metadata lookups (importlib.metadata, email)
+    document.metrics_schema()  # read once from the package's resources, then cached
+
+    line = sys.stdin.buffer.readline(_JOB_MAX_BYTES)
+    if not line.strip():
+        log_path.unlink(missing_ok=True)
+        return 0
+    try:
+        request_path, result_path = json.loads(line)
+    except ValueError:
+        return 2
+    return child_main([str(request_path), str(result_path)])
+
+
+_JOB_MAX_BYTES = 8192
+# What scoring a run imports (measured: sys.modules after one classification run): Arrow converts through
+# pandas (pyarrow.pandas_compat), which brings dateutil and zoneinfo; ~1 s of a run's scoring without them.
+_STANDBY_IMPORTS = ("numpy", "pandas", "pyarrow.parquet", "pyarrow.compute", "pyarrow.csv", "pyarrow.pandas_compat",
+                    "evaluator.scoring.csv_predictions", "evaluator.splits", "evaluator.plots.stats", "tarfile",
+                    "_strptime", "zoneinfo", "encodings.ascii", "pyarrow.vendored.version")
+
+
+def _exit_now(status: int) -> None:
+    """Leave without interpreter teardown (Arrow's and NumPy's finalizers, hundreds of ms under load): the
+    parent waits for this exit, and everything it reads is in the result file, already written."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))
+    if len(sys.argv) == 3 and sys.argv[1] == STANDBY_ARG:
+        _exit_now(standby_main(Path(sys.argv[2])))
+    _exit_now(child_main(sys.argv[1:]))

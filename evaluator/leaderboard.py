@@ -10,6 +10,10 @@ instant is built from the runs finished by then, the metric documents they had
 then (re-scores keep the earlier ones) and the rules then in force
 (BenchmarkRevision); a participant's board in the frozen window is the board at
 the freeze instant.
+
+With settings.teams each team is one entrant: its entry is the best run made for it
+(Submission.team, fixed when the run was submitted), named by the team; a participant
+in no team competes alone.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Hashable, Sequence
 
-from evaluator import competition, disclosure, scoring
+from evaluator import board_cache, competition, disclosure, entrants, phases, scoring, standings
 from evaluator.settings import CompetitionSettings
-from evaluator.storage.models import Benchmark, BenchmarkRevision, Run, RunStatus, Submission, isoformat, utcnow
+from evaluator.standings import Entrant
+from evaluator.storage.models import Benchmark, BenchmarkRevision, Phase, isoformat, utcnow
 from evaluator.tokens import Principal
 
 
@@ -47,36 +53,15 @@ class Rules:
             return cls.current(benchmark)
         return cls(revision.primary_metric, CompetitionSettings.from_json(revision.settings))
 
+    @classmethod
+    def of_phase(cls, benchmark: Benchmark, phase: Phase) -> Rules:
+        """A phase ranks on its own primary metric and closes at its own close."""
+        values = phases.effective(benchmark, phase)
+        return cls(values.primary_metric, CompetitionSettings.from_json(values.settings))
+
     def closed(self, now: datetime.datetime) -> bool:
         closes = self.settings.closes_at
         return closes is not None and now >= datetime.datetime.fromisoformat(closes)
-
-
-def _value(document: dict | None, metric: str) -> float | None:
-    value = ((document or {}).get("metrics") or {}).get(metric)
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _parse(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
-
-
-def _documents_at(run: Run, at: datetime.datetime | None) -> tuple[dict | None, dict | None]:
-    """(metrics, private_metrics) the run had at `at`: the first document replaced after it, else the current."""
-    if at is not None:
-        for earlier in run.metrics_history or []:
-            replaced = _parse(earlier.get("replaced_at"))
-            if replaced is not None and replaced > at:
-                return earlier.get("metrics"), earlier.get("private_metrics")
-    return run.metrics, run.private_metrics
-
-
-def _document(run: Run, private: bool, at: datetime.datetime | None = None) -> dict | None:
-    public_doc, private_doc = _documents_at(run, at)
-    return (private_doc or public_doc) if private else public_doc
 
 
 def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
@@ -84,7 +69,8 @@ def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
 
 
 def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | None = None,
-              at: str | None = None, now: datetime.datetime | None = None) -> dict:
+              at: str | None = None, now: datetime.datetime | None = None, phase: Phase | None = None,
+              offset: int = 0, limit: int | None = None, entrant: str | None = None) -> dict:
     """The board this caller may read: managers live and exact; others rounded, and frozen in the freeze window.
 
     `at` (ISO 8601, naive UTC) asks for the board as it stood then; a participant in the frozen
@@ -92,78 +78,110 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
     """
     now = now or utcnow()
     manager = competition.manages(benchmark, principal)
-    asked = _parse(at)
+    asked = standings.parse_time(at)
     instant = min(asked, now) if asked is not None else None
     frozen = False
     if not manager:
         since = competition.frozen_since(benchmark, now)
         if since is not None and (instant is None or instant > since):
             instant, frozen = since, True
-    rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
-    closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
+    if phase is not None:  # a phase's board: its runs, its rules, its close
+        rules = Rules.of_phase(benchmark, phase)
+        closed = rules.closed(instant or now) or competition.is_closed(benchmark, now)
+    else:
+        rules = Rules.at(benchmark, instant) if instant is not None else Rules.current(benchmark)
+        closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
     private = closed or (view == "private" and manager)
-    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules)
+    return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, phase=phase,
+                 offset=offset, limit=limit, entrant=entrant)
 
 
 def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datetime.datetime | None = None,
-          frozen: bool = False, rules: Rules | None = None) -> dict:
-    """Rank on exact values; show them exactly only when `exact` (managers), else rounded."""
+          frozen: bool = False, rules: Rules | None = None, offset: int = 0, limit: int | None = None,
+          entrant: str | None = None, phase: Phase | None = None, preselect: bool = True) -> dict:
+    """Rank on exact values; show them exactly only when `exact` (managers), else rounded.
+
+    Ranks are over the whole board; `offset`/`limit` window the entries shown (`total` counts them
+    all), and `entrant` (a participant, or `team:<id>` as entrants.key names it) adds that entrant's
+    own row as `mine`, wherever it falls. `preselect`
+    False ranks every run in Python: the reference the SQL pre-selection (evaluator.standings) matches.
+    """
     shown = (lambda value: value) if exact else disclosure.coarsen
     rules = rules or (Rules.at(benchmark, at) if at is not None else Rules.current(benchmark))
     settings = rules.settings
     metrics = [rules.primary_metric, *settings.tie_breakers]
     directions = [scoring.direction(m) for m in metrics]
-    query = (Run.select(Run, Submission).join(Submission)
-             .where((Run.benchmark == benchmark.id) & (Run.status == RunStatus.SUCCEEDED.value))
-             .order_by(Run.finished_at))
-    if at is not None:
-        query = query.where(Run.finished_at <= at)
-    runs = list(query)
-    baselines = [run for run in runs if run.submission.baseline]
-    ranked = [run for run in runs if not run.submission.baseline]
-    candidates = _candidates(ranked, private and settings.final_selections > 0, metrics, directions, at)
+    use_finals = private and settings.final_selections > 0
+    phase_runs = standings.PhaseRuns.of(benchmark.id, phase) if phase is not None else None
 
-    def best_of(pool: list[Run], group) -> dict:
-        best: dict = {}
-        for run in pool:
-            found = [_value(_document(run, private, at), m) for m in metrics]
-            if found[0] is None:
-                continue
-            values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
-                      zip(found, directions)]
-            key = _sort_key(values, directions) + (run.finished_at,)
-            if group(run) not in best or key < best[group(run)][0]:
-                best[group(run)] = (key, run, values)
-        return best
+    def rank() -> tuple[list[tuple], int]:
+        """(sort key, 0 ranked / 1 baseline, rank, run, values) of every entry in board order; the participants."""
+        runs = standings.entrants(benchmark.id, metrics, directions, private=private, finals=use_finals, at=at,
+                                  teams=settings.teams, phase=phase_runs, preselect=preselect)
+        baselines = [run for run in runs if run.baseline]
+        ranked = [run for run in runs if not run.baseline]
+        candidates = _candidates(ranked, use_finals, directions)  # per entrant: a participant or a team
 
-    contenders = sorted(best_of(candidates, lambda run: run.owner).values(), key=lambda item: item[0])
-    references = best_of(baselines, lambda run: (run.owner, run.submission.name)).values()
+        def best_of(pool: list[Entrant], group: Callable[[Entrant], Hashable]) -> dict:
+            best: dict = {}
+            for run in pool:
+                found = run.found
+                if found[0] is None:
+                    continue
+                values = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
+                          zip(found, directions)]
+                key = _sort_key(values, directions) + (run.finished_at,)
+                if group(run) not in best or key < best[group(run)][0]:
+                    best[group(run)] = (key, run, values)
+            return best
 
-    def entry(rank: int | None, run: Run, values: list[float]) -> dict:
-        document = _document(run, private, at) or {}
+        # equal keys (values and completion time) list by run id: the same order however the runs were read
+        contenders = sorted(best_of(candidates, lambda run: run.entrant).values(),
+                            key=lambda item: (item[0], item[1].id))
+        references = best_of(baselines, lambda run: (run.owner, run.name)).values()
+        listed: list[tuple] = []
+        rank, previous = 0, None
+        for position, (key, run, values) in enumerate(contenders, start=1):
+            if key[:-1] != previous:  # equal on every ranked metric: an equal rank
+                rank, previous = position, key[:-1]
+            listed.append((key, 0, rank, run, values))
+        listed += [(key, 1, None, run, values) for key, run, values in references]
+        listed.sort(key=lambda item: (*item[:2], item[3].id))  # a baseline sits after an equal ranked entry
+        return listed, len(contenders)
+
+    # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache): the
+    # live board and the frozen one; a board `at` any other instant is computed each time (no key per instant)
+    kept = preselect and (at is None or frozen)
+    listed, participants = (board_cache.remember(benchmark.id, (rules, private, at, phase_runs), rank) if kept
+                            else rank())
+    window = listed[offset:None if limit is None else offset + limit]
+    mine = next((item for item in listed if item[3].entrant == entrant), None) if entrant is not None else None
+    shown_runs = [item[3] for item in [*window, *([mine] if mine else [])]]
+    intervals = standings.intervals([run.id for run in shown_runs], private, at)
+    team_names = {str(team): name for team, name in
+                  entrants.names(uuid.UUID(run.team) for run in shown_runs if run.team).items()}
+
+    def entry(rank: int | None, run: Entrant, values: list[float]) -> dict:
+        team = run.team
         return {
-            "rank": rank, "participant": run.owner, "score": shown(values[0]),
+            "rank": rank, "participant": team_names[team] if team else run.owner, "score": shown(values[0]),
             # NOTE: a missing tie-breaker ranks last (an infinity) but reads as null: JSON has no Infinity
             "tie_breakers": shown({m: v if math.isfinite(v) else None for m, v in zip(metrics[1:], values[1:])}),
-            "ci": shown((document.get("primary_metric") or {}).get("ci")),
-            "run_id": str(run.id), "final": run.final, "finished_at": isoformat(run.finished_at),
-            "baseline": run.submission.baseline, "name": run.submission.name if run.submission.baseline else None,
+            "ci": shown(intervals.get(run.id)),
+            "run_id": run.id, "final": run.final, "finished_at": isoformat(run.finished_at),
+            "baseline": run.baseline, "name": run.name if run.baseline else None,
+            "team": {"id": team, "name": team_names[team]} if team else None, "submitted_by": run.owner,
         }
 
-    listed, rank, previous = [], 0, None
-    for position, (key, run, values) in enumerate(contenders, start=1):
-        if key[:-1] != previous:  # equal on every ranked metric: an equal rank
-            rank, previous = position, key[:-1]
-        listed.append((key, 0, entry(rank, run, values)))
-    listed += [(key, 1, entry(None, run, values)) for key, run, values in references]
-    listed.sort(key=lambda item: item[:2])  # a baseline sits at its score, after an equal ranked entry
-    return {
+    board = {
         "benchmark": benchmark.id,
         "view": "private" if private else "public",
-        "closed": rules.closed(at) if at is not None else competition.is_closed(benchmark),
+        "closed": (rules.closed(at or utcnow()) or competition.is_closed(benchmark)) if phase is not None
+        else rules.closed(at) if at is not None else competition.is_closed(benchmark),
+        "phase": phase.slug if phase is not None else None,
         "at": isoformat(at),
         "frozen": frozen,
-        "participants": len(contenders),
+        "participants": participants,
         "rules": {
             "metric": rules.primary_metric, "direction": scoring.direction(rules.primary_metric),
             "tie_breakers": [{"metric": m, "direction": d} for m, d in zip(metrics[1:], directions[1:])],
@@ -172,28 +190,29 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             "ties": "equal on every ranked metric: equal rank; then earlier completion is listed first",
             "final_selections": settings.final_selections, "closes_at": settings.closes_at,
             "baselines": "a manager's reference entries: listed at their score, never ranked nor counted",
+            "entrant": "team" if settings.teams else "participant",
         },
-        "entries": [item for _, _, item in listed],
+        "total": len(listed), "offset": offset, "limit": limit,
+        "entries": [entry(rank, run, values) for _, _, rank, run, values in window],
     }
+    if entrant is not None:
+        board["mine"] = entry(*mine[2:]) if mine is not None else None
+    return board
 
 
-def _candidates(runs: list[Run], use_finals: bool, metrics: list[str], directions: list[str],
-                at: datetime.datetime | None = None) -> list[Run]:
+def _candidates(runs: list[Entrant], use_finals: bool, directions: list[str]) -> list[Entrant]:
+    """Each entrant's final selections, or its best public run when it chose none (private boards)."""
     if not use_finals:
         return runs
     chosen = [run for run in runs if run.final]
-    owners_with_choice = {run.owner for run in chosen}
-    fallback: dict[str, Run] = {}
-
-    def primary(run: Run) -> float | None:
-        return _value(_document(run, False, at), metrics[0])
-
+    with_choice = {run.entrant for run in chosen}
+    fallback: dict[str, Entrant] = {}
     for run in runs:
-        value = primary(run)
-        if run.owner in owners_with_choice or value is None:
+        value = run.public
+        if run.entrant in with_choice or value is None:
             continue
         key = _sort_key([value], directions[:1])
-        kept = fallback.get(run.owner)  # a kept run has a value
-        if kept is None or key < _sort_key([primary(kept) or 0.0], directions[:1]):
-            fallback[run.owner] = run
+        kept = fallback.get(run.entrant)  # a kept run has a value
+        if kept is None or key < _sort_key([kept.public or 0.0], directions[:1]):
+            fallback[run.entrant] = run
     return chosen + list(fallback.values())

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from evaluator import run_folders, runs, stages, submissions, workers
+from dramatiq.middleware import Shutdown
+
+from evaluator import phases, run_folders, run_plots, runs, stages, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle, evaluate_predictions_file
@@ -116,11 +118,15 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
     run_id = str(run.id)
     submission = Submission.get_by_id(run.submission_id)
     benchmark = Benchmark.get_by_id(run.benchmark_id)
-    dataset = Dataset.get_by_id(benchmark.dataset_id)
+    phase = phases.phase_of_run(run)
+    # NOTE: the run's own phase decides data, task, metrics and limits: a run migrated to the next
+    # phase is scored by that phase's rules, never by the phase it came from (Codabench #2193)
+    rules = phases.effective(benchmark, phase)
+    dataset = phases.dataset_of(benchmark, phase)
     run_dir = run_folders.prepare(config, run_id)
     stage_started = time.monotonic()
     try:
-        own_limits = limits_of(benchmark)  # the row's JSON, parsed once
+        own_limits = limits_of(rules)  # the row's JSON, parsed once
         limit = own_limits.bundle_bytes(config.max_bundle_bytes)
         ext = (layout.submission_extension(submission.object_key) or ("bundle", ""))[1]
         bundle_path = run_dir / f"{'predictions' if submission.kind == PREDICTIONS else 'bundle'}{ext}"
@@ -143,13 +149,13 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
 
         if submission.kind == PREDICTIONS:  # a file of predictions: no sandbox, the same checked scorer
             evaluation = evaluate_predictions_file(
-                bundle_path, labels, scoring=Scoring.of(benchmark, dataset), config=config, work_dir=run_dir / "work",
+                bundle_path, labels, scoring=Scoring.of(rules, dataset), config=config, work_dir=run_dir / "work",
                 run_id=run_id, file_format=ext.lstrip("."), expected_rows=dataset.row_count,
                 should_cancel=keeper.should_stop, known_sha256={"predictions": sha256, "labels": dataset.labels_sha256},
                 on_stage=lambda stage: _staged(config, run_id, worker, stage, keeper))
         else:
             evaluation = evaluate_bundle(
-                bundle_path, features, labels, scoring=Scoring.of(benchmark, dataset), sandbox=sandbox,
+                bundle_path, features, labels, scoring=Scoring.of(rules, dataset), sandbox=sandbox,
                 config=config, limits=Limits.from_config(config, own_limits), work_dir=run_dir / "work",
                 run_id=run_id, should_cancel=keeper.should_stop,
                 allowed_frameworks=benchmark.allowed_frameworks or None,
@@ -159,10 +165,14 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         keeper.check()  # lost meanwhile: another worker may be evaluating it; publish nothing over its results
         prefix = layout.results_prefix(benchmark.id, run_id)
         provenance = {**evaluation.provenance, "dataset": dataset.ref, "worker": worker, "attempt": run.attempts}
+        if phase is not None:
+            provenance["phase"] = phase.slug
         provenance.setdefault("durations_s", {})["download"] = round(download_s, 3)
         stamps = provenance["stages"] = {"queued_at": isoformat(run.queued_at or run.created_at),
                                          "picked_up_at": isoformat(run.preparing_at),
                                          **provenance.get("stages", {})}
+        if evaluation.plot_data:  # drawn once the run is recorded: the API and pages say "pending" until then
+            provenance["plots"] = run_plots.PENDING
         record = evaluation.to_record()
         fault_pause(config, "publishing", run_id, keeper)
         # NOTE: a worker that stalled (its lease ran out, another took over) must not write over the taker's
@@ -170,8 +180,6 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
         _durable(config, "lease", keeper.confirm)
         publish(blobs, config.results_bucket, prefix, record=record, provenance=provenance,
                 predictions=evaluation.predictions, log=evaluation.log)
-        publish_plots(blobs, config.results_bucket, prefix, evaluation.plot_data,
-                      min_bin_rows_floor=config.plot_min_bin_rows)
         stages.stamp(stamps, "published_at")  # in the run's row; metrics.json was written just before
         fault_pause(config, "recording", run_id, keeper)
         finished = _durable(config, "finish", lambda: runs.finish(
@@ -179,9 +187,33 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             failure=evaluation.failure, provenance=provenance, results_prefix=prefix, owner=worker))
         final = _durable(config, "status", lambda: Run.get_by_id(run_id).status)
         logger.info("Run %s ended %s%s.", run_id, final, "" if finished else " (set elsewhere first)")
+        if finished:
+            draw_plots(blobs, config, prefix, evaluation.plot_data)
         return final
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def draw_plots(blobs: BlobStore, config: Config, prefix: str, plot_data: dict | None) -> None:
+    """Draw and store a recorded run's plots: off the path to `succeeded`, which waits for metrics.json only.
+
+    Never raises: the run is recorded, and plots are a view of its results. Until the index is written
+    the API and pages say the plots are pending (run_plots.plots_of), for PENDING_S at most.
+    """
+    started = time.monotonic()
+    for attempt in (1, 2):
+        try:
+            publish_plots(blobs, config.results_bucket, prefix, plot_data,
+                          min_bin_rows_floor=config.plot_min_bin_rows)
+            break
+        except Exception:  # noqa: BLE001 - the loop boundary of an optional artifact (the store failed mid-way)
+            logger.exception("The plots of %s could not be stored; the run keeps its metrics without plots", prefix)
+            return
+        except Shutdown:  # a graceful stop interrupts the actor once (notify_shutdown): the run is recorded,
+            if attempt == 2:  # and its plots take a second, so they are drawn again rather than never
+                raise
+            logger.info("Plots of %s interrupted by the worker's shutdown; drawing them again", prefix)
+    logger.debug("Plots of %s drawn in %.2fs after the run was recorded", prefix, time.monotonic() - started)
 
 
 def _staged(config: Config, run_id: str, worker: str, stage: str, keeper: LeaseKeeper) -> None:

@@ -1,4 +1,7 @@
-"""Submission quotas: per participant per window (UTC day or rolling 24 h), failed runs counted or not."""
+"""Submission quotas: per participant (or team) per window (UTC day or rolling 24 h), failed runs counted or not.
+
+On a benchmark with settings.teams, a member's quota is their team's (evaluator.entrants.quota_scope).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ from typing import Iterator
 
 import peewee
 
-from evaluator import fields
+from evaluator import entrants, fields
 from evaluator.errors import QuotaExceeded, ValidationFailed
-from evaluator.settings import quota_of
+from evaluator.settings import Quota, quota_of
 from evaluator.storage.db import database
-from evaluator.storage.models import Benchmark, Run, RunStatus, Submission, isoformat, utcnow
+from evaluator.storage.models import Benchmark, Phase, Run, RunStatus, Submission, isoformat, utcnow
 
 WINDOWS = ("utc_day", "rolling_24h")
 _NOT_COUNTED_WHEN_FAILED = [RunStatus.FAILED.value, RunStatus.TIMED_OUT.value]
@@ -45,6 +48,8 @@ class QuotaState:
     used: int
     window: str | None
     resets_at: datetime.datetime | None
+    team: str | None = None  # the team whose quota this is (settings.teams), else None: the participant's own
+    team_name: str | None = None
 
     @property
     def remaining(self) -> int | None:
@@ -52,20 +57,30 @@ class QuotaState:
 
     def to_dict(self) -> dict:
         return {"limit": self.limit, "used": self.used, "remaining": self.remaining, "window": self.window,
-                "resets_at": isoformat(self.resets_at)}
+                "resets_at": isoformat(self.resets_at), "team": self.team}
 
 
-def state(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None) -> QuotaState:
-    """Count the owner's submissions in the current window."""
-    quota, now = quota_of(benchmark), now or utcnow()
+def _own_quota(phase: Phase | None) -> bool:
+    return phase is not None and phase.quota is not None
+
+
+def state(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None, *,
+          phase: Phase | None = None) -> QuotaState:
+    """Count the owner's (or their team's) submissions in the current window (in `phase` alone when it has a
+    quota of its own)."""
+    quota = Quota.from_json(phase.quota) if phase is not None and _own_quota(phase) else quota_of(benchmark)
+    now = now or utcnow()
     if quota.limit is None:
         return QuotaState(None, 0, None, None)
+    scope = entrants.quota_scope(benchmark, owner)
     if quota.window == "rolling_24h":
         start = now - datetime.timedelta(hours=24)
     else:
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    counted = (Submission.select().where((Submission.benchmark == benchmark.id) & (Submission.owner == owner)
+    counted = (Submission.select().where((Submission.benchmark == benchmark.id) & scope.condition
                                          & (Submission.created_at >= start) & ~Submission.baseline))
+    if phase is not None and _own_quota(phase):
+        counted = counted.where(Submission.phase == phase.id)
     if not quota.count_failed:
         failed = Run.select(Run.submission).where(Run.status.in_(_NOT_COUNTED_WHEN_FAILED))
         counted = counted.where(Submission.id.not_in(failed))
@@ -75,37 +90,41 @@ def state(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None
         resets_at = oldest + datetime.timedelta(hours=24)
     else:
         resets_at = start + datetime.timedelta(days=1)
-    return QuotaState(quota.limit, len(submissions), quota.window, resets_at)
+    team = scope.team
+    return QuotaState(quota.limit, len(submissions), quota.window, resets_at, str(team.id) if team else None,
+                      team.name if team else None)
 
 
-def check(benchmark: Benchmark, owner: str) -> QuotaState:
+def check(benchmark: Benchmark, owner: str, *, phase: Phase | None = None) -> QuotaState:
     """Raise QuotaExceeded (429 with resets_at) when no submission is left in the window."""
-    current = state(benchmark, owner)
+    current = state(benchmark, owner, phase=phase)
     if current.limit is not None and current.used >= current.limit:
-        raise QuotaExceeded(f"you have used {current.used} of {current.limit} submissions to {benchmark.id} "
+        who = f"your team {current.team_name} has" if current.team else "you have"
+        raise QuotaExceeded(f"{who} used {current.used} of {current.limit} submissions to {benchmark.id} "
                             f"in this window; more from {isoformat(current.resets_at)}",
                             resets_at=isoformat(current.resets_at))
     return current
 
 
 @contextlib.contextmanager
-def reserved(benchmark: Benchmark, owner: str) -> Iterator[QuotaState]:
+def reserved(benchmark: Benchmark, owner: str, *, phase: Phase | None = None) -> Iterator[QuotaState]:
     """Check the quota and hold it while the caller records a submission, in one transaction.
 
-    Two requests of one participant cannot both see the last free slot: on
-    PostgreSQL they queue on a transaction-scoped advisory lock of
-    (benchmark, owner); SQLite takes its single write lock up front.
+    Two requests of one participant (or of one team's members) cannot both see the
+    last free slot: on PostgreSQL they queue on a transaction-scoped advisory lock of
+    (benchmark, owner or team); SQLite takes its single write lock up front.
     """
-    if quota_of(benchmark).limit is None:
+    if (Quota.from_json(phase.quota) if phase is not None and _own_quota(phase) else quota_of(benchmark)).limit is None:
         yield QuotaState(None, 0, None, None)
         return
     if isinstance(database.obj, peewee.PostgresqlDatabase):
         with database.atomic():
-            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key(benchmark.id, owner),))
-            yield check(benchmark, owner)
+            holder = entrants.quota_scope(benchmark, owner).holder
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key(benchmark.id, holder),))
+            yield check(benchmark, owner, phase=phase)
     else:
         with database.atomic(**({"lock_type": "IMMEDIATE"} if database.transaction_depth() == 0 else {})):
-            yield check(benchmark, owner)
+            yield check(benchmark, owner, phase=phase)
 
 
 def _lock_key(benchmark_id: str, owner: str) -> int:

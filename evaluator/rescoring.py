@@ -11,13 +11,14 @@ import logging
 import tempfile
 from pathlib import Path
 
+from evaluator import phases
 from evaluator.config import Config
 from evaluator.isolated_scoring import score_isolated
 from evaluator.pipeline import stage_dataset
 from evaluator.plots.build import publish_plots
 from evaluator.settings import Scoring
 from evaluator.storage.blobs import BlobStore
-from evaluator.storage.models import Benchmark, Dataset, Run, RunStatus, isoformat, utcnow
+from evaluator.storage.models import Benchmark, Run, RunStatus, isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
     """Score a run's stored predictions with its benchmark's current metrics and labels."""
     run = Run.get_by_id(run_id)
     benchmark = Benchmark.get_by_id(run.benchmark_id)
-    dataset = Dataset.get_by_id(benchmark.dataset_id)
+    phase = phases.phase_of_run(run)  # a phase's run is re-scored on that phase's labels and metrics
+    dataset = phases.dataset_of(benchmark, phase)
     _, labels = stage_dataset(dataset, blobs=blobs, config=config)
     bucket, prefix = config.results_bucket, run.results_prefix
     assert prefix is not None  # only runs that stored results are re-scored
@@ -40,7 +42,7 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
         predictions = Path(tmp) / "predictions.parquet"
         blobs.download(bucket, prefix + "predictions.parquet", predictions)
         plot_data: dict = {}
-        document, private = score_isolated(Scoring.of(benchmark, dataset), labels, predictions,
+        document, private = score_isolated(Scoring.of(phases.effective(benchmark, phase), dataset), labels, predictions,
                                            work_dir=Path(tmp) / "scoring", config=config,
                                            expected_rows=dataset.row_count, plot_data=plot_data)
     history = [*run.metrics_history, {"metrics": run.metrics, "private_metrics": run.private_metrics,
@@ -52,7 +54,8 @@ def rescore_run(run_id: str, *, blobs: BlobStore, config: Config) -> dict:
               "rescored_at": isoformat(utcnow())} if old is not None else {"metrics": document}
     blobs.put_json(bucket, prefix + "metrics.json", record)
     publish_plots(blobs, bucket, prefix, plot_data, min_bin_rows_floor=config.plot_min_bin_rows)  # drawn anew
-    Run.update(metrics=document, private_metrics=private, metrics_history=history).where(Run.id == run.id).execute()
+    Run.update(metrics=document, private_metrics=private, metrics_history=history,
+               updated_at=utcnow()).where(Run.id == run.id).execute()  # updated_at: the board cache's stamp
     logger.info("Re-scored run %s on %s (%d earlier results kept)", run_id, dataset.ref, len(history))
     return document
 

@@ -13,8 +13,11 @@ from evaluator.errors import NotFound, ObjectMissing
 from evaluator.plots.build import EXACT, PARTICIPANT
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
-from evaluator.storage.models import Benchmark, Run
+from evaluator.storage.models import Benchmark, Run, utcnow
 from evaluator.tokens import Principal
+
+PENDING = "pending"  # provenance["plots"] of a run whose plots are drawn after it is recorded
+PENDING_S = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +32,7 @@ class RunPlots:
     variant: str  # participant | exact
     entries: list[PlotEntry]
     min_bin_rows: int | None = None  # the participant variant's k
+    pending: bool = False  # recorded, plots not drawn yet (pipeline.draw_plots runs after the status commit)
 
     @property
     def exact(self) -> bool:
@@ -43,13 +47,23 @@ def plots_of(run: Run, principal: Principal | None, *, blobs: BlobStore, bucket:
         return RunPlots(run, variant, [])
     key = layout.plot_key(run.results_prefix, "index", "json", exact=exact)
     if blobs.head(bucket, key) is None:
-        return RunPlots(run, variant, [])
+        return RunPlots(run, variant, [], pending=pending(run))
     index = blobs.get_json(bucket, key)  # NOTE: written by evaluator.plots.build, never by a participant
     items = index.get("plots") or [] if isinstance(index, dict) else []
     entries = [PlotEntry(str(item["name"]), str(item.get("title") or item["name"])) for item in items
                if isinstance(item, dict) and layout.PLOT_NAME.fullmatch(str(item.get("name", "")))]
     k = index.get("min_bin_rows") if isinstance(index, dict) else None
     return RunPlots(run, variant, entries, k if isinstance(k, int) else None)
+
+
+def pending(run: Run) -> bool:
+    """True while a recorded run's plots may still come: its provenance says so, for PENDING_S after it ended.
+
+    Past that (the worker died between the status commit and the plots) the run simply has none.
+    """
+    if (run.provenance or {}).get("plots") != PENDING or run.finished_at is None:
+        return False
+    return (utcnow() - run.finished_at).total_seconds() < PENDING_S
 
 
 def list_plots(run_id: str, principal: Principal, *, blobs: BlobStore, bucket: str) -> RunPlots:

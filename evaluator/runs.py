@@ -11,11 +11,13 @@ import peewee
 
 from evaluator import competition, disclosure, workers
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed, WorkerCrashed, clean_message
+from evaluator.observability import record
 from evaluator.storage.db import database
 from evaluator.storage.models import (
     ACTIVE_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
     Benchmark,
+    Phase,
     Run,
     RunStatus,
     Submission,
@@ -42,9 +44,9 @@ def create_or_get_run(submission: Submission) -> tuple[Run, bool]:
     """Return the one run of a submission and whether this call created it (safe under concurrency)."""
     new_id = uuid.uuid4()
     (Run.insert(id=new_id, submission=submission, benchmark=submission.benchmark_id, owner=submission.owner,
-                status=RunStatus.QUEUED.value)
+                status=RunStatus.QUEUED.value, phase=submission.phase_id)
      .on_conflict_ignore().execute())
-    run = Run.get(Run.submission == submission)
+    run = Run.get((Run.submission == submission) & Run.migrated_from.is_null())  # not a later phase's re-run
     return run, run.id == new_id
 
 
@@ -121,6 +123,7 @@ def acquire(run_id: str, worker: str, *, lease_s: int = LEASE_S, max_crashes: in
                 if updated:
                     _ended(run_id)
             if updated:
+                record.run_ended(RunStatus.FAILED.value, WORKER_CRASHED, row.provenance)
                 logger.warning("Run %s ended failed/%s: %s", run_id, WORKER_CRASHED, message)
                 return Claim(attempt=row.attempts, crashes=crashes, took_over=row.lease_owner, poisoned=True)
             continue
@@ -229,7 +232,8 @@ def finish(run_id: str, *, status: str, metrics: dict | None = None, private_met
         if Run.update(changes).where(where).execute() != 1:
             return False
         _ended(run_id)
-        return True
+    record.run_ended(status, (failure or {}).get("code"), changes.get(Run.provenance, row.provenance))
+    return True
 
 
 def _ended(run_id: str) -> None:
@@ -249,7 +253,9 @@ def set_baseline(run: Run, principal: Principal, baseline: bool | None) -> Run:
     benchmark = Benchmark.get_by_id(run.benchmark_id)
     if not competition.manages(benchmark, principal):
         raise Forbidden(f"only an admin or the owner of {benchmark.id} may flag baselines")
-    Submission.update(baseline=baseline).where(Submission.id == run.submission_id).execute()
+    with database.atomic():
+        Submission.update(baseline=baseline).where(Submission.id == run.submission_id).execute()
+        Run.update(updated_at=utcnow()).where(Run.id == run.id).execute()  # the board cache's stamp
     return Run.get_by_id(run.id)
 
 
@@ -315,6 +321,12 @@ def _failure(run: Run, manager: bool) -> dict | None:
     return {"code": run.failure_code, "message": run.failure_message}
 
 
+def _phase_slug(run: Run) -> str | None:
+    if run.phase_id is None:
+        return None
+    return Phase.select(Phase.slug).where(Phase.id == run.phase_id).scalar()
+
+
 def serialize(run: Run, *, show_private: bool = False, manager: bool = False) -> dict:
     """Shape a run for a reader; managers (admin, the benchmark's owner) see everything.
 
@@ -332,8 +344,11 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False) ->
         "private_metrics": (run.private_metrics if manager
                             else disclosure.coarsen(run.private_metrics) if show_private else None),
         "final": run.final,
+        "phase": _phase_slug(run),
+        "migrated_from": str(run.migrated_from_id) if run.migrated_from_id else None,
         "baseline": run.submission.baseline,
         "kind": run.submission.kind,
+        "team": str(run.submission.team_id) if run.submission.team_id else None,
         "failure": _failure(run, manager),
         "provenance": run.provenance if manager else _participant_provenance(run.provenance),
         "attempts": run.attempts,

@@ -15,13 +15,22 @@ from typing import Any, Protocol
 
 
 class _BenchmarkRow(Protocol):
-    id: str
-    task: str
-    metrics: Any
-    primary_metric: str
-    limits: Any
-    quota: Any
-    settings: Any
+    """A Benchmark row, or a phase's view of one (phases.Effective): read-only members."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def metrics(self) -> Any: ...
+    @property
+    def primary_metric(self) -> str: ...
+    @property
+    def limits(self) -> Any: ...
+    @property
+    def quota(self) -> Any: ...
+    @property
+    def settings(self) -> Any: ...
 
 
 class _DatasetRow(Protocol):
@@ -83,6 +92,7 @@ class CompetitionSettings:
 
     `freeze_at` (or `freeze_before_close_s` before `closes_at`) starts the frozen window: until the
     close, participants read the leaderboard as it stood at that instant; managers read it live.
+    `teams` makes each team one entrant: quotas and the leaderboard count per team (evaluator.teams).
     """
 
     tie_breakers: tuple[str, ...] = ()
@@ -94,19 +104,23 @@ class CompetitionSettings:
     submission_kinds: tuple[str, ...] = ("bundle",)
     freeze_at: str | None = None  # ISO 8601, UTC, naive
     freeze_before_close_s: int | None = None
+    teams: bool = False
+    max_team_size: int | None = None  # accepted members of one team; None: no limit
 
     @classmethod
     def from_json(cls, raw: dict | None) -> CompetitionSettings:
         raw = raw or {}
         fraction = raw.get("private_fraction")
         before = raw.get("freeze_before_close_s")
+        team_size = raw.get("max_team_size")
         return cls(tie_breakers=tuple(raw.get("tie_breakers") or ()), opens_at=raw.get("opens_at") or None,
                    closes_at=raw.get("closes_at") or None, log_policy=str(raw.get("log_policy") or "own"),
                    final_selections=int(raw.get("final_selections") or 0),
                    private_fraction=float(fraction) if fraction else None,
                    submission_kinds=tuple(raw.get("submission_kinds") or ("bundle",)),
                    freeze_at=raw.get("freeze_at") or None,
-                   freeze_before_close_s=int(before) if before else None)
+                   freeze_before_close_s=int(before) if before else None,
+                   teams=bool(raw.get("teams", False)), max_team_size=int(team_size) if team_size else None)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "tie_breakers": list(self.tie_breakers),

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from evaluator import competition, fields, quotas
+from evaluator import competition, entrants, fields, phases, quotas
 from evaluator.benchmarks import get_benchmark
 from evaluator.config import Config
 from evaluator.errors import (
@@ -58,13 +58,16 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
     if not baseline and principal.role == "owner" and not principal.is_admin:
         raise Forbidden("an owner token submits to its own benchmarks as baselines only ('baseline': true)")
     size = fields.integer(body, "size", None, minimum=1)
-    max_bytes = limits_of(benchmark).bundle_bytes(config.max_bundle_bytes)
+    # None: a benchmark without phases
+    phase = phases.submission_phase(benchmark, body.get("phase"), principal, baseline=baseline)
+    max_bytes = limits_of(phases.effective(benchmark, phase)).bundle_bytes(config.max_bundle_bytes)
     if size is not None and size > max_bytes:
         raise PayloadTooLarge(f"{'bundle' if kind == 'bundle' else 'predictions file'} of {size} bytes is over "
                               f"this benchmark's limit of {max_bytes} bytes")
     competition.check_open(benchmark)
     if not baseline:  # NOTE: a manager's reference entries spend no one's quota
-        quotas.check(benchmark, principal.owner)  # NOTE: before any URL is issued (checked again under the lock)
+        # NOTE: before any URL is issued (checked again under the lock)
+        quotas.check(benchmark, principal.owner, phase=phase)
     default_method = "multipart" if size and size > config.multipart_threshold_bytes else "post"
     method = fields.choice(body, "method", UPLOAD_METHODS, default_method)
     if method in ("put", "multipart") and size is None:
@@ -79,9 +82,12 @@ def create_submission(benchmark_id: str, body: dict, principal: Principal, *, bl
         id=submission_id, benchmark=benchmark, owner=principal.owner, name=name, version=version,
         bucket=config.bundles_bucket, object_key=key, filename=filename, declared_size=size,
         upload_method=method, expires_at=expires_at, token_id=principal.token_id, kind=kind, baseline=baseline,
+        phase=phase,
     )
     # NOTE: concurrent requests of one participant queue here; a baseline spends no quota
-    with contextlib.nullcontext() if baseline else quotas.reserved(benchmark, principal.owner):
+    with contextlib.nullcontext() if baseline else quotas.reserved(benchmark, principal.owner, phase=phase):
+        # The team the owner is in now: the submission stays that team's, whoever leaves it later.
+        submission.team = None if baseline else entrants.team_of(benchmark.id, principal.owner)
         grant = _grant(submission, max_bytes, content_type=CONTENT_TYPES[ext], blobs=blobs, config=config)
         submission.save(force_insert=True)
     return submission, grant
@@ -181,6 +187,7 @@ def serialize(submission: Submission, *, new: bool = False) -> dict:
         "upload_method": submission.upload_method,
         "kind": submission.kind,
         "baseline": submission.baseline,
+        "team": str(submission.team_id) if submission.team_id else None,
         "created_at": isoformat(submission.created_at),
         "expires_at": isoformat(submission.expires_at),
         "uploaded_at": isoformat(submission.uploaded_at),

@@ -40,19 +40,30 @@ docker_engine() {
   echo "dockerd did not start; see /var/log/dockerd.log" >&2; return 1
 }
 
+# Prometheus's promtool (and prometheus itself): tests/e2e/test_compose_services.py checks monitoring/prometheus.yml
+# and scrapes a containerised API with it, since the compose stack's own prom/prometheus image needs a registry.
+monitoring() {
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && return 0
+  log "installing Prometheus (Debian's prometheus: prometheus and promtool)"
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 # gVisor as a second wall: install runsc and register it with Docker as runtime "runsc" (ptrace
-# platform: no KVM needed). Sandboxes use it with EVALUATOR_SANDBOX_RUNTIME=runsc or a benchmark's
+# platform: no KVM needed; --network=none: the sandbox gets no network stack at all, beyond Docker's none). Sandboxes use it with EVALUATOR_SANDBOX_RUNTIME=runsc or a benchmark's
 # limits.runtime. A running dockerd reloads its runtimes on SIGHUP (containers keep running).
 gvisor() {
   command -v runsc >/dev/null 2>&1 || apt_install runsc
-  if docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; then return 0; fi
+  # registered, with today's arguments: nothing to do
+  if docker info --format '{{json .Runtimes.runsc}}' 2>/dev/null | grep -q -- '--network=none'; then return 0; fi
   log "registering runsc as a Docker runtime in /etc/docker/daemon.json"
   mkdir -p /etc/docker
   python3 - "$(command -v runsc)" <<'EOF'
 import json, pathlib, sys
 path = pathlib.Path("/etc/docker/daemon.json")
 config = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
-config.setdefault("runtimes", {})["runsc"] = {"path": sys.argv[1], "runtimeArgs": ["--platform=ptrace"]}
+config.setdefault("runtimes", {})["runsc"] = {"path": sys.argv[1],
+                                              "runtimeArgs": ["--platform=ptrace", "--network=none"]}
 path.write_text(json.dumps(config, indent=2) + "\n")
 EOF
   if pidof dockerd >/dev/null; then kill -HUP "$(pidof dockerd)"; sleep 2; fi

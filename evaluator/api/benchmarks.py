@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import benchmarks, leaderboard, quotas
+from evaluator import benchmarks, leaderboard, phases, quotas
 from evaluator.api.operations import OPTIONAL, TOKEN, operation, roles
 from evaluator.config import Config
 from evaluator.contract import inputs, outputs
@@ -56,14 +56,17 @@ class BenchmarkItem:
 
 
 def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | None,
-                    at: str | None = None) -> dict:
+                    at: str | None = None, phase: str | None = None, *, offset: int = 0,
+                    limit: int | None = None) -> dict:
     """The leaderboard this caller sees (the JSON endpoint's and the web page's one rule).
 
     Managers may preview the private ranking before close (view "private") and read it live and exact;
     everyone sees it after close; in the frozen window a participant reads it as it stood at the freeze.
+    `offset`/`limit` give one page of it (ranks are the whole board's).
     """
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
-    return leaderboard.board_for(benchmark, principal, view=view, at=at)
+    return leaderboard.board_for(benchmark, principal, view=view, at=at, offset=offset, limit=limit,
+                                 phase=phases.board_phase(benchmark, phase, principal))
 
 
 class Leaderboard:
@@ -71,10 +74,14 @@ class Leaderboard:
                access=OPTIONAL, query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,),
                description="`?at=<ISO time>` gives the board as it stood then (runs finished by then, the "
                            "scores and rules then in force). In the frozen window (settings.freeze_at or "
-                           "freeze_before_close_s) participants get the board at the freeze; managers live.")
+                           "freeze_before_close_s) participants get the board at the freeze; managers live. "
+                           "`?phase=<slug>` gives a phase's board (by default the current phase's). "
+                           "One page of `limit` entries from `offset` (ranks are the whole board's; "
+                           "`total` counts every entry).")
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
-        resp.media = leaderboard_for(benchmark_id, req.context.principal, req.context.query.view,
-                                     at=req.context.query.at)
+        query = req.context.query
+        resp.media = leaderboard_for(benchmark_id, req.context.principal, query.view, at=query.at,
+                                     phase=query.phase, offset=query.offset, limit=query.limit)
 
 
 class Features:
@@ -96,4 +103,37 @@ class Quota:
                access=TOKEN, responses={200: outputs.QuotaState}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
-        resp.media = quotas.state(benchmark, req.context.principal.owner).to_dict()
+        phase = phases.board_phase(benchmark, None, req.context.principal)  # the current phase's quota
+        resp.media = quotas.state(benchmark, req.context.principal.owner, phase=phase).to_dict()
+
+
+class Phases:
+    def __init__(self, config: Config, queues: Queues) -> None:
+        self._config = config
+        self._queues = queues
+
+    @operation("listPhases", "The benchmark's phases in order (those the caller may see) and the current one",
+               tag="benchmarks", access=OPTIONAL, responses={200: outputs.PhaseList}, errors=(404,))
+    def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        benchmark = benchmarks.get_benchmark(benchmark_id, req.context.principal)
+        shown = phases.visible_phases(benchmark, req.context.principal)
+        now = phases.current(shown)
+        resp.media = {"items": [phases.serialize(p, benchmark) for p in shown],
+                      "current": now.slug if now is not None else None}
+
+    @operation("createPhase", "Add a phase after the benchmark's last one (admin or owner)", tag="benchmarks",
+               access=TOKEN, body=inputs.PhaseIn, responses={201: outputs.Phase}, errors=(403, 404, 409))
+    def on_post(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        phase = phases.create_phase(benchmark_id, req.context.body, req.context.principal, config=self._config)
+        resp.status = falcon.HTTP_201
+        resp.media = phases.serialize(phase, benchmarks.get_benchmark(benchmark_id, req.context.principal))
+
+    @operation("migratePhase", "Re-evaluate each participant's selected runs on the next phase (admin or owner)",
+               tag="benchmarks", access=TOKEN, responses={202: outputs.PhaseMigrated},
+               errors=(403, 404, 409),
+               description="Per participant: their final selections in this phase, else their best run. Each "
+                           "becomes a new run of the same submission in the next phase, which a worker evaluates "
+                           "on the next phase's dataset with its task and metrics. Idempotent.")
+    def on_post_migrate(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str, phase: str) -> None:
+        resp.status = falcon.HTTP_202
+        resp.media = phases.migrate(benchmark_id, phase, req.context.principal, self._queues)

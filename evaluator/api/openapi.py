@@ -30,6 +30,7 @@ TAGS = [
     {"name": "benchmarks", "description": "A dataset + task + metrics + limits; leaderboards and quotas"},
     {"name": "submissions", "description": "Upload grants (presigned PUT, POST policy or multipart) and bundles"},
     {"name": "runs", "description": "Evaluations: status, metrics, logs, predictions, final selections"},
+    {"name": "teams", "description": "A benchmark's teams: invitations, memberships; quotas and ranks per team"},
     {"name": "tokens", "description": "API tokens (admins)"},
     {"name": "webhooks", "description": "Signed run.finished POSTs to subscribed URLs, and their delivery log"},
     {"name": "events", "description": "Bucket notifications from the object store"},
@@ -51,6 +52,7 @@ _STATUS_TEXT = {
 _PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 _DESCRIPTIONS = {"benchmark_id": "the benchmark's id", "dataset_id": "a dataset id or name:version",
                  "submission_id": "a submission id", "run_id": "a run id", "token_id": "a token id",
+                 "team_id": "a team id", "user": "a participant (a token's owner name)", "phase": "a phase's slug",
                  "asset": "a file of the Swagger UI page or of the web pages"}
 
 

@@ -88,7 +88,7 @@ class RunItem:
                                      bucket=self._config.results_bucket)
         resp.media = {"run": str(plots.run.id), "variant": plots.variant,
                       "items": [{"name": e.name, "title": e.title, "url": f"/v1/runs/{plots.run.id}/plots/{e.name}"}
-                                for e in plots.entries]}
+                                for e in plots.entries], "pending": plots.pending}
 
     @operation("getRunPlot", "One plot of the run as SVG, the caller's variant", tag="runs", access=TOKEN,
                responses={200: SVG}, errors=(404, 503))

@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--version", default="1")
     submit.add_argument("--baseline", action="store_true",
                         help="a reference entry of the benchmark's managers: shown on the leaderboard, never ranked")
+    submit.add_argument("--phase", help="the benchmark's phase to submit to (default: the one open now)")
     submit.add_argument("--wait", action="store_true",
                         help="follow the run until it ends (riding out API restarts) and print its metrics; "
                              "exit status 1 when it did not succeed")
@@ -70,7 +71,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     board = subparsers.add_parser("leaderboard", parents=[common], help="print a benchmark's leaderboard")
     board.add_argument("benchmark")
     board.add_argument("--at", help="the board as it stood at this ISO 8601 time (UTC)")
+    board.add_argument("--phase", help="a phase's board (default: the current phase's)")
+    board.add_argument("--limit", type=int, help="entries to print (the server's default: 100, at most 1000)")
+    board.add_argument("--offset", type=int, default=0, help="entries to skip (ranks are the whole board's)")
     board.set_defaults(func=cmd_leaderboard)
+
+    phases = subparsers.add_parser("phases", help="a benchmark's phases; move one on to the next").add_subparsers(
+        dest="phases_command", metavar="ACTION")
+    phase_list = phases.add_parser("list", parents=[common], help="the phases in order and the current one")
+    phase_list.add_argument("benchmark")
+    phase_list.set_defaults(func=cmd_phases_list)
+    migrate = phases.add_parser("migrate", parents=[common],
+                                help="re-evaluate each participant's selected (else best) runs on the next phase")
+    migrate.add_argument("benchmark")
+    migrate.add_argument("phase")
+    migrate.set_defaults(func=cmd_phases_migrate)
 
 
 def client_for(args: argparse.Namespace, config: Config) -> ApiClient:
@@ -159,7 +174,8 @@ def cmd_submit(args: argparse.Namespace, config: Config) -> int:
     name = args.name or args.bundle.name.split(".")[0]
     submission = client.submit(args.benchmark, args.bundle, name=name, version=args.version,
                                progress=None if args.json else upload_bar(),
-                               multipart_threshold=config.multipart_threshold_bytes, baseline=args.baseline)
+                               multipart_threshold=config.multipart_threshold_bytes, baseline=args.baseline,
+                               phase=args.phase)
     if not args.wait:
         _print(args, submission, lambda s: f"submitted {s['id']} ({s['key']})")
         return 0
@@ -229,7 +245,8 @@ def format_leaderboard(board: dict) -> str:
     rules = board["rules"]
     when = (f"  frozen at {board['at']}" if board.get("frozen") else f"  as of {board['at']}" if board.get("at")
             else "")
-    lines = [f"leaderboard {board['benchmark']}  ({rules['metric']}, {rules['direction']}){when}",
+    phase = f"  phase {board['phase']}" if board.get("phase") else ""
+    lines = [f"leaderboard {board['benchmark']}{phase}  ({rules['metric']}, {rules['direction']}){when}",
              f"{'rank':>4}  {'participant':<16} {'score':>10}  95% CI"]
     for entry in board["entries"]:
         ci = entry.get("ci") or {}
@@ -238,12 +255,51 @@ def format_leaderboard(board: dict) -> str:
         who = f"{entry['participant']} ({entry.get('name')})" if entry.get("baseline") else entry["participant"]
         lines.append(f"{rank:>4}  {who:<16} {entry['score']:>10.6f}  {interval}")
     if not board["entries"]:
-        lines.append("   (no succeeded runs yet)")
+        lines.append("   (no succeeded runs yet)" if not board.get("total") else "   (no entries on this page)")
+    elif board.get("total", 0) > len(board["entries"]):
+        first = board.get("offset", 0) + 1
+        lines.append(f"   entries {first}-{first + len(board['entries']) - 1} of {board['total']} "
+                     f"(--offset, --limit for others)")
     return "\n".join(lines)
 
 
 def cmd_leaderboard(args: argparse.Namespace, config: Config) -> int:
     params = {"at": args.at} if args.at else {}
+    if args.phase:
+        params["phase"] = args.phase
+    if args.limit is not None:
+        params["limit"] = args.limit
+    if args.offset:
+        params["offset"] = args.offset
     board = client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/leaderboard", **params)
     _print(args, board, format_leaderboard)
     return 0
+
+
+def format_phases(listing: dict) -> str:
+    """Return a benchmark's phases as text, the current one marked; every server field is escaped."""
+    listing = scrub(listing)
+    lines = []
+    for phase in listing["items"]:
+        mark = "*" if phase["slug"] == listing.get("current") else " "
+        window = f"{phase['opens_at'] or '-'} .. {phase['closes_at'] or '-'}"
+        lines.append(f"{mark} {phase['slug']:<12} {phase['dataset']:<20} {phase['task']:<14} "
+                     f"{phase['primary_metric']:<16} {window}")
+    return "\n".join(lines) or "(no phases: one implicit phase)"
+
+
+def cmd_phases_list(args: argparse.Namespace, config: Config) -> int:
+    _print(args, client_for(args, config).get(f"/v1/benchmarks/{args.benchmark}/phases"), format_phases)
+    return 0
+
+
+def cmd_phases_migrate(args: argparse.Namespace, config: Config) -> int:
+    moved = client_for(args, config).post(f"/v1/benchmarks/{args.benchmark}/phases/{args.phase}/migrate")
+    _print(args, moved, format_migrated)
+    return 0
+
+
+def format_migrated(moved: dict) -> str:
+    moved = scrub(moved)
+    return (f"{moved['from']} -> {moved['to']}: {len(moved['created'])} run(s) queued, "
+            f"{len(moved['existing'])} moved before, {len(moved['skipped'])} skipped")

@@ -87,12 +87,12 @@ def adopt_dev_settings(config: Config) -> Config:
     return dev_config(config.replace(**changes))
 
 
-def _start(config: Config):
+def _start(config: Config, on_fatal=None):
     from evaluator.commands.devserver import DevPlatform
     from evaluator.sandbox.build import ensure_images
 
     ensure_images(config, ("sklearn", "onnx"))
-    platform = DevPlatform(config).start()
+    platform = DevPlatform(config, on_fatal=on_fatal).start()
     from evaluator.storage.db import database
 
     with database.connection_context():
@@ -107,18 +107,23 @@ def cmd_dev(args: argparse.Namespace, config: Config) -> int:
 
     config = dev_config(config)
     configure_logging(config)
-    platform, token = _start(config)
+    stopped = threading.Event()
+    platform, token = _start(config, on_fatal=lambda _message: stopped.set())
     print(f"evaluator dev is up: API {config.api_base_url} (docs {config.api_base_url}/docs), "
           f"S3 {config.s3_endpoint_url}, broker {platform.broker_kind}")
     print(f"admin token: {Path(config.data_dir) / 'admin.token'}   data: {config.data_dir}   Ctrl-C stops everything")
-    stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
-        stopped.wait()
+        while not stopped.wait(1.0):  # a timed wait: Ctrl-C interrupts it
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         platform.stop()
+    if platform.failure:
+        # The store is gone for good: say so and exit 3 (the platform is failing), never a quiet 0.
+        print(f"error: s3_unavailable: {platform.failure}", file=sys.stderr)
+        return 3
     return 0
 
 

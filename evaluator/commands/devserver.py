@@ -13,12 +13,13 @@ import secrets
 import socketserver
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from evaluator.config import Config
 from evaluator.errors import ConfigInvalid
 from evaluator.storage.seaweed import SeaweedServer, Webhook
+from evaluator.storage.supervisor import S3Supervisor
 
 if TYPE_CHECKING:  # dramatiq is imported when the platform starts, not with this module
     import dramatiq
@@ -41,6 +42,8 @@ def dev_config(config: Config) -> Config:
     """Fill in what the embedded default decides: SQLite in the data folder, its own S3 credentials."""
     data = Path(config.data_dir).resolve()
     changes: dict = {"work_dir": str(data / "work"), "data_dir": str(data)}
+    if not config.metrics_dir:
+        changes["metrics_dir"] = str(data / "metrics")
     try:
         config.check_events_token()
     except ConfigInvalid:  # unset or the placeholder: the embedded platform makes its own
@@ -96,6 +99,10 @@ class DevPlatform:
     http: WSGIServer | None = None
     worker: dramatiq.Worker | None = None
     broker_kind: str = ""
+    # Called (from the supervisor's thread) when the S3 child keeps dying: the caller stops the platform.
+    on_fatal: Callable[[str], None] | None = None
+    supervisor: S3Supervisor | None = None
+    failure: str = ""
 
     def start(self) -> DevPlatform:
         import dramatiq
@@ -105,6 +112,9 @@ class DevPlatform:
         from evaluator.storage.db import init_database
 
         config = self.config
+        from evaluator.observability import folders
+
+        folders.use_folder(config, "dev", fresh=True)  # API and worker of this process: one sample folder
         Path(config.work_dir).mkdir(parents=True, exist_ok=True)
         database = init_database(config.database_url)
         migrations.migrate(database)
@@ -131,6 +141,13 @@ class DevPlatform:
                                 self.config.s3_secret_key, s3_port=port,
                                 webhook=Webhook(f"{self.config.api_base_url}/v1/events/s3", self.config.events_token))
         self.s3.start()
+        self.supervisor = S3Supervisor(self.s3, self._fatal, max_restarts=self.config.dev_s3_max_restarts).start()
+
+    def _fatal(self, message: str) -> None:
+        logger.error("%s", message)
+        self.failure = message
+        if self.on_fatal is not None:
+            self.on_fatal(message)
 
     def _broker(self) -> dramatiq.Broker:
         import dramatiq
@@ -147,9 +164,11 @@ class DevPlatform:
                            self.config.redis_url)
             broker, self.broker_kind = StubBroker(), "in-process (no Redis)"
             broker.emit_after("process_boot")
-        return setup(self.config, broker)
+        return setup(self.config, broker, worker=True)
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_worker(args: argparse.Namespace, config: Config) -> int:
-    config.check_events_token()  # before the fork: one line from the CLI instead of one per process
+    config.check_secrets()  # before the fork: one line from the CLI instead of one per process
     # One message at a time per thread: a slow or killed worker must not sit on prefetched runs.
     env = {**os.environ, "dramatiq_queue_prefetch": "1"}
     command = [sys.executable, "-m", "dramatiq", "evaluator.worker.broker:setup", "evaluator.worker.actors",
@@ -36,7 +36,7 @@ def run_worker(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_api(args: argparse.Namespace, config: Config) -> int:
-    config.check_events_token()
+    config.check_secrets()
     from evaluator.api.gunicorn_settings import ApiServer, settings
 
     ApiServer(settings(config)).run()  # returns only by SystemExit (gunicorn's arbiter halts)
@@ -67,6 +67,9 @@ def run_listen_sqs(args: argparse.Namespace, config: Config) -> int:
 
     if not config.sqs_queue_url:
         raise ValidationFailed("set EVALUATOR_SQS_QUEUE_URL to the queue that receives the bucket's events")
+    from evaluator.observability import folders
+
+    folders.use_folder(config, "sqs")  # its intake samples, served by the /metrics of an API on this host
     init_database(config.database_url)
     setup(config)
     from evaluator.worker import actors

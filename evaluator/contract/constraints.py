@@ -18,6 +18,7 @@ NOT_BLANK_PATTERN = r"\S"
 BUNDLE_NAME_PATTERN = (r"\.([Tt][Aa][Rr]\.[Gg][Zz]|[Tt][Gg][Zz]|[Zz][Ii][Pp]|[Cc][Ss][Vv]"
                        r"|[Pp][Aa][Rr][Qq][Uu][Ee][Tt])$")
 MEMORY_PATTERN = r"^[0-9]{1,12}[KkMmGg]$"
+TEAM_NAME_PATTERN = r"^\w([\w .'-]*[\w.'-])?$"  # evaluator.teams checks the same
 MAX_JSON_INTEGER = 2**53  # beyond this a JavaScript client (and jsonb comparisons) lose precision
 
 # What a pattern mismatch means, in words (pydantic would print the regex).
@@ -27,6 +28,7 @@ PATTERN_RULES = {
     NOT_BLANK_PATTERN: "must not be blank",
     BUNDLE_NAME_PATTERN: "must end with .tar.gz, .tgz or .zip (a bundle) or .csv or .parquet (predictions)",
     MEMORY_PATTERN: "must look like 512m or 2g",
+    TEAM_NAME_PATTERN: "must be letters, digits, spaces and . ' _ -, starting with a letter or digit",
 }
 
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=SLUG_PATTERN)]

@@ -16,6 +16,7 @@ from evaluator.contract.constraints import (
     BUNDLE_NAME_PATTERN,
     MAX_JSON_INTEGER,
     MEMORY_PATTERN,
+    TEAM_NAME_PATTERN,
     Count,
     DataFormat,
     Framework,
@@ -117,6 +118,29 @@ class SettingsIn(Body):
         None, description="from then until the close, participants see the leaderboard as it stood then")
     freeze_before_close_s: Annotated[int, Field(ge=1, le=366 * 24 * 3600)] | None = Field(
         None, description="freeze this many seconds before closes_at (when freeze_at is not set)")
+    teams: bool = Field(False, description="teams compete as one entrant: quotas and the leaderboard count per team")
+    max_team_size: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="accepted members of one team at most (no limit when left out)")
+
+
+class PhaseIn(Body):
+    """One phase of a benchmark (dev, final, ...): a field left out takes the benchmark's value."""
+
+    slug: Slug
+    title: Text500 | None = None
+    dataset: Text300 | None = Field(None, description="this phase's dataset (id or name:version)")
+    task: Task | None = Field(None, description="another task brings its own metrics (all of it by default)")
+    primary_metric: Metric | None = None
+    metrics: list[Metric] | None = Field(None, max_length=50)
+    opens_at: Timestamp | None = Field(None, description="submissions go to the phase open now")
+    closes_at: Timestamp | None = None
+    quota: QuotaIn | None = Field(None, description="counted within this phase; none: the benchmark's quota")
+    limits: LimitsIn | None = Field(None, description="over the benchmark's limits, field by field")
+    visibility: Visibility = Field("public", description="who reads the phase and its board (managers always)")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"slug": "final", "dataset": "iris-final:1", "primary_metric": "f1_macro",
+         "opens_at": "2026-03-01T00:00:00Z", "quota": {"limit": 2}}]})
 
 
 _BENCHMARK_EXAMPLE: JsonDict = {
@@ -138,6 +162,7 @@ class BenchmarkIn(Body):
     quota: QuotaIn | None = None
     visibility: Visibility = "public"
     settings: SettingsIn | None = None
+    phases: list[PhaseIn] | None = Field(None, max_length=20, description="ordered phases; none: one implicit phase")
 
     model_config = ConfigDict(json_schema_extra={"examples": [_BENCHMARK_EXAMPLE]})
 
@@ -168,6 +193,7 @@ class SubmissionIn(Body):
                                                  "over the benchmark's limit is 413")
     method: UploadMethod | None = Field(None, description="post (a policy) by default; multipart for large bundles")
     baseline: bool = Field(False, description="a manager's reference entry: shown on the leaderboard, never ranked")
+    phase: Slug | None = Field(None, description="the phase to submit to; by default the one open now")
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "logreg", "version": "1.0.0", "filename": "bundle.tar.gz", "size": 2048, "method": "put"}]})
@@ -225,6 +251,23 @@ class WebhookIn(Body):
         {"url": "https://ci.example.org/hooks/evaluator", "scope": "participant", "benchmark": "iris"}]})
 
 
+class TeamIn(Body):
+    """Create a team of the benchmark; a participant creating it is its first member."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=TEAM_NAME_PATTERN,
+                               description="shown on the leaderboard; unique in the benchmark (any case)")]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Gradient Descenders"}]})
+
+
+class InvitationIn(Body):
+    """Invite a participant (by their token's owner name) to the team."""
+
+    user: Slug
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user": "bob"}]})
+
+
 class PageQuery(Query):
     limit: Annotated[int, Field(ge=1, le=100)] = 50
     offset: Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER)] = 0
@@ -235,6 +278,9 @@ class LeaderboardQuery(Query):
         None, description="`private` lets the benchmark's managers preview the private ranking before close")
     at: Timestamp | None = Field(
         None, description="the board as it stood then: runs finished by then, the rules then in force")
+    phase: Slug | None = Field(None, description="a phase's board (its runs and rules); by default the current phase")
+    limit: Annotated[int, Field(ge=1, le=1000, description="entries per page (ranks are over the whole board)")] = 100
+    offset: Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER, description="entries skipped, in board order")] = 0
 
 
 class EventNotification(Body):

@@ -42,7 +42,10 @@ class Check(Out):
 
 
 class Health(Out):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok; degraded (answers, but e.g. no worker sent a heartbeat recently: runs wait); "
+                    "unavailable (503: a part is down)")
+    reasons: list[str] = Field(description="why it is degraded or unavailable; empty when ok")
     checks: dict[str, Check]
 
 
@@ -121,6 +124,8 @@ class Settings(Out):
     submission_kinds: list[Literal["bundle", "predictions"]]
     freeze_at: Time
     freeze_before_close_s: int | None
+    teams: bool = Field(False, description="teams compete as one entrant (quotas and the leaderboard per team)")
+    max_team_size: int | None = None
 
 
 class Benchmark(Out):
@@ -146,6 +151,47 @@ class BenchmarkList(Out):
     items: list[Benchmark]
 
 
+class Phase(Out):
+    """One phase of a benchmark, with the values its runs are evaluated and ranked by."""
+
+    slug: str
+    ordinal: int
+    title: str
+    dataset: str = Field(description="the dataset's name:version")
+    task: str
+    primary_metric: str
+    direction: Literal["maximize", "minimize"]
+    metrics: list[str]
+    opens_at: Time
+    closes_at: Time
+    open: bool
+    closed: bool
+    quota: dict[str, Any]
+    limits: dict[str, Any]
+    visibility: Literal["public", "participants", "private"]
+
+
+class PhaseList(Out):
+    items: list[Phase]
+    current: str | None = Field(description="the phase the benchmark is in (its default board)")
+
+
+class SkippedRun(Out):
+    run_id: str
+    participant: str
+    reason: str
+
+
+class PhaseMigrated(Out):
+    """The runs queued on the next phase; running it again queues none twice."""
+
+    from_: str = Field(alias="from")
+    to: str
+    created: list[str] = Field(description="new runs, queued for the next phase's data, task and metrics")
+    existing: list[str] = Field(description="runs an earlier migration created already")
+    skipped: list[SkippedRun]
+
+
 class RescoreQueued(Out):
     queued: int
     runs: list[str]
@@ -157,6 +203,7 @@ class QuotaState(Out):
     remaining: int | None
     window: str | None
     resets_at: Time
+    team: str | None = Field(None, description="the team whose quota this is (settings.teams), else null")
 
 
 class RankedMetric(Out):
@@ -173,6 +220,13 @@ class Rules(Out):
     final_selections: int
     closes_at: Time
     baselines: str
+    entrant: Literal["participant", "team"] = Field(
+        "participant", description="`team` (settings.teams): one entry per team, the best run made for it")
+
+
+class TeamRef(Out):
+    id: str
+    name: str
 
 
 class Entry(Out):
@@ -186,6 +240,8 @@ class Entry(Out):
     finished_at: Time
     baseline: bool = Field(description="a manager's reference entry, shown beside the ranked ones")
     name: str | None = Field(description="a baseline's submission name (null for ranked entries)")
+    team: TeamRef | None = Field(None, description="the team the entry is (settings.teams); `participant` is its name")
+    submitted_by: str | None = Field(None, description="the participant whose run this is")
 
 
 class Leaderboard(Out):
@@ -195,7 +251,11 @@ class Leaderboard(Out):
     at: Time = Field(description="the instant the board shows: ?at=, or the freeze; null when live")
     frozen: bool = Field(description="true when a participant reads the board as it stood at the freeze")
     participants: int = Field(description="ranked participants (baselines are not counted)")
+    phase: str | None = Field(None, description="the phase whose board this is; null without phases")
     rules: Rules
+    total: int = Field(description="entries on the whole board (ranked and baselines); `entries` is one page")
+    limit: int
+    offset: int
     entries: list[Entry]
 
 
@@ -222,6 +282,7 @@ class Submission(Out):
     upload_method: str
     kind: Literal["bundle", "predictions"]
     baseline: bool
+    team: str | None = Field(None, description="the team its owner was in when it was made (null: alone)")
     created_at: Time
     expires_at: Time
     uploaded_at: Time
@@ -277,8 +338,11 @@ class Run(Out):
     metrics: dict[str, Any] | None = Field(description="the metrics.json document once scored")
     private_metrics: dict[str, Any] | None
     final: bool
+    phase: str | None = Field(None, description="the phase the run belongs to; null without phases")
+    migrated_from: str | None = Field(None, description="the earlier phase's run this one re-evaluates")
     baseline: bool
     kind: Literal["bundle", "predictions"]
+    team: str | None = Field(None, description="the team its submission was made for (null: alone)")
     failure: Failure | None
     provenance: dict[str, Any]
     attempts: int
@@ -326,6 +390,37 @@ class PlotList(Out):
     run: str
     variant: Literal["participant", "exact"]
     items: list[PlotRef]
+    pending: bool = Field(False, description="the run is recorded and its plots are still being drawn "
+                                             "(they follow metrics.json within seconds): poll again")
+
+
+# --- teams --------------------------------------------------------------------------------
+
+
+class TeamMember(Out):
+    user: str
+    state: Literal["invited", "accepted"]
+    invited_by: str | None = Field(description="null for the creator's own membership")
+    invited_at: Time
+    accepted_at: Time
+
+
+class Team(Out):
+    """A benchmark's team; open invitations are listed to its members, the invitee and the managers only."""
+
+    id: str
+    benchmark: str
+    name: str
+    created_by: str
+    created_at: Time
+    size: int = Field(description="accepted members")
+    members: list[TeamMember]
+
+
+class TeamList(Out):
+    items: list[Team]
+
+
 # --- webhooks -----------------------------------------------------------------------------
 
 

@@ -116,7 +116,7 @@ def publish_plots(blobs: BlobStore, bucket: str, prefix: str, parts: dict | None
         built = variants(parts, min_bin_rows_floor)
     except Exception:  # NOTE: the loop boundary of an optional artifact; the metrics are already stored
         logger.exception("The plots of %s could not be drawn; the run keeps its metrics without plots", prefix)
-        return 0
+        built = {PARTICIPANT: [], EXACT: []}  # empty indexes: the plots are no longer pending
     written = 0
     for variant, plots in built.items():
         exact = variant == EXACT

@@ -48,17 +48,31 @@ def thin(points: Sequence, limit: int = MAX_POINTS) -> list:
     return [points[round(i * step)] for i in range(limit)]
 
 
-def _figure(size: tuple[float, float] = (4.2, 3.6)) -> Figure:
+# Margins of a figure whose text is the platform's own (axis names, numeric ticks, a legend inside the axes):
+# a fixed layout, so the SVG is drawn once. bbox_inches="tight" draws it twice (once to measure), which is
+# kept only for figures whose tick labels are participants' class names of any length (the confusion matrix).
+_FIXED = {"left": 0.17, "right": 0.96, "bottom": 0.13, "top": 0.91}
+_FIXED_WITH_COLORBAR = {"left": 0.19, "right": 0.98, "bottom": 0.13, "top": 0.91}
+_TIGHT = "_evaluator_tight"
+
+
+def _figure(size: tuple[float, float] = (4.2, 3.6), *, margins: dict | None = None) -> Figure:
+    """A figure on the SVG canvas; with `margins` a fixed layout, without one measured when saved."""
     figure = Figure(figsize=size)
     FigureCanvasSVG(figure)
+    if margins is None:
+        setattr(figure, _TIGHT, True)
+    else:
+        figure.subplots_adjust(**margins)
     return figure
 
 
 def to_svg(figure: Figure, name: str, title: str) -> bytes:
     """Serialise a figure to SVG without the XML prolog (it is inlined in pages), titled for screen readers."""
     sink = io.BytesIO()
+    tight = "tight" if getattr(figure, _TIGHT, False) else None
     with matplotlib.rc_context({**_RC, "svg.hashsalt": name}):  # type: ignore[dict-item]  # keys are rc names
-        figure.savefig(sink, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+        figure.savefig(sink, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=tight)
     svg = _presentational(_METADATA.sub(b"", _PROLOG.sub(b"", sink.getvalue())))
     # NOTE: ids unique on a page that inlines several plots (matplotlib numbers them per figure: figure_1, ...)
     prefix = name.encode() + b"-"
@@ -116,7 +130,7 @@ def confusion_figure(classes: list, matrix: list[list[int]], other: list[int], t
 def curves_figure(curves: list[tuple[str, list]], *, title: str, xlabel: str, ylabel: str,
                   diagonal: bool = False, markers: bool = False) -> Figure:
     with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # the stubs want literal rc names
-        figure = _figure()
+        figure = _figure(margins=_FIXED)
         axes = figure.subplots()
         if diagonal:
             axes.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=0.8, label="chance" if not markers
@@ -139,7 +153,7 @@ def curves_figure(curves: list[tuple[str, list]], *, title: str, xlabel: str, yl
 def histogram_figure(edges: list[float], counts: list[int], *, title: str, xlabel: str) -> Figure:
     """Bars of density (rows per unit), so unequal bins read right."""
     with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # the stubs want literal rc names
-        figure = _figure()
+        figure = _figure(margins=_FIXED)
         axes = figure.subplots()
         widths = [high - low for low, high in zip(edges, edges[1:])]
         heights = [c / w if w > 0 else 0.0 for c, w in zip(counts, widths)]
@@ -154,7 +168,7 @@ def histogram_figure(edges: list[float], counts: list[int], *, title: str, xlabe
 
 def grid_figure(x_edges: list[float], y_edges: list[float], counts: list[list[int]], *, title: str) -> Figure:
     with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # the stubs want literal rc names
-        figure = _figure((4.6, 3.8))
+        figure = _figure((4.6, 3.8), margins=_FIXED_WITH_COLORBAR)
         axes = figure.subplots()
         if counts:
             transposed = [list(column) for column in zip(*counts)]  # rows: targets, columns: predictions

@@ -141,7 +141,7 @@ def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict)
         mem_limit=limits.memory,
         memswap_limit=limits.memory,
         nano_cpus=limits.nano_cpus,
-        pids_limit=limits.pids,
+        pids_limit=limits.host_pids,
         # msgqueue 0: no POSIX message queue can hold a byte (mq_open needs no /dev/mqueue).
         ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),
                  docker.types.Ulimit(name="msgqueue", soft=0, hard=0)],

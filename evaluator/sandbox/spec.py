@@ -9,6 +9,11 @@ import pathlib
 from evaluator.config import Config
 from evaluator.settings import BenchmarkLimits
 
+# Host tasks a runtime needs beyond the model's own, added to the pids limit: gVisor's Sentry and its
+# ptrace stubs are threads of the container's cgroup (~50 for an idle Python under ptrace, and its Go
+# runtime adds threads under load); without room for them a guest fork bomb kills the Sentry first.
+RUNTIME_PIDS_OVERHEAD = {"runsc": 128}
+
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
@@ -30,6 +35,11 @@ class Limits:
     @property
     def nano_cpus(self) -> int:
         return int(self.cpus * 1_000_000_000)
+
+    @property
+    def host_pids(self) -> int:
+        """The container's pids limit: the model's `pids`, plus what its runtime itself runs there."""
+        return self.pids + RUNTIME_PIDS_OVERHEAD.get(self.runtime, 0)
 
     @property
     def threads(self) -> int:

@@ -1,4 +1,4 @@
-"""One class per table: datasets, benchmarks, submissions, runs, object events, API tokens, web sessions."""
+"""One class per table: datasets, benchmarks, phases, teams, submissions, runs, events, API tokens, web sessions."""
 
 from __future__ import annotations
 
@@ -102,6 +102,78 @@ class Benchmark(BaseModel):
         table_name = "benchmark"
 
 
+class Phase(BaseModel):
+    """One ordered stage of a benchmark (e.g. dev, then final): its own data, window, quota, limits, board.
+
+    A column left null takes the benchmark's value; a benchmark without phases is one implicit phase.
+    """
+
+    id = peewee.BigAutoField()
+    benchmark = peewee.ForeignKeyField(Benchmark, backref="phases", on_delete="CASCADE")
+    benchmark_id: str
+    slug = peewee.TextField()
+    ordinal = peewee.IntegerField()  # 0, 1, ...: the order runs migrate in
+    title = peewee.TextField(null=True)
+    dataset = peewee.ForeignKeyField(Dataset, null=True, backref="phases", on_delete="RESTRICT")
+    dataset_id: uuid.UUID | None
+    task = peewee.TextField(null=True)
+    primary_metric = peewee.TextField(null=True)
+    metrics = peewee.JSONField(null=True)
+    opens_at = peewee.DateTimeField(null=True)
+    closes_at = peewee.DateTimeField(null=True)
+    quota = peewee.JSONField(null=True)
+    limits = peewee.JSONField(null=True)
+    visibility = peewee.TextField(default="public")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "phase"
+        indexes = ((("benchmark", "slug"), True), (("benchmark", "ordinal"), True))
+
+
+class TeamMemberState(str, enum.Enum):
+    INVITED = "invited"
+    ACCEPTED = "accepted"
+
+
+class Team(BaseModel):
+    """A benchmark's team: its members compete as one entrant when the benchmark's settings.teams is on."""
+
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    benchmark = peewee.ForeignKeyField(Benchmark, backref="teams", on_delete="CASCADE")
+    benchmark_id: str
+    name = peewee.TextField()
+    created_by = peewee.TextField()  # who created it: they (and the benchmark's managers) invite
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "team"
+        indexes = ((("benchmark", "name"), True),)
+
+
+class TeamMember(BaseModel):
+    """An invitation to a team, or (accepted) a membership; leaving deletes the row, the runs keep their team."""
+
+    id = peewee.BigAutoField()
+    team = peewee.ForeignKeyField(Team, backref="members", on_delete="CASCADE")
+    team_id: uuid.UUID
+    benchmark = peewee.TextField()  # the team's, copied: one accepted membership per (benchmark, member)
+    member = peewee.TextField(index=True)
+    state = peewee.TextField(default=TeamMemberState.INVITED.value)
+    invited_by = peewee.TextField(null=True)  # None: the creator's own membership
+    invited_at = peewee.DateTimeField(default=utcnow)
+    accepted_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "team_member"
+        indexes = ((("team", "member"), True),)
+
+
+ONE_TEAM_INDEX = "team_member_one_team_per_benchmark"
+TeamMember.add_index(TeamMember.benchmark, TeamMember.member, unique=True, name=ONE_TEAM_INDEX,
+                     where=(TeamMember.state == TeamMemberState.ACCEPTED.value))
+
+
 class Submission(BaseModel):
     id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
     benchmark = peewee.ForeignKeyField(Benchmark, backref="submissions", on_delete="CASCADE")
@@ -113,8 +185,13 @@ class Submission(BaseModel):
     bucket = peewee.TextField()
     object_key = peewee.TextField(unique=True)
     filename = peewee.TextField(default="bundle.tar.gz")
+    phase = peewee.ForeignKeyField(Phase, null=True, backref="submissions", on_delete="SET NULL")
+    phase_id: int | None  # the phase it was submitted to; None on a benchmark without phases
     kind = peewee.TextField(default="bundle")  # bundle (a model the sandbox runs) | predictions (a file)
     baseline = peewee.BooleanField(default=False)  # a manager's reference entry: on the board, never ranked
+    # The team its owner was an accepted member of when it was made: it stays that team's, whoever leaves.
+    team = peewee.ForeignKeyField(Team, backref="submissions", null=True, on_delete="SET NULL")
+    team_id: uuid.UUID | None
     declared_size = peewee.BigIntegerField(null=True)
     size = peewee.BigIntegerField(null=True)
     etag = peewee.TextField(null=True)
@@ -129,14 +206,20 @@ class Submission(BaseModel):
 
     class Meta:
         table_name = "submission"
+        indexes = ((("benchmark", "owner", "created_at"), False),)  # the leaderboard page's entry counts
 
 
 class Run(BaseModel):
     id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
-    submission = peewee.ForeignKeyField(Submission, backref="runs", unique=True, on_delete="CASCADE")
+    # NOTE: one run per submission (a partial unique index below), plus one per later phase it migrated to
+    submission = peewee.ForeignKeyField(Submission, backref="runs", on_delete="CASCADE")
     benchmark = peewee.ForeignKeyField(Benchmark, backref="runs", on_delete="CASCADE")
     submission_id: uuid.UUID
     benchmark_id: str
+    phase = peewee.ForeignKeyField(Phase, null=True, backref="runs", on_delete="SET NULL")
+    phase_id: int | None  # None: a benchmark without phases (or a run from before it had them)
+    migrated_from = peewee.ForeignKeyField("self", null=True, backref="migrations", on_delete="SET NULL")
+    migrated_from_id: uuid.UUID | None  # the earlier phase's run this one re-evaluates on the next phase
     owner = peewee.TextField(index=True)
     status = peewee.TextField(default=RunStatus.QUEUED.value, index=True)
     failure_code = peewee.TextField(null=True)
@@ -158,11 +241,19 @@ class Run(BaseModel):
     running_at = peewee.DateTimeField(null=True)
     scoring_at = peewee.DateTimeField(null=True)
     finished_at = peewee.DateTimeField(null=True)
-    updated_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow, index=True)  # every write the leaderboard reads sets it
 
     class Meta:
         table_name = "run"
-        indexes = ((("benchmark", "status", "finished_at"), False),)  # recent runs of a benchmark (ETAs)
+        indexes = ((("benchmark", "status", "finished_at"), False),  # recent runs of a benchmark (ETAs)
+                   (("benchmark", "status", "updated_at"), False))  # the leaderboard cache's stamp (board_cache)
+
+
+# A submission's own run is unique; a migrated run is unique per (submission, phase): migrating twice adds none.
+Run.add_index(Run.index(Run.submission, unique=True, where=Run.migrated_from.is_null(),
+                        name="run_submission_original"))
+Run.add_index(Run.index(Run.submission, Run.phase, unique=True, where=Run.migrated_from.is_null(False),
+                        name="run_submission_phase_migrated"))
 
 
 class ObjectEvent(BaseModel):
@@ -279,5 +370,5 @@ class WebhookDelivery(BaseModel):
         indexes = ((("subscription", "run_id", "event"), True),)  # one delivery per subscription, run and event
 
 
-ALL_MODELS = (Dataset, Benchmark, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision,
-              WebSession, WebhookSubscription, WebhookDelivery)
+ALL_MODELS = (Dataset, Benchmark, Phase, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision,
+              WebSession, WebhookSubscription, WebhookDelivery, Team, TeamMember)

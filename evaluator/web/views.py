@@ -1,7 +1,7 @@
 """What each page shows, as plain data: built from the same functions the JSON resources call.
 
 Visibility and rounding are never decided here: benchmarks.visible_to / get_benchmark,
-runs.get_run, api.runs.shape (runs.serialize), leaderboard.build and competition.log_view
+runs.get_run, api.runs.shape (runs.serialize), leaderboard.board_for and competition.log_view
 decide them, exactly as for the API, so a page and the JSON it mirrors cannot disagree.
 """
 
@@ -13,18 +13,29 @@ import re
 import markupsafe
 import peewee
 
-from evaluator import benchmarks, competition, datasets, quotas, run_plots, runs, submissions
-from evaluator.api.benchmarks import leaderboard_for
+from evaluator import (
+    benchmarks,
+    competition,
+    datasets,
+    entrants,
+    leaderboard,
+    phases,
+    quotas,
+    run_plots,
+    runs,
+    submissions,
+)
 from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
+from evaluator.settings import settings_of
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import rows as db_rows
 from evaluator.storage.models import TERMINAL_RUN_STATUSES, Benchmark, Dataset, Run, Submission
 from evaluator.tokens import Principal
 
 STAGES = ("created", "queued", "preparing", "running", "scoring", "finished")
-BOARD_PAGE = 100  # leaderboard rows per page (the JSON endpoint returns them all)
+BOARD_PAGE = 100  # leaderboard rows per page (the JSON endpoint's default page too)
 RUNS_PAGE = 50
 LOG_PAGE_BYTES = 64 * 1024  # what a page shows of a log (the sandbox already caps it)
 # Controls other than newline and tab, and the bidi/format characters that reorder what a browser shows.
@@ -136,7 +147,7 @@ def plots_view(run: Run, principal: Principal, *, config: Config, blobs: BlobSto
     plots, drawn = run_plots.inline_plots(run, principal, blobs=blobs, bucket=config.results_bucket)
     return {"plots": [{"name": entry.name, "title": entry.title, "svg": markupsafe.Markup(svg.decode("utf-8"))}
                       for entry, svg in drawn],
-            "plots_exact": plots.exact, "plots_min_bin_rows": plots.min_bin_rows}
+            "plots_exact": plots.exact, "plots_min_bin_rows": plots.min_bin_rows, "plots_pending": plots.pending}
 
 
 def interval(ci: object) -> tuple[float, float] | None:
@@ -170,35 +181,80 @@ def _ci_bars(entries: list[dict]) -> dict:
     return {"low": low, "high": high}
 
 
-def entry_counts(benchmark_id: str) -> dict[str, dict]:
-    """Per participant: how many submissions, and the first and last (Kaggle's "entries" and "last")."""
-    rows = (Submission.select(Submission.owner, peewee.fn.COUNT(Submission.id), peewee.fn.MIN(Submission.created_at),
-                              peewee.fn.MAX(Submission.created_at))
-            .where(Submission.benchmark == benchmark_id).group_by(Submission.owner).tuples())
-    return {owner: {"submissions": count, "first": first, "last": last} for owner, count, first, last in db_rows(rows)}
+def entry_counts(benchmark_id: str, keys: set[str], teams: bool = False) -> dict[str, dict]:
+    """Per listed entrant (a participant, or with `teams` a team): how many submissions, the first and last
+    (Kaggle's "entries" and "last"); keyed as entrants.key names them. Only the listed entrants' rows are read."""
+    owners = [key for key in keys if not key.startswith("team:")]
+    team_ids = [key[len("team:"):] for key in keys if key.startswith("team:")]
+    if not keys:
+        return {}
+    rows = (Submission.select(Submission.owner, Submission.team, peewee.fn.COUNT(peewee.SQL("*")),
+                              peewee.fn.MIN(Submission.created_at), peewee.fn.MAX(Submission.created_at))
+            .where((Submission.benchmark == benchmark_id)
+                   & (Submission.owner.in_(owners) | Submission.team.in_(team_ids)))
+            .group_by(Submission.owner, Submission.team).tuples())
+    counts: dict[str, dict] = {}
+    for owner, team, count, first, last in db_rows(rows):
+        key = f"team:{team}" if teams and team is not None else owner
+        kept = counts.setdefault(key, {"submissions": 0, "first": first, "last": last})
+        kept.update(submissions=kept["submissions"] + count, first=min(kept["first"], first),
+                    last=max(kept["last"], last))
+    return counts
+
+
+def _entrant(entry: dict) -> str:
+    """An entry's entrant, as entry_counts keys it."""
+    return f"team:{entry['team']['id']}" if entry.get("team") else entry["participant"]
+
+
+def submission_totals(benchmark_id: str, teams: bool = False) -> dict:
+    """The benchmark's entrants (participants, or with `teams` teams and those alone) and submissions, and its
+    first and last submission (one aggregate)."""
+    team = peewee.Value("team:").concat(peewee.Cast(Submission.team, "text"))
+    entrant = peewee.Case(None, [(Submission.team.is_null(False), team)], Submission.owner) if teams \
+        else Submission.owner
+    query = (Submission.select(peewee.fn.COUNT(entrant.distinct()), peewee.fn.COUNT(peewee.SQL("*")),
+                               peewee.fn.MIN(Submission.created_at), peewee.fn.MAX(Submission.created_at))
+             .where(Submission.benchmark == benchmark_id).tuples())
+    participants, count, first, last = next(iter(db_rows(query)))
+    return {"participants": participants, "submissions": count, "first": first, "last": last}
 
 
 def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int) -> dict:
-    """The benchmark page: its rules and the leaderboard GET /v1/benchmarks/{id}/leaderboard gives this caller."""
+    """The benchmark page: its rules and one page of the leaderboard GET /v1/benchmarks/{id}/leaderboard gives.
+
+    The viewer's own row is added to every page it is not on.
+    """
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
-    board = leaderboard_for(benchmark_id, principal, view)
-    counts = entry_counts(benchmark.id)
-    entries = board["entries"]
-    pages = max(1, -(-len(entries) // BOARD_PAGE))
-    page = min(max(page, 1), pages)
-    shown = [dict(e) for e in entries[(page - 1) * BOARD_PAGE: page * BOARD_PAGE]]
-    mine = None
+    teams = settings_of(benchmark).teams
+    me = None
     if principal is not None:
-        mine = next((dict(e) for e in entries if e["participant"] == principal.owner), None)
-        if mine is not None and all(e["participant"] != mine["participant"] for e in shown):
-            shown.append(mine)  # the viewer's own row, whatever the page
+        team = entrants.team_of(benchmark.id, principal.owner) if teams else None
+        me = f"team:{team.id}" if team is not None else principal.owner  # the viewer's row: theirs, or their team's
+
+    phase = phases.board_phase(benchmark, None, principal)  # the current phase's board, as the JSON's default
+
+    def board_page(number: int) -> dict:  # the JSON endpoint's rule (api.benchmarks.leaderboard_for), one page
+        return leaderboard.board_for(benchmark, principal, view=view, phase=phase, offset=(number - 1) * BOARD_PAGE,
+                                     limit=BOARD_PAGE, entrant=me)
+
+    page = max(page, 1)
+    board = board_page(page)
+    pages = max(1, -(-board["total"] // BOARD_PAGE))
+    if page > pages:  # past the end: the last page
+        page = pages
+        board = board_page(page)
+    teams = board["rules"].get("entrant") == "team"  # the rules the board was ranked with
+    shown = [dict(e) for e in board["entries"]]
+    mine = board.get("mine")
+    if mine is not None and all(_entrant(e) != me for e in shown):
+        shown.append(dict(mine))  # the viewer's own row, whatever the page
     scale = _ci_bars(shown)
+    counts = entry_counts(benchmark.id, {_entrant(e) for e in shown}, teams)
     for entry in shown:
-        entry.update(counts.get(entry["participant"], {}))
-    totals = {"participants": len(counts), "submissions": sum(c["submissions"] for c in counts.values()),
-              "ranked": len(entries),
-              "first": min((c["first"] for c in counts.values()), default=None),
-              "last": max((c["last"] for c in counts.values()), default=None)}
+        entry.update(counts.get(_entrant(entry), {}))
+        entry["yours"] = me is not None and _entrant(entry) == me
+    totals = {**submission_totals(benchmark.id, teams), "ranked": board["total"]}
     document = benchmarks.serialize(benchmark)
     quota = quotas.state(benchmark, principal.owner).to_dict() if principal is not None else None
     return {"benchmark": document, "board": board, "entries": shown, "scale": scale, "page": page, "pages": pages,

@@ -105,7 +105,8 @@ def elect(broker: dramatiq.Broker, name: str, ttl_s: float) -> bool:
     return bool(client.set(f"{_namespace(broker)}:{name}-lock", owner, nx=True, px=max(1, int(ttl_s * 1000))))
 
 
-def setup(config: Config | None = None, broker: dramatiq.Broker | None = None) -> dramatiq.Broker:
+def setup(config: Config | None = None, broker: dramatiq.Broker | None = None, *,
+          worker: bool | None = None) -> dramatiq.Broker:
     """Create the broker, set it global and wire the worker's middleware.
 
     `dramatiq evaluator.worker.broker:setup evaluator.worker.actors` calls this
@@ -113,17 +114,39 @@ def setup(config: Config | None = None, broker: dramatiq.Broker | None = None) -
     Called so (without a config), it first refuses an unusable events token.
     `broker` replaces the Redis broker (`evaluator dev` without Redis: an in-process one);
     either way the worker's middleware is wired here, once.
+    `worker` (default: called without a config, i.e. by the dramatiq CLI) says this process
+    consumes: it writes samples to this host's `worker` folder, beats and records Dramatiq's
+    metrics; the API and the CLI commands only send.
     """
     from evaluator.logs import configure_logging
 
+    if worker is None:
+        worker = config is None
     if config is None:  # the worker's own entry point: refuse a forgeable webhook secret before anything starts
         config = Config.from_env()
         refuse_to_start_unless_configured(config)
+        from evaluator.observability import folders
+
+        folders.use_folder(config, "worker")  # NOTE: before anything imports prometheus_client
     configure_logging(config)
     broker = broker if broker is not None else create_broker(config)
     _add_worker_middleware(broker, config)
+    if worker:
+        _add_observability(broker, config)
     dramatiq.set_broker(broker)
     return broker
+
+
+def _add_observability(broker: dramatiq.Broker, config: Config) -> None:
+    """Heartbeats always; Dramatiq's Prometheus middleware where this process writes sample files."""
+    from evaluator.observability import folders
+    from evaluator.worker.heartbeat import Heartbeat
+
+    broker.add_middleware(Heartbeat(config))
+    if folders.active() is not None:
+        from evaluator.worker.metrics import WorkerPrometheus  # NOTE: imports Dramatiq's, which reads the folder
+
+        broker.add_middleware(WorkerPrometheus(config))
 
 
 def refuse_to_start_unless_configured(config: Config) -> None:

@@ -37,7 +37,14 @@ def blobs() -> BlobStore:
 
 @functools.lru_cache(maxsize=1)
 def sandbox() -> Any:
-    """Return this process's sandbox: a warm pool when EVALUATOR_SANDBOX_POOL_SIZE > 0, else cold containers."""
+    """Return this process's sandbox, its runs counted for the heartbeat (sandboxes in use)."""
+    from evaluator.worker.heartbeat import CountedSandbox
+
+    return CountedSandbox(_build_sandbox())
+
+
+def _build_sandbox() -> Any:
+    """A warm pool when EVALUATOR_SANDBOX_POOL_SIZE > 0, else cold containers; or Kubernetes Jobs."""
     import docker
 
     from evaluator.sandbox.pool import WarmPoolSandbox, pooled_images
@@ -84,10 +91,16 @@ def close_sandbox() -> None:
 
 
 class SandboxPool(dramatiq.Middleware):
-    """Start the warm pool when a worker process boots, and remove its containers when it stops."""
+    """Start the warm pool and the standby scoring child when a worker process boots; remove them when it stops."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from evaluator.scoring_standby import STANDBY
+
         sandbox()
+        STANDBY.keep(current_config())
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from evaluator.scoring_standby import STANDBY
+
         close_sandbox()
+        STANDBY.close()

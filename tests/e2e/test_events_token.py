@@ -68,6 +68,23 @@ def test_api_and_worker_refuse_to_start_without_a_real_events_token(entry, token
     assert "EVALUATOR_EVENTS_TOKEN is" in lines[0]
 
 
+PLACEHOLDER_SECRETS = {
+    "s3-secret": {"EVALUATOR_S3_SECRET_KEY": "change-me-minio-secret"},
+    "db-password": {"EVALUATOR_DATABASE_URL": "postgresql://evaluator:change-me-postgres@127.0.0.1/x"}}
+
+
+@pytest.mark.parametrize("secret", sorted(PLACEHOLDER_SECRETS))
+@pytest.mark.parametrize("entry", ["evaluator api", "evaluator worker"])
+def test_the_cli_entry_points_refuse_other_placeholder_secrets(entry, secret, redis_url, database_url):
+    """A `change-me...` S3 secret or database password copied from an example is no secret either."""
+    settings = {"EVALUATOR_API_PORT": str(free_port()), "EVALUATOR_REDIS_URL": redis_url,
+                "EVALUATOR_DATABASE_URL": database_url, "EVALUATOR_EVENTS_TOKEN": "a-real-token-0123456789",
+                **PLACEHOLDER_SECRETS[secret]}
+    result = run_until_exit(ENTRY_POINTS[entry], clean_env(**settings))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "is a placeholder (change-me...)" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def test_the_webhook_refuses_an_empty_or_placeholder_token_whatever_the_config_says(config, db, blobs, sent):
     import falcon.testing
 

@@ -58,7 +58,13 @@ def assert_one_result_matching_the_database(stack: Stack, run_id: str, attempt: 
     # One object set, under the prefix the run records, and nothing else under the benchmark's results
     prefix = layout.results_prefix("iris", run_id)
     assert row.results_prefix == prefix
-    keys = set(results_of(stack))
+    # the plots follow the status commit (pipeline.draw_plots): wait for their index
+
+    def with_plots() -> set[str] | None:
+        found = set(results_of(stack))
+        return found if prefix + "plots/index.json" in found else None
+
+    keys = wait_until(with_plots, 60, "the recorded run's plots were never drawn", stack)
     plots = {key for key in keys if key.startswith(prefix + "plots/")}  # drawn with the recorded attempt's metrics
     assert keys - plots == {prefix + name for name in RESULT_FILES} and prefix + "plots/index.json" in plots
     # metrics.json is the recorded attempt's document: the same metrics, status and provenance

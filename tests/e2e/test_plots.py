@@ -75,7 +75,9 @@ def test_plots_are_stored_served_by_variant_redrawn_on_rescore_and_leak_no_label
     run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] in FINAL, 180)
     assert run["status"] == "succeeded", run
 
-    # Then both variants are in the store beside metrics.json
+    # Then the plots follow (drawn after the status commit: the API says pending meanwhile) ...
+    stack.wait_for(f"/v1/runs/{run_id}/plots", alice, lambda listed: not listed["pending"], 60)
+    # ... and both variants are in the store beside metrics.json
     blobs = BlobStore.from_config(stack.config)
     bucket, prefix = stack.config.results_bucket, f"results/iris/{run_id}/"
     keys = {item["key"][len(prefix):] for item in blobs.list_keys(bucket, prefix + "plots/")}

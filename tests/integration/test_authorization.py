@@ -36,12 +36,22 @@ CASES = {
     ("GET", "/v1/benchmarks/{benchmark_id}/leaderboard"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}/quota"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}/features"): 404,
+    ("GET", "/v1/benchmarks/{benchmark_id}/phases"): 404,
+    ("POST", "/v1/benchmarks/{benchmark_id}/phases"): 404,
+    ("POST", "/v1/benchmarks/{benchmark_id}/phases/{phase}/migrate"): 404,
     ("GET", "/v1/datasets/{dataset_id}"): 403,                    # admins only: datasets hold labels
     ("DELETE", "/v1/tokens/{token_id}"): 403,                     # admins only
     ("GET", "/v1/runs/{run_id}/events"): 404,
     ("GET", "/v1/webhooks/{webhook_id}"): 404,                    # A's subscription
     ("DELETE", "/v1/webhooks/{webhook_id}"): 404,
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): 404,
+    ("GET", "/v1/benchmarks/{benchmark_id}/teams"): 404,          # teams of A's private benchmark
+    ("POST", "/v1/benchmarks/{benchmark_id}/teams"): 404,
+    ("GET", "/v1/teams/{team_id}"): 404,                          # a team of A's private benchmark
+    ("POST", "/v1/teams/{team_id}/invitations"): 404,
+    ("POST", "/v1/teams/{team_id}/invitations/accept"): 404,
+    ("POST", "/v1/teams/{team_id}/leave"): 404,
+    ("DELETE", "/v1/teams/{team_id}/members/{user}"): 404,
 }
 NO_ID = {  # routes without an owned id, and who may call them
     ("GET", "/health"): "anyone", ("GET", "/metrics"): "anyone", ("GET", "/openapi.json"): "anyone",
@@ -70,7 +80,7 @@ def objects_of_a(api, admin, db):
     from evaluator.tokens import create_token
 
     register_dataset_over_http(api, admin)
-    create_benchmark(api, admin, benchmark_id="private-a", visibility="private")
+    create_benchmark(api, admin, benchmark_id="private-a", visibility="private", settings={"teams": True})
     Benchmark.update(owner="alice").where(Benchmark.id == "private-a").execute()
     create_benchmark(api, admin, benchmark_id="open")
     secret, token = create_token("alice", "participant")
@@ -82,15 +92,18 @@ def objects_of_a(api, admin, db):
     hook = api.simulate_post("/v1/webhooks", headers=headers, json={"url": "https://1.1.1.1/a",
                                                                     "scope": "participant"})
     assert hook.status_code == 201, hook.text
+    team = api.simulate_post("/v1/benchmarks/private-a/teams", headers=headers, json={"name": "A team"})
+    assert team.status_code == 201, team.text
     return {"submission_id": submission["submission"]["id"], "run_id": str(run.id), "benchmark_id": "private-a",
             "dataset_id": dataset_id, "token_id": str(token.id), "name": "roc",
-            "webhook_id": hook.json["id"]}
+            "webhook_id": hook.json["id"], "team_id": team.json["id"], "user": "alice", "phase": "dev"}
 
 
 @pytest.mark.parametrize("method, route", sorted(CASES))
 def test_another_participant_cannot_reach_a_participants_object(api, objects_of_a, bob, alice, method, route):
     path = route.format(**objects_of_a)
-    response = api.simulate_request(method, path, headers=bob, json={"name": "x", "parts": []})
+    response = api.simulate_request(method, path, headers=bob,
+                                    json={"name": "x", "parts": [], "user": "bob", "slug": "x"})
     assert response.status_code == CASES[(method, route)], (path, response.text)
     assert set(response.json["error"]) >= {"code", "message"}
     if CASES[(method, route)] == 404 and method == "GET" and not route.endswith("/events"):  # a stream waits

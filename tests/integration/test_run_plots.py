@@ -6,6 +6,7 @@ split; publish_plots stores both variants in S3; the API and the page serve them
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import numpy as np
@@ -13,12 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from evaluator import run_plots
 from evaluator.competition import is_private_row
 from evaluator.isolated_scoring import score_isolated
+from evaluator.pipeline import draw_plots
 from evaluator.plots.build import publish_plots
 from evaluator.settings import Scoring
 from evaluator.storage import layout
-from evaluator.storage.models import Benchmark, Dataset, Run, Submission
+from evaluator.storage.models import Benchmark, Dataset, Run, Submission, utcnow
 from evaluator.tokens import create_token
 from tests.integration.test_web_pages import cookie_header, sign_in
 
@@ -145,3 +148,72 @@ def test_a_regression_run_gets_binned_participant_plots_and_exact_ones(db, confi
     assert exact["min_bin_rows"] is None and sum(map(sum, exact["counts"])) == ROWS
     svg = blobs.get_bytes(config.results_bucket, prefix + "plots/residuals.svg")
     assert svg.startswith(b"<svg") and len(svg) < 80_000
+
+
+def test_a_recorded_run_says_plots_pending_until_they_are_drawn(api, db, config, blobs, tmp_path):
+    # Given a run recorded with its plots still to draw (pipeline.draw_plots runs after the status commit)
+    ids, _ = scored_files(tmp_path)
+    dataset = Dataset.create(name="toy", version="1", features_key="f", labels_key="l", status="ready",
+                             row_count=ROWS)
+    benchmark = Benchmark.create(id="toy-p", title="Toy", dataset=dataset, task="classification",
+                                 primary_metric="accuracy", direction="maximize", owner="olga", visibility="public")
+    plot_data: dict = {}
+    document, _ = score_isolated(Scoring.of(benchmark, dataset), tmp_path / "labels.parquet",
+                                 tmp_path / "predictions.parquet", work_dir=tmp_path / "scoring", config=config,
+                                 expected_rows=ROWS, plot_data=plot_data)
+    submission = Submission.create(benchmark="toy-p", owner="alice", name="m", version="1", bucket="x",
+                                   object_key="bundles/toy-p/alice/m/1/x.tar.gz", status="uploaded")
+    run = Run.create(submission=submission, benchmark="toy-p", owner="alice", status="succeeded", metrics=document,
+                     provenance={"plots": run_plots.PENDING}, finished_at=utcnow())
+    prefix = layout.results_prefix("toy-p", run.id)
+    Run.update(results_prefix=prefix).where(Run.id == run.id).execute()
+    alice = create_token("alice", "participant")[0]
+    headers = {"Authorization": f"Bearer {alice}"}
+    session = cookie_header(sign_in(api, alice))
+
+    # Then the API and the page say the plots are pending
+    listed = api.simulate_get(f"/v1/runs/{run.id}/plots", headers=headers).json
+    assert listed["pending"] is True and listed["items"] == []
+    assert "Plots pending" in api.simulate_get(f"/runs/{run.id}", headers=session).text
+
+    # When the worker draws them
+    draw_plots(blobs, config, prefix, plot_data)
+
+    # Then they are listed and inlined, no longer pending
+    listed = api.simulate_get(f"/v1/runs/{run.id}/plots", headers=headers).json
+    assert listed["pending"] is False and [p["name"] for p in listed["items"]] == NAMES
+    page = api.simulate_get(f"/runs/{run.id}", headers=session).text
+    assert "Plots pending" not in page and 'id="plot-roc"' in page
+
+    # And a run whose worker never drew them stops saying pending once PENDING_S has passed
+    stale = utcnow() - datetime.timedelta(seconds=run_plots.PENDING_S + 1)
+    Run.update(results_prefix="results/toy-p/none/", finished_at=stale).where(Run.id == run.id).execute()
+    assert api.simulate_get(f"/v1/runs/{run.id}/plots", headers=headers).json["pending"] is False
+
+
+def test_plots_interrupted_by_a_graceful_shutdown_are_drawn_again(db, config, blobs, tmp_path, monkeypatch):
+    # Given a recorded run's plot data, and a worker stop that interrupts the first figure (notify_shutdown)
+    from dramatiq.middleware import Shutdown
+
+    from evaluator.plots import render
+
+    scored_files(tmp_path)
+    plot_data: dict = {}
+    score_isolated(Scoring("classification"), tmp_path / "labels.parquet", tmp_path / "predictions.parquet",
+                   work_dir=tmp_path / "scoring", config=config, expected_rows=ROWS, plot_data=plot_data)
+    drawn, calls = render.to_svg, []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise Shutdown("Worker is shutting down.")
+        return drawn(*args, **kwargs)
+
+    monkeypatch.setattr(render, "to_svg", interrupted_once)
+
+    # When the worker draws them
+    draw_plots(blobs, config, "results/toy-s/run/", plot_data)
+
+    # Then they are all there
+    index = blobs.get_json(config.results_bucket, "results/toy-s/run/plots/index.json")
+    assert [p["name"] for p in index["plots"]] == NAMES

@@ -19,9 +19,11 @@ from evaluator.evaluation import stage_features
 from evaluator.sandbox.pool import POOL_LABEL, WarmPoolSandbox, pooled_images
 from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, DockerSandbox, run_containers
 from evaluator.sandbox.spec import Limits, SandboxSpec
+from evaluator.settings import BenchmarkLimits
 from evaluator.workers import worker_name
+from tests.conftest import require
 from tests.integration import sandbox_fixtures as fx
-from tests.integration.test_sandbox import HOSTILE, good_bundle
+from tests.integration.test_sandbox import HOSTILE, RUNSC, good_bundle, runtime_registered
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -214,6 +216,20 @@ def test_runs_with_other_limits_take_the_cold_path(pool, run, docker_client, tmp
 
     assert evaluation.status == "succeeded", evaluation.failure
     assert container in pool.ready(IMAGE)  # untouched: the run had a fresh cold container
+
+
+def test_a_benchmark_on_another_runtime_than_the_pools_runs_cold(pool, run, docker_client, tmp_path, data):
+    # Given a runc pool, and a benchmark whose limits.runtime is runsc (Limits.from_config takes it over the config)
+    require(runtime_registered(docker_client, RUNSC), "the Docker runtime runsc (scripts/machine.sh gvisor)")
+    container = wait_ready(pool)
+    own = BenchmarkLimits.from_json({"runtime": RUNSC})
+    assert Limits.from_config(HOSTILE, own) == Limits.from_config(HOSTILE.replace(sandbox_runtime=RUNSC))
+
+    evaluation = run(good_bundle(tmp_path, data), config=HOSTILE.replace(sandbox_runtime=RUNSC))
+
+    # Then it ran in a fresh gVisor container, and the warm runc one is still waiting
+    assert evaluation.status == "succeeded", evaluation.failure
+    assert container in pool.ready(IMAGE)
 
 
 def test_a_missing_container_runtime_is_a_sandbox_error_naming_the_fix(docker_client, run, tmp_path, data):

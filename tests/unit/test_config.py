@@ -30,3 +30,18 @@ def test_env_example_documents_every_setting():
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     missing = [f.name for f in dataclasses.fields(Config) if f"EVALUATOR_{f.name.upper()}" not in text]
     assert not missing, f".env.example lacks {missing}"
+
+
+def test_check_secrets_refuses_placeholders_copied_from_an_example():
+    from evaluator.errors import ConfigInvalid
+
+    good = Config(events_token="e" * 32, s3_secret_key="s3-random-1234",
+                  database_url="postgresql://evaluator:5f0c1d@postgres:5432/evaluator")
+    good.check_secrets()
+    Config(events_token="e" * 32).check_secrets()  # a URL without a password (trust auth) is no placeholder
+    with pytest.raises(ConfigInvalid, match="EVALUATOR_EVENTS_TOKEN"):
+        good.replace(events_token="change-me-events-token").check_secrets()
+    with pytest.raises(ConfigInvalid, match="EVALUATOR_S3_SECRET_KEY"):
+        good.replace(s3_secret_key="change-me-minio-secret").check_secrets()
+    with pytest.raises(ConfigInvalid, match="password in EVALUATOR_DATABASE_URL"):
+        good.replace(database_url="postgresql://evaluator:change-me-postgres@postgres/evaluator").check_secrets()
