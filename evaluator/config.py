@@ -102,6 +102,9 @@ class Config:
     lease_renew_s: float = 5.0  # renewal interval: a database outage shorter than lease_s - this is ridden out
     max_worker_crashes: int = 2  # a run whose worker died this many times ends failed/worker_crashed
     deployment_id: str = ""  # labels this deployment's sandbox containers; empty: the broker namespace
+    # Run queues this worker consumes (comma list of cpu, runsc, gpu; README "Scale-out"). Empty: detected
+    # from the Docker daemon: cpu always, runsc / gpu when it lists that runtime (runsc, nvidia).
+    worker_capabilities: str = ""
     # Testing aid, off by default: hold every attempt at this phase (preparing, running, scoring, publishing:
     # before writing results, recording: after writing metrics.json, before recording the run) for
     # fault_pause_s, so a fault test can kill or stop its worker there. Never set it in production.

@@ -11,7 +11,8 @@ from evaluator.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    worker = subparsers.add_parser("worker", help="run Dramatiq workers (evaluations, datasets, maintenance)")
+    worker = subparsers.add_parser("worker", help="run Dramatiq workers (the run queues this host serves, datasets, "
+                                                  "maintenance; EVALUATOR_WORKER_CAPABILITIES)")
     worker.add_argument("--processes", type=int, default=2)
     worker.add_argument("--threads", type=int, default=1, help="concurrent runs per process")
     worker.set_defaults(func=run_worker)

@@ -83,6 +83,8 @@ class LimitsIn(Body):
     pids: Annotated[int, Field(ge=16, le=MAX_JSON_INTEGER)] | None = None
     max_bundle_bytes: Count | None = None
     gpus: Annotated[int, Field(ge=0, le=16, description="GPUs per run (needs GPU workers)")] | None = None
+    runtime: Annotated[Slug, Field(description="a Docker runtime, e.g. runsc (gVisor): the runs go to the runsc "
+                                               "queue, served by hosts that have it")] | None = None
 
 
 class QuotaIn(Body):

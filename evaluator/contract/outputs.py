@@ -103,6 +103,7 @@ class Limits(Out):
     pids: int
     max_bundle_bytes: int
     gpus: int = 0
+    runtime: str | None = None  # set only when the benchmark names one (e.g. runsc)
 
 
 class Quota(Out):

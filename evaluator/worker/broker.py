@@ -46,16 +46,17 @@ def held_arguments(broker: dramatiq.Broker, actor_name: str, *, cap: int = HELD_
     Dramatiq's Redis layout: `<namespace>:<queue>.msgs` (and `<queue>.DQ.msgs`
     for delayed retries) map each message to its data from enqueue until its
     ack, so a queued, delayed or fetched-but-unfinished message is there, and
-    nothing is after a Redis restart without persistence. None when this is no
-    Redis broker or the queue holds more than `cap` messages (too dear to read).
+    nothing is after a Redis restart without persistence. evaluate_run's are
+    read from every run queue (see evaluator.capabilities). None when this is no
+    Redis broker or the queues hold more than `cap` messages (too dear to read).
     """
     client = getattr(broker, "client", None)
     if client is None:
         return None
-    queue = broker.get_actor(actor_name).queue_name
-    keys = [f"{_namespace(broker)}:{queue}.msgs", f"{_namespace(broker)}:{dq_name(queue)}.msgs"]
+    queues = message_queues(broker, actor_name)
+    keys = [f"{_namespace(broker)}:{name}.msgs" for queue in queues for name in (queue, dq_name(queue))]
     if sum(client.hlen(key) for key in keys) > cap:
-        logger.info("More than %d %s messages in Redis: not comparing queued runs with them", cap, queue)
+        logger.info("More than %d %s messages in Redis: not comparing queued runs with them", cap, "/".join(queues))
         return None
     held = set()
     for key in keys:
@@ -67,6 +68,14 @@ def held_arguments(broker: dramatiq.Broker, actor_name: str, *, cap: int = HELD_
             if message.actor_name == actor_name and message.args:
                 held.add(str(message.args[0]))
     return held
+
+
+def message_queues(broker: dramatiq.Broker, actor_name: str) -> list[str]:
+    """The queues an actor's messages may be on: its own, and every run queue for evaluate_run."""
+    from evaluator.capabilities import RUN_QUEUES
+
+    own = broker.get_actor(actor_name).queue_name
+    return [own, *(queue for queue in RUN_QUEUES if queue != own)] if actor_name == "evaluate_run" else [own]
 
 
 def started_empty(broker: dramatiq.Broker) -> bool:

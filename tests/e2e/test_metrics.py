@@ -137,8 +137,8 @@ def test_metrics_show_every_family_with_the_same_counts_from_every_api_worker(me
         assert value(families, "evaluator_runs", status="failed") == 1
         assert value(families, "evaluator_runs_lease_expired") == 0
         assert value(families, "evaluator_outbox_messages_waiting") == 0
-        assert value(families, "evaluator_queue_depth", queue="evaluations") == 0
-        assert value(families, "evaluator_queue_delayed", queue="evaluations") == 0
+        assert value(families, "evaluator_queue_depth", queue="cpu") == 0
+        assert value(families, "evaluator_queue_delayed", queue="cpu") == 0
         assert value(families, "evaluator_workers_live") == 1
         assert value(families, "evaluator_worker_processes", host=socket.gethostname()) == 1
         assert value(families, "evaluator_sandboxes_in_use") == 0
