@@ -43,6 +43,8 @@ def parse_limits(body: dict, config: Config) -> dict:
     }
     if not limits["memory"][:-1].isdigit() or limits["memory"][-1].lower() not in "kmg":
         raise ValidationFailed("'limits.memory' must look like 512m or 2g", field="limits.memory")
+    if raw.get("runtime"):  # a Docker runtime, e.g. runsc (gVisor): its runs go to the hosts that have it
+        limits["runtime"] = fields.slug(raw, "runtime")
     return limits
 
 

@@ -34,6 +34,10 @@ def parse_settings(body: dict, metric_names: tuple[str, ...], primary: str) -> d
         "freeze_at": _timestamp(raw, "freeze_at"),
         "freeze_before_close_s": fields.integer(raw, "freeze_before_close_s", None, minimum=1,
                                                 maximum=366 * 24 * 3600),
+        "significance_level": _level(raw, "significance_level"),
+        "ladder": _flag(raw, "ladder"),
+        "min_submission_interval_s": fields.integer(raw, "min_submission_interval_s", None, minimum=1,
+                                                    maximum=30 * 24 * 3600),
         "teams": _flag(raw, "teams"),
         "max_team_size": fields.integer(raw, "max_team_size", None, minimum=1, maximum=1000),
     }
@@ -78,6 +82,16 @@ def _fraction(raw: dict, field: str) -> float | None:
     return float(value)
 
 
+def _level(raw: dict, field: str) -> float:
+    value = raw.get(field)
+    if value is None or value == 0:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 0.5:
+        raise ValidationFailed(f"'settings.{field}' must be 0 (off) or a level between 0 and 0.5, e.g. 0.05",
+                               field=f"settings.{field}")
+    return float(value)
+
+
 def settings_of(benchmark: Benchmark) -> dict:
     """The settings as the API shows them, defaults filled in (code reads settings.settings_of instead)."""
     return competition_settings(benchmark).to_dict()
@@ -114,6 +128,15 @@ def frozen_since(benchmark: Benchmark, now: datetime.datetime | None = None) -> 
     if since is None or now < since or is_closed(benchmark, now):
         return None
     return since
+
+
+def ladder_hides(benchmark: Benchmark, principal: Principal | None) -> bool:
+    """Under settings.ladder a participant reads public scores only from the board while it is open.
+
+    A run's own public score (its metrics, plots, a comparison) would be exactly the per-submission
+    feedback the Ladder withholds (evaluator.ladder); managers and, after the close, everyone see them.
+    """
+    return competition_settings(benchmark).ladder and not manages(benchmark, principal) and not is_closed(benchmark)
 
 
 def shows_private(benchmark: Benchmark, principal: Principal | None) -> bool:

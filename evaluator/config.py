@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from typing import Any, Mapping
 
 from evaluator.errors import ConfigInvalid
@@ -101,6 +102,9 @@ class Config:
     lease_renew_s: float = 5.0  # renewal interval: a database outage shorter than lease_s - this is ridden out
     max_worker_crashes: int = 2  # a run whose worker died this many times ends failed/worker_crashed
     deployment_id: str = ""  # labels this deployment's sandbox containers; empty: the broker namespace
+    # Run queues this worker consumes (comma list of cpu, runsc, gpu; README "Scale-out"). Empty: detected
+    # from the Docker daemon: cpu always, runsc / gpu when it lists that runtime (runsc, nvidia).
+    worker_capabilities: str = ""
     # Testing aid, off by default: hold every attempt at this phase (preparing, running, scoring, publishing:
     # before writing results, recording: after writing metrics.json, before recording the run) for
     # fault_pause_s, so a fault test can kill or stop its worker there. Never set it in production.
@@ -127,6 +131,12 @@ class Config:
     sse_max_duration_s: float = 300.0  # a stream ends after this; the client resumes with Last-Event-ID
     sse_poll_s: float = 0.5  # how often a stream reads its run (one primary-key SELECT)
     sse_heartbeat_s: float = 15.0  # a comment line when nothing else was sent for this long
+    # Observability (README "Metrics"): prometheus_client's multiprocess files, worker heartbeats.
+    metrics_dir: str = ""  # this host's sample files; empty: <tmp>/evaluator-metrics/<deployment>
+    worker_heartbeat_s: float = 5.0  # each worker process writes its heartbeat to Redis this often
+    worker_stale_s: float = 30.0  # a heartbeat older than this is gone: /health says degraded when none is left
+    worker_metrics_port: int = 0  # a worker host's own /metrics (Dramatiq's exposition server); 0: off
+    worker_metrics_host: str = "127.0.0.1"
     # Embedded default (`evaluator dev`).
     data_dir: str = ".evaluator"
     dev_s3_max_restarts: int = 3  # SeaweedFS crashes `evaluator dev` restarts within 10 minutes, then it stops
@@ -164,6 +174,11 @@ class Config:
         if placeholders:
             raise ConfigInvalid(f"{' and '.join(placeholders)} is a placeholder ({SECRET_PLACEHOLDER_PREFIX}...); "
                                 "set a random secret (e.g. `openssl rand -hex 24`)")
+
+    @property
+    def metrics_folder(self) -> str:
+        """Return the folder this host's processes keep their Prometheus samples in (one per deployment)."""
+        return self.metrics_dir or os.path.join(tempfile.gettempdir(), "evaluator-metrics", self.deployment)
 
     @property
     def api_base_url(self) -> str:

@@ -127,6 +127,16 @@ class QuotaExceeded(EvaluatorError):
         return {**super().to_dict(), "resets_at": self.resets_at}
 
 
+class SubmittedTooSoon(QuotaExceeded):
+    """Raised when a participant submits again before the benchmark's minimum interval has passed."""
+
+    code = "too_soon"
+
+    def __init__(self, message: str, *, resets_at: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, resets_at=resets_at)
+        self.retry_after_s = retry_after_s
+
+
 # --- run failures (the participant's fault: a terminal state, never retried) ---------
 
 

@@ -18,6 +18,7 @@ import peewee
 from evaluator import outbox, runs
 from evaluator.config import Config
 from evaluator.events import ObjectCreated
+from evaluator.observability import record
 from evaluator.storage import layout
 from evaluator.storage.models import (
     Dataset,
@@ -42,6 +43,17 @@ class Outcome:
     run_id: str | None = None
     dataset_id: str | None = None
 
+    @property
+    def result(self) -> str:
+        """`new` (a run created, a registration queued), `duplicate` (already taken in) or `ignored`."""
+        if self.action == "ignored":
+            return "ignored"
+        return "new" if self.detail in ("created", "registration queued") else "duplicate"
+
+    @property
+    def kind(self) -> str:
+        return self.action if self.action in ("run", "dataset") else "other"
+
 
 @dataclasses.dataclass(frozen=True)
 class Queues:
@@ -65,6 +77,7 @@ def ingest(events: list[ObjectCreated], *, database: peewee.Database | peewee.Da
         logger.info("event %s s3://%s/%s -> %s %s", event.source, event.bucket, event.key, outcome.action,
                     outcome.detail)
         outcomes.append(outcome)
+    record.intake((o.result, o.kind) for o in outcomes)
     if pending:
         delivery = outbox.deliver(queues, pending)  # after commit, so a worker never misses the row
         if delivery.error:

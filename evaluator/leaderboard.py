@@ -24,7 +24,8 @@ import math
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 
-from evaluator import board_cache, competition, disclosure, entrants, phases, scoring, standings
+from evaluator import board_cache, competition, disclosure, entrants, honest_board, phases, scoring, standings
+from evaluator.row_store import RowStore, part_of
 from evaluator.settings import CompetitionSettings
 from evaluator.standings import Entrant
 from evaluator.storage.models import Benchmark, BenchmarkRevision, Phase, isoformat, utcnow
@@ -70,7 +71,8 @@ def _sort_key(values: Sequence[float], directions: list[str]) -> tuple:
 
 def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | None = None,
               at: str | None = None, now: datetime.datetime | None = None, phase: Phase | None = None,
-              offset: int = 0, limit: int | None = None, entrant: str | None = None) -> dict:
+              offset: int = 0, limit: int | None = None, entrant: str | None = None,
+              rows: RowStore | None = None) -> dict:
     """The board this caller may read: managers live and exact; others rounded, and frozen in the freeze window.
 
     `at` (ISO 8601, naive UTC) asks for the board as it stood then; a participant in the frozen
@@ -93,12 +95,13 @@ def board_for(benchmark: Benchmark, principal: Principal | None, *, view: str | 
         closed = rules.closed(instant) if instant is not None else competition.is_closed(benchmark, now)
     private = closed or (view == "private" and manager)
     return build(benchmark, private=private, exact=manager, at=instant, frozen=frozen, rules=rules, phase=phase,
-                 offset=offset, limit=limit, entrant=entrant)
+                 offset=offset, limit=limit, entrant=entrant, rows=rows)
 
 
 def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datetime.datetime | None = None,
           frozen: bool = False, rules: Rules | None = None, offset: int = 0, limit: int | None = None,
-          entrant: str | None = None, phase: Phase | None = None, preselect: bool = True) -> dict:
+          entrant: str | None = None, phase: Phase | None = None, preselect: bool = True,
+          rows: RowStore | None = None) -> dict:
     """Rank on exact values; show them exactly only when `exact` (managers), else rounded.
 
     Ranks are over the whole board; `offset`/`limit` window the entries shown (`total` counts them
@@ -113,11 +116,16 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     directions = [scoring.direction(m) for m in metrics]
     use_finals = private and settings.final_selections > 0
     phase_runs = standings.PhaseRuns.of(benchmark.id, phase) if phase is not None else None
+    scope = phases.effective(benchmark, phase)  # the dataset and task the rows are read with
+    laddered = settings.ladder and not private and rows is not None
+    level = settings.significance_level if rows is not None else 0.0
 
-    def rank() -> tuple[list[tuple], int]:
-        """(sort key, 0 ranked / 1 baseline, rank, run, values) of every entry in board order; the participants."""
+    def rank() -> tuple[list[tuple], int, dict, dict]:
+        """(sort key, 0 ranked / 1 baseline, rank, run, values) of every entry in board order; the participants;
+        the Ladder's steps per entrant; the paired tests' fields per run id."""
+        # NOTE: the Ladder reads every run of an entrant (in finish order), so it cannot pre-select the best
         runs = standings.entrants(benchmark.id, metrics, directions, private=private, finals=use_finals, at=at,
-                                  teams=settings.teams, phase=phase_runs, preselect=preselect)
+                                  teams=settings.teams, phase=phase_runs, preselect=preselect and not laddered)
         baselines = [run for run in runs if run.baseline]
         ranked = [run for run in runs if not run.baseline]
         candidates = _candidates(ranked, use_finals, directions)  # per entrant: a participant or a team
@@ -143,6 +151,13 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
         # equal keys (values and completion time) list by run id: the same order however the runs were read
         contenders = sorted(best_of(candidates, lambda run: run.entrant).values(),
                             key=lambda item: (item[0], item[1].id))
+        steps: dict = {}
+        if laddered and rows is not None:  # each entrant's Ladder score, carried by the run that set it
+            received = sorted(candidates, key=lambda run: (run.finished_at, run.id))
+            steps = honest_board.ladder_steps(scope, received, metric=metrics[0], part=part_of(scope, False),
+                                              rows=rows, value_of=lambda run: run.found[0],
+                                              group=lambda run: run.entrant)
+            contenders = _ladder_contenders(contenders, candidates, steps, directions)
         references = best_of(baselines, lambda run: (run.owner, run.name)).values()
         listed: list[tuple] = []
         rank, previous = 0, None
@@ -153,13 +168,20 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
         if references:  # the ranked entries are in this order already
             listed += [(key, 1, None, run, values) for key, run, values in references]
             listed.sort(key=lambda item: (*item[:2], item[3].id))  # a baseline sits after an equal ranked entry
-        return listed, len(contenders)
+        tests: dict = {}
+        if level and rows is not None:
+            order = [(item[2], item[3].id) for item in listed if item[1] == 0]
+            ranks, tests = honest_board.tie_ranks(scope, order, metric=metrics[0], part=part_of(scope, private),
+                                                  level=level, rows=rows)
+            listed = [(key, kind, ranks.get(run.id, rank) if kind == 0 else rank, run, values)
+                      for key, kind, rank, run, values in listed]
+        return listed, len(contenders), steps, tests
 
     # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache): the
     # live board and the frozen one; a board `at` any other instant is computed each time (no key per instant)
     kept = preselect and (at is None or frozen)
-    listed, participants = (board_cache.remember(benchmark.id, (rules, private, at, phase_runs), rank) if kept
-                            else rank())
+    listed, participants, steps, tests = (
+        board_cache.remember(benchmark.id, (rules, private, at, phase_runs, laddered, level), rank) if kept else rank())
     window = listed[offset:None if limit is None else offset + limit]
     mine = next((item for item in listed if item[3].entrant == entrant), None) if entrant is not None else None
     shown_runs = [item[3] for item in [*window, *([mine] if mine else [])]]
@@ -177,6 +199,8 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             "run_id": run.id, "final": run.final, "finished_at": isoformat(run.finished_at),
             "baseline": run.baseline, "name": run.name if run.baseline else None,
             "team": {"id": team, "name": team_names[team]} if team else None, "submitted_by": run.owner,
+            **tests.get(run.id, honest_board.UNTESTED),
+            **_ladder_fields(steps.get(run.entrant) if not run.baseline else None, exact),
         }
 
     board = {
@@ -197,6 +221,11 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             "final_selections": settings.final_selections, "closes_at": settings.closes_at,
             "baselines": "a manager's reference entries: listed at their score, never ranked nor counted",
             "entrant": "team" if settings.teams else "participant",
+            "significance": {"level": level, "test": "paired: McNemar mid-p for accuracy, else paired bootstrap",
+                             "pairs_tested": f"adjacent ranked entries, the first {honest_board.TOP_PAIRS}",
+                             "ties": "not significantly different from the entry above: the same rank"}
+            if level else None,
+            "ladder": laddered,
         },
         "total": len(listed), "offset": offset, "limit": limit,
         "entries": [entry(rank, run, values) for _, _, rank, run, values in window],
@@ -222,3 +251,33 @@ def _candidates(runs: list[Entrant], use_finals: bool, directions: list[str]) ->
         if kept is None or key < _sort_key([kept.public or 0.0], directions[:1]):
             fallback[run.entrant] = run
     return chosen + list(fallback.values())
+
+
+def _ladder_contenders(contenders: list, candidates: list[Entrant], steps: dict, directions: list[str]) -> list:
+    """Contenders re-keyed on each entrant's Ladder score, with the run that set it (its tie-breakers)."""
+    by_id = {run.id: run for run in candidates}
+    out = []
+    for key, run, values in contenders:
+        last = steps.get(run.entrant)
+        if not last:
+            out.append((key, run, values))
+            continue
+        best = by_id[last[-1].best_run_id]
+        rest = [v if v is not None else (-math.inf if d == "maximize" else math.inf) for v, d in
+                zip(best.found[1:], directions[1:])]
+        ladder_values = [last[-1].score, *rest]
+        out.append((_sort_key(ladder_values, directions) + (best.finished_at,), best, ladder_values))
+    return sorted(out, key=lambda item: (item[0], item[1].id))
+
+
+def _ladder_fields(steps: list | None, exact: bool) -> dict:
+    """An entry's Ladder part: its score at the threshold's precision for participants (exact for managers)."""
+    if not steps:
+        return {"ladder": None}
+    last = steps[-1]
+    fields = {"ladder": {"threshold": last.threshold if exact else round(last.threshold, 4),
+                         "decimals": last.decimals, "submissions": len(steps),
+                         "accepted": sum(1 for step in steps if step.accepted)}}
+    if not exact:
+        fields["score"] = last.shown
+    return fields

@@ -9,13 +9,15 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
+import math
 from typing import Iterator
 
 import peewee
+from peewee import fn
 
 from evaluator import entrants, fields
-from evaluator.errors import QuotaExceeded, ValidationFailed
-from evaluator.settings import Quota, quota_of
+from evaluator.errors import QuotaExceeded, SubmittedTooSoon, ValidationFailed
+from evaluator.settings import Quota, quota_of, settings_of
 from evaluator.storage.db import database
 from evaluator.storage.models import Benchmark, Phase, Run, RunStatus, Submission, isoformat, utcnow
 
@@ -95,8 +97,28 @@ def state(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None
                       team.name if team else None)
 
 
+def check_interval(benchmark: Benchmark, owner: str, now: datetime.datetime | None = None) -> None:
+    """Raise SubmittedTooSoon (429, Retry-After) within settings.min_submission_interval_s of the last submission."""
+    interval = settings_of(benchmark).min_submission_interval_s
+    if not interval:
+        return
+    last = (Submission.select(fn.MAX(Submission.created_at))
+            .where((Submission.benchmark == benchmark.id) & (Submission.owner == owner) & ~Submission.baseline)
+            .scalar())
+    if last is None:
+        return
+    allowed = last + datetime.timedelta(seconds=interval)
+    now = now or utcnow()
+    if now < allowed:
+        wait = max(1, math.ceil((allowed - now).total_seconds()))
+        raise SubmittedTooSoon(f"{benchmark.id} takes one submission every {interval} s; your last was at "
+                               f"{isoformat(last)}Z, so retry after {wait} s (at {isoformat(allowed)}Z)",
+                               resets_at=isoformat(allowed), retry_after_s=wait)
+
+
 def check(benchmark: Benchmark, owner: str, *, phase: Phase | None = None) -> QuotaState:
-    """Raise QuotaExceeded (429 with resets_at) when no submission is left in the window."""
+    """Raise QuotaExceeded (429 with resets_at) when no submission is left in the window, or it is too soon."""
+    check_interval(benchmark, owner)
     current = state(benchmark, owner, phase=phase)
     if current.limit is not None and current.used >= current.limit:
         who = f"your team {current.team_name} has" if current.team else "you have"
@@ -114,7 +136,8 @@ def reserved(benchmark: Benchmark, owner: str, *, phase: Phase | None = None) ->
     last free slot: on PostgreSQL they queue on a transaction-scoped advisory lock of
     (benchmark, owner or team); SQLite takes its single write lock up front.
     """
-    if (Quota.from_json(phase.quota) if phase is not None and _own_quota(phase) else quota_of(benchmark)).limit is None:
+    if ((Quota.from_json(phase.quota) if phase is not None and _own_quota(phase) else quota_of(benchmark)).limit is None
+            and not settings_of(benchmark).min_submission_interval_s):
         yield QuotaState(None, 0, None, None)
         return
     if isinstance(database.obj, peewee.PostgresqlDatabase):

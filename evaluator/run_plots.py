@@ -43,7 +43,7 @@ def plots_of(run: Run, principal: Principal | None, *, blobs: BlobStore, bucket:
     """The plots this caller may see of a run it may see (an empty list while it has none)."""
     exact = competition.manages(Benchmark.get_by_id(run.benchmark_id), principal)
     variant = EXACT if exact else PARTICIPANT
-    if not run.results_prefix:
+    if not run.results_prefix or competition.ladder_hides(Benchmark.get_by_id(run.benchmark_id), principal):
         return RunPlots(run, variant, [])
     key = layout.plot_key(run.results_prefix, "index", "json", exact=exact)
     if blobs.head(bucket, key) is None:

@@ -11,6 +11,7 @@ import peewee
 
 from evaluator import competition, disclosure, workers
 from evaluator.errors import Conflict, Forbidden, NotFound, ValidationFailed, WorkerCrashed, clean_message
+from evaluator.observability import record
 from evaluator.storage import board_values
 from evaluator.storage.db import database
 from evaluator.storage.models import (
@@ -123,6 +124,7 @@ def acquire(run_id: str, worker: str, *, lease_s: int = LEASE_S, max_crashes: in
                 if updated:
                     _ended(run_id)
             if updated:
+                record.run_ended(RunStatus.FAILED.value, WORKER_CRASHED, row.provenance)
                 logger.warning("Run %s ended failed/%s: %s", run_id, WORKER_CRASHED, message)
                 return Claim(attempt=row.attempts, crashes=crashes, took_over=row.lease_owner, poisoned=True)
             continue
@@ -235,7 +237,8 @@ def finish(run_id: str, *, status: str, metrics: dict | None = None, private_met
         if Run.update(changes).where(where).execute() != 1:
             return False
         _ended(run_id)
-        return True
+    record.run_ended(status, (failure or {}).get("code"), changes.get(Run.provenance, row.provenance))
+    return True
 
 
 def _ended(run_id: str) -> None:
@@ -329,12 +332,13 @@ def _phase_slug(run: Run) -> str | None:
     return Phase.select(Phase.slug).where(Phase.id == run.phase_id).scalar()
 
 
-def serialize(run: Run, *, show_private: bool = False, manager: bool = False) -> dict:
+def serialize(run: Run, *, show_private: bool = False, manager: bool = False, hide_public: bool = False) -> dict:
     """Shape a run for a reader; managers (admin, the benchmark's owner) see everything.
 
     Others never see the dataset's hashes nor the cause of a platform failure (an exception's text),
     see metric values rounded (evaluator.disclosure) and the private score only when `show_private`
-    (after the benchmark closes).
+    (after the benchmark closes). `hide_public` withholds the public score too (the Ladder: the
+    board's score is a participant's only public feedback; competition.ladder_hides).
     """
     return {
         "id": str(run.id),
@@ -342,7 +346,7 @@ def serialize(run: Run, *, show_private: bool = False, manager: bool = False) ->
         "benchmark": run.benchmark_id,
         "owner": run.owner,
         "status": run.status,
-        "metrics": run.metrics if manager else disclosure.coarsen(run.metrics),
+        "metrics": run.metrics if manager else None if hide_public else disclosure.coarsen(run.metrics),
         "private_metrics": (run.private_metrics if manager
                             else disclosure.coarsen(run.private_metrics) if show_private else None),
         "final": run.final,

@@ -104,6 +104,10 @@ class CompetitionSettings:
     submission_kinds: tuple[str, ...] = ("bundle",)
     freeze_at: str | None = None  # ISO 8601, UTC, naive
     freeze_before_close_s: int | None = None
+    # "Is #1 really better than #2?": adjacent board entries whose paired test has p >= this share a rank (0: off)
+    significance_level: float = 0.0
+    ladder: bool = False  # the public board shows Ladder scores (evaluator.ladder)
+    min_submission_interval_s: int | None = None  # a participant's submissions at least this far apart
     teams: bool = False
     max_team_size: int | None = None  # accepted members of one team; None: no limit
 
@@ -120,6 +124,10 @@ class CompetitionSettings:
                    submission_kinds=tuple(raw.get("submission_kinds") or ("bundle",)),
                    freeze_at=raw.get("freeze_at") or None,
                    freeze_before_close_s=int(before) if before else None,
+                   significance_level=float(raw.get("significance_level") or 0.0),
+                   ladder=bool(raw.get("ladder", False)),
+                   min_submission_interval_s=int(raw["min_submission_interval_s"])
+                   if raw.get("min_submission_interval_s") else None,
                    teams=bool(raw.get("teams", False)), max_team_size=int(team_size) if team_size else None)
 
     def to_dict(self) -> dict:

@@ -253,7 +253,7 @@ def _run_view(run: Run, benchmark: Benchmark, subscription: WebhookSubscription,
     """The run as this receiver may see it: managers exact; a participant's scores rounded (disclosure)."""
     manager = subscription.scope == "benchmark"
     shaped = runs.serialize(run, show_private=manager or competition.shows_private(benchmark, principal),
-                            manager=manager)
+                            manager=manager, hide_public=not manager and competition.ladder_hides(benchmark, principal))
     keep = ("id", "submission", "benchmark", "owner", "status", "failure", "metrics", "private_metrics", "attempts",
             "timestamps")
     return {key: shaped[key] for key in keep}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import falcon
 import peewee
@@ -37,18 +37,25 @@ from evaluator.web import pages
 
 
 def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, queues: Queues,
-               health_checks: Mapping[str, health.HealthCheck]) -> falcon.App:
-    """Wire resources to their collaborators; no I/O happens here."""
-    metrics = RequestMetrics()
+               health_checks: Mapping[str, health.HealthCheck], advisories: Mapping[str, health.Advisory] | None = None,
+               metric_collectors: Sequence[Any] = ()) -> falcon.App:
+    """Wire resources to their collaborators; no I/O happens here.
+
+    `advisories` make /health `degraded` (no live worker); `metric_collectors` add scrape-time families
+    (the broker's) to the recorded samples and the database's run gauges.
+    """
+    from evaluator.observability import scrape
+
     # falcon's middleware types are protocols per hook: a list of several kinds is typed Any
-    middleware: list[Any] = [RequestId(), metrics, BodyLimit(config.api_max_body_bytes), SafeParameters(),
+    middleware: list[Any] = [RequestId(), RequestMetrics(), BodyLimit(config.api_max_body_bytes), SafeParameters(),
                              DatabaseConnection(database), BearerAuth(), SessionAuth()]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
 
-    app.add_route("/health", health.Health(health_checks))
-    app.add_route("/metrics", health.Metrics(metrics, database))
+    app.add_route("/health", health.Health(health_checks, advisories))
+    app.add_route("/metrics", health.Metrics([scrape.recorded(config), scrape.RunGauges(database),
+                                              *metric_collectors]))
     app.add_route("/openapi.json", openapi.OpenApi(app))
     docs_page = docs.Docs(app)
     app.add_route("/docs", docs_page)
@@ -61,7 +68,8 @@ def create_app(config: Config, *, database: peewee.Database, blobs: BlobStore, q
     app.add_route("/v1/benchmarks/{benchmark_id}", benchmark_item)
     app.add_route("/v1/benchmarks/{benchmark_id}/rescore", benchmark_item, suffix="rescore")
     app.add_route("/v1/benchmarks/{benchmark_id}/submissions", submissions.BenchmarkSubmissions(config, blobs))
-    app.add_route("/v1/benchmarks/{benchmark_id}/leaderboard", benchmarks.Leaderboard())
+    app.add_route("/v1/benchmarks/{benchmark_id}/leaderboard", benchmarks.Leaderboard(config, blobs))
+    app.add_route("/v1/benchmarks/{benchmark_id}/compare", benchmarks.Compare(config, blobs))
     app.add_route("/v1/benchmarks/{benchmark_id}/quota", benchmarks.Quota())
     phase_routes = benchmarks.Phases(config, queues)
     app.add_route("/v1/benchmarks/{benchmark_id}/phases", phase_routes)
@@ -119,15 +127,22 @@ def build_app(config: Config) -> falcon.App:
     """Wire the real database, object store and the already configured broker."""
     import dramatiq
 
+    from evaluator.observability.heartbeats import heartbeats_of, no_worker_reason
+    from evaluator.observability.scrape import BrokerGauges, canonical_queues
     from evaluator.storage.db import init_database, ping
     from evaluator.worker import actors
 
     database = init_database(config.database_url)
     blobs = BlobStore.from_config(config)
-    client = getattr(dramatiq.get_broker(), "client", None)  # None: the in-process broker of `evaluator dev`
+    broker = dramatiq.get_broker()
+    client = getattr(broker, "client", None)  # None: the in-process broker of `evaluator dev`
     checks = {
         "database": lambda: ping(database),
         "broker": lambda: client.ping() if client is not None else None,
         "object_store": lambda: blobs.ping(config.bundles_bucket),
     }
-    return create_app(config, database=database, blobs=blobs, queues=actors.queues(), health_checks=checks)
+    beats = heartbeats_of(broker, config.broker_namespace)
+    return create_app(config, database=database, blobs=blobs, queues=actors.queues(), health_checks=checks,
+                      advisories={"workers": lambda: no_worker_reason(beats, config.worker_stale_s)},
+                      metric_collectors=[BrokerGauges(broker, config.broker_namespace,
+                                                      lambda: canonical_queues(broker), beats)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from evaluator import benchmarks, leaderboard, phases, quotas
+from evaluator import benchmarks, comparisons, leaderboard, phases, quotas, row_store
 from evaluator.api.operations import OPTIONAL, TOKEN, operation, roles
 from evaluator.config import Config
 from evaluator.contract import inputs, outputs
@@ -57,7 +57,7 @@ class BenchmarkItem:
 
 def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | None,
                     at: str | None = None, phase: str | None = None, *, offset: int = 0,
-                    limit: int | None = None) -> dict:
+                    limit: int | None = None, rows: row_store.RowStore | None = None) -> dict:
     """The leaderboard this caller sees (the JSON endpoint's and the web page's one rule).
 
     Managers may preview the private ranking before close (view "private") and read it live and exact;
@@ -66,10 +66,13 @@ def leaderboard_for(benchmark_id: str, principal: Principal | None, view: str | 
     """
     benchmark = benchmarks.get_benchmark(benchmark_id, principal)
     return leaderboard.board_for(benchmark, principal, view=view, at=at, offset=offset, limit=limit,
-                                 phase=phases.board_phase(benchmark, phase, principal))
+                                 phase=phases.board_phase(benchmark, phase, principal), rows=rows)
 
 
 class Leaderboard:
+    def __init__(self, config: Config, blobs: BlobStore) -> None:
+        self._rows = row_store.shared(blobs, config)
+
     @operation("getLeaderboard", "Best run per participant, ranked; baselines listed unranked", tag="benchmarks",
                access=OPTIONAL, query=inputs.LeaderboardQuery, responses={200: outputs.Leaderboard}, errors=(404,),
                description="`?at=<ISO time>` gives the board as it stood then (runs finished by then, the "
@@ -81,7 +84,27 @@ class Leaderboard:
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         query = req.context.query
         resp.media = leaderboard_for(benchmark_id, req.context.principal, query.view, at=query.at,
-                                     phase=query.phase, offset=query.offset, limit=query.limit)
+                                     phase=query.phase, offset=query.offset, limit=query.limit,
+                                     rows=self._rows)
+
+
+class Compare:
+    def __init__(self, config: Config, blobs: BlobStore) -> None:
+        self._config = config
+        self._rows = row_store.shared(blobs, config)
+
+    @operation("compareRuns", "Is run a really better than run b? A paired test on the same hidden rows",
+               tag="benchmarks", access=TOKEN, query=inputs.CompareQuery, responses={200: outputs.Comparison},
+               errors=(403, 404, 409, 413),
+               description="McNemar's test (mid-p) for accuracy, a paired bootstrap (fixed seed) for the other "
+                           "metrics. Managers: any two succeeded runs, exact, on the private part by default. "
+                           "A participant: two of their own runs on the part they are scored on, rounded, with "
+                           "discordant counts only when each holds >= min_rows (the plots' k); refused (403) "
+                           "while the benchmark is open under settings.ladder.")
+    def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
+        query = req.context.query
+        resp.media = comparisons.compare(benchmark_id, query.a, query.b, req.context.principal, rows=self._rows,
+                                         config=self._config, metric=query.metric, view=query.view)
 
 
 class Features:

@@ -6,6 +6,10 @@ no thread and /health keeps answering; heads and bodies that take longer than
 their timeouts get 408. Bodies over EVALUATOR_API_MAX_BODY_BYTES get 413 from
 the app (evaluator.api.middleware.BodyLimit).
 
+Metrics: the master empties this host's `api` sample folder on start (before
+it forks, so every worker writes there: prometheus_client's multiprocess mode)
+and drops a worker's live gauges when it exits; /metrics in any worker sums all.
+
 The settings live here, in the package, so an installed wheel serves the API
 without the checkout; http/gunicorn.conf.py only imports them for
 `gunicorn -c http/gunicorn.conf.py`.
@@ -39,7 +43,22 @@ def settings(config: Config) -> dict[str, Any]:
         "keepalive": 5,
         "accesslog": "-",
         "errorlog": "-",
+        "on_starting": lambda server: _fresh_samples(config),
+        "child_exit": lambda server, worker: _worker_exited(config, worker.pid),
     }
+
+
+def _fresh_samples(config: Config) -> None:
+    """In the master, before the workers fork: samples go to the `api` folder, emptied (counters restart)."""
+    from evaluator.observability import folders
+
+    folders.use_folder(config, "api", fresh=True)
+
+
+def _worker_exited(config: Config, pid: int) -> None:
+    from evaluator.observability import folders
+
+    folders.mark_dead(pid, folders.folder(config, "api"))
 
 
 def settings_from_env() -> dict[str, Any]:

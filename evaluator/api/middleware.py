@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 import time
 import uuid
-from collections import Counter
 
 import falcon
 import peewee
@@ -15,6 +13,7 @@ import peewee
 from evaluator import tokens
 from evaluator.api.hooks import form_body
 from evaluator.errors import BadRequest, PayloadTooLarge
+from evaluator.observability import record
 from evaluator.web import sessions
 
 # C0 controls, DEL and C1 controls: psycopg2 refuses NUL, terminals act on escapes, no id or filter has one.
@@ -144,12 +143,7 @@ class SessionAuth:
 
 
 class RequestMetrics:
-    """Count requests by route and status for /metrics (per process)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: Counter = Counter()
-        self.seconds: Counter = Counter()
+    """Count and time every request by method, route template and status (Prometheus, summed over processes)."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -157,9 +151,7 @@ class RequestMetrics:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        route = req.uri_template or "unmatched"
-        key = (req.method, route, resp.status_code if hasattr(resp, "status_code") else str(resp.status)[:3])
-        with self.lock:
-            self.requests[key] += 1
-            self.seconds[(req.method, route)] += (  # type: ignore[assignment]  # a Counter sums floats as well
-                time.perf_counter() - getattr(req.context, "started", time.perf_counter()))
+        started = getattr(req.context, "started", None)
+        seconds = time.perf_counter() - started if started is not None else 0.0
+        status = resp.status_code if hasattr(resp, "status_code") else str(resp.status)[:3]
+        record.request(req.method, req.uri_template or "unmatched", status, seconds)

@@ -45,7 +45,8 @@ _STATUS_TEXT = {
     409: "Conflicts with the object's state",
     413: "The body (or the declared bundle) is too large",
     422: "A field is invalid; `error.field` names it",
-    429: "The submission quota is used up; `error.resets_at` says until when",
+    429: "The submission quota is used up (quota_exceeded), or the minimum interval has not passed (too_soon): "
+         "`error.resets_at` and Retry-After say until when",
     500: "An internal error; it has been logged",
     503: "A part of the platform is unavailable",
 }

@@ -29,7 +29,8 @@ def shape(run: Run, principal: Principal) -> dict:
     """Serialize a run for this caller: managers see the dataset's hashes and platform failures' causes."""
     benchmark = Benchmark.get_by_id(run.benchmark_id)
     return runs.serialize(run, show_private=competition.shows_private(benchmark, principal),
-                          manager=competition.manages(benchmark, principal))
+                          manager=competition.manages(benchmark, principal),
+                          hide_public=competition.ladder_hides(benchmark, principal))
 
 
 class RunCollection:

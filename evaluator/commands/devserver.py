@@ -42,6 +42,8 @@ def dev_config(config: Config) -> Config:
     """Fill in what the embedded default decides: SQLite in the data folder, its own S3 credentials."""
     data = Path(config.data_dir).resolve()
     changes: dict = {"work_dir": str(data / "work"), "data_dir": str(data)}
+    if not config.metrics_dir:
+        changes["metrics_dir"] = str(data / "metrics")
     try:
         config.check_events_token()
     except ConfigInvalid:  # unset or the placeholder: the embedded platform makes its own
@@ -110,6 +112,9 @@ class DevPlatform:
         from evaluator.storage.db import init_database
 
         config = self.config
+        from evaluator.observability import folders
+
+        folders.use_folder(config, "dev", fresh=True)  # API and worker of this process: one sample folder
         Path(config.work_dir).mkdir(parents=True, exist_ok=True)
         database = init_database(config.database_url)
         migrations.migrate(database)
@@ -159,7 +164,7 @@ class DevPlatform:
                            self.config.redis_url)
             broker, self.broker_kind = StubBroker(), "in-process (no Redis)"
             broker.emit_after("process_boot")
-        return setup(self.config, broker)
+        return setup(self.config, broker, worker=True)
 
     def stop(self) -> None:
         if self.supervisor is not None:

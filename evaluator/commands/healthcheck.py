@@ -2,15 +2,18 @@
 
 Docker restarts a container whose process exits (`restart: unless-stopped`); a health check catches the one that
 runs but cannot work: an API whose /health fails, a worker whose Dramatiq processes are gone or that reaches
-neither the broker nor the database. One line on stdout says which.
+neither the broker nor the database, or whose processes stopped beating (hung: no heartbeat of this host's
+Dramatiq processes within EVALUATOR_WORKER_STALE_S). One line on stdout says which.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 from evaluator.config import Config
+from evaluator.observability.heartbeats import RedisHeartbeats
 
 HEALTHY, UNHEALTHY = 0, 1
 _PROC = Path("/proc")
@@ -50,10 +53,15 @@ def worker_problem(config: Config, timeout_s: float) -> str | None:
         return f"{len(processes)} live Dramatiq process(es) here, expected the main one and its workers"
     import redis
 
+    client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
-        redis.Redis.from_url(config.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
+        beats = RedisHeartbeats(client, config.broker_namespace).live()
     except redis.RedisError as ex:
         return f"broker unreachable: {ex}"
+    here = socket.gethostname()
+    if not any(beat.host == here and beat.pid in processes for beat in beats):
+        return (f"no Dramatiq process of {here} has sent a heartbeat in the last {config.worker_stale_s:g}s "
+                "(hung, or still starting)")
     import peewee
 
     from evaluator.storage.db import init_database, ping

@@ -11,7 +11,8 @@ from evaluator.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    worker = subparsers.add_parser("worker", help="run Dramatiq workers (evaluations, datasets, maintenance)")
+    worker = subparsers.add_parser("worker", help="run Dramatiq workers (the run queues this host serves, datasets, "
+                                                  "maintenance; EVALUATOR_WORKER_CAPABILITIES)")
     worker.add_argument("--processes", type=int, default=2)
     worker.add_argument("--threads", type=int, default=1, help="concurrent runs per process")
     worker.set_defaults(func=run_worker)
@@ -66,6 +67,9 @@ def run_listen_sqs(args: argparse.Namespace, config: Config) -> int:
 
     if not config.sqs_queue_url:
         raise ValidationFailed("set EVALUATOR_SQS_QUEUE_URL to the queue that receives the bucket's events")
+    from evaluator.observability import folders
+
+    folders.use_folder(config, "sqs")  # its intake samples, served by the /metrics of an API on this host
     init_database(config.database_url)
     setup(config)
     from evaluator.worker import actors

@@ -83,6 +83,8 @@ class LimitsIn(Body):
     pids: Annotated[int, Field(ge=16, le=MAX_JSON_INTEGER)] | None = None
     max_bundle_bytes: Count | None = None
     gpus: Annotated[int, Field(ge=0, le=16, description="GPUs per run (needs GPU workers)")] | None = None
+    runtime: Annotated[Slug, Field(description="a Docker runtime, e.g. runsc (gVisor): the runs go to the runsc "
+                                               "queue, served by hosts that have it")] | None = None
 
 
 class QuotaIn(Body):
@@ -116,6 +118,13 @@ class SettingsIn(Body):
         None, description="from then until the close, participants see the leaderboard as it stood then")
     freeze_before_close_s: Annotated[int, Field(ge=1, le=366 * 24 * 3600)] | None = Field(
         None, description="freeze this many seconds before closes_at (when freeze_at is not set)")
+    significance_level: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        0.0, description="adjacent leaderboard entries not significantly different at this level share a rank "
+                         "(paired test on the runs' rows; 0: off)")
+    ladder: bool = Field(False, description="the public leaderboard shows Ladder scores (Blum & Hardt 2015): a "
+                                            "participant's score moves only for a significant improvement")
+    min_submission_interval_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] | None = Field(
+        None, description="a participant's submissions at least this many seconds apart (429 too_soon)")
     teams: bool = Field(False, description="teams compete as one entrant: quotas and the leaderboard count per team")
     max_team_size: Annotated[int, Field(ge=1, le=1000)] | None = Field(
         None, description="accepted members of one team at most (no limit when left out)")
@@ -279,6 +288,14 @@ class LeaderboardQuery(Query):
     phase: Slug | None = Field(None, description="a phase's board (its runs and rules); by default the current phase")
     limit: Annotated[int, Field(ge=1, le=1000, description="entries per page (ranks are over the whole board)")] = 100
     offset: Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER, description="entries skipped, in board order")] = 0
+
+
+class CompareQuery(Query):
+    a: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="a run id")
+    b: Annotated[str, Field(min_length=1, max_length=64)] = Field(description="another run id")
+    metric: Metric | None = Field(None, description="defaults to the benchmark's primary metric")
+    view: Literal["public", "private"] | None = Field(
+        None, description="the part of split labels (managers; a participant: `private` after the close)")
 
 
 class EventNotification(Body):

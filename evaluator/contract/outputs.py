@@ -42,7 +42,10 @@ class Check(Out):
 
 
 class Health(Out):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok; degraded (answers, but e.g. no worker sent a heartbeat recently: runs wait); "
+                    "unavailable (503: a part is down)")
+    reasons: list[str] = Field(description="why it is degraded or unavailable; empty when ok")
     checks: dict[str, Check]
 
 
@@ -100,6 +103,7 @@ class Limits(Out):
     pids: int
     max_bundle_bytes: int
     gpus: int = 0
+    runtime: str | None = None  # set only when the benchmark names one (e.g. runsc)
 
 
 class Quota(Out):
@@ -120,6 +124,9 @@ class Settings(Out):
     submission_kinds: list[Literal["bundle", "predictions"]]
     freeze_at: Time
     freeze_before_close_s: int | None
+    significance_level: float = 0.0
+    ladder: bool = False
+    min_submission_interval_s: int | None = None
     teams: bool = Field(False, description="teams compete as one entrant (quotas and the leaderboard per team)")
     max_team_size: int | None = None
 
@@ -216,8 +223,17 @@ class Rules(Out):
     final_selections: int
     closes_at: Time
     baselines: str
+    significance: dict[str, Any] | None = Field(None, description="the paired tests' rule; null when off")
+    ladder: bool = Field(False, description="scores are Ladder scores (settings.ladder, public view)")
     entrant: Literal["participant", "team"] = Field(
         "participant", description="`team` (settings.teams): one entry per team, the best run made for it")
+
+
+class LadderInfo(Out):
+    threshold: float = Field(description="the step the last accepted run had to beat (a standard error)")
+    decimals: int = Field(description="the precision the score is shown at")
+    submissions: int
+    accepted: int = Field(description="runs that moved the public score")
 
 
 class TeamRef(Out):
@@ -236,6 +252,10 @@ class Entry(Out):
     finished_at: Time
     baseline: bool = Field(description="a manager's reference entry, shown beside the ranked ones")
     name: str | None = Field(description="a baseline's submission name (null for ranked entries)")
+    tied_with_next: bool = Field(False, description="the next ranked entry is not significantly different")
+    p_value_vs_next: float | None = Field(None, description="the paired test's p-value against the next entry")
+    test_vs_next: str | None = Field(None, description="mcnemar_mid_p, paired_bootstrap, or why not tested")
+    ladder: LadderInfo | None = None
     team: TeamRef | None = Field(None, description="the team the entry is (settings.teams); `participant` is its name")
     submitted_by: str | None = Field(None, description="the participant whose run this is")
 
@@ -253,6 +273,35 @@ class Leaderboard(Out):
     limit: int
     offset: int
     entries: list[Entry]
+
+
+class CompareSide(Out):
+    run_id: str
+    owner: str
+    value: float | None
+
+
+class Comparison(Out):
+    """metric(a) - metric(b) on the same rows, its CI and the p-value of no difference."""
+
+    benchmark: str
+    part: Literal["all", "public", "private"]
+    metric: str
+    test: str = Field(description="mcnemar_mid_p (accuracy), paired_bootstrap, or none (order statistics)")
+    a: CompareSide
+    b: CompareSide
+    difference: float | None
+    ci: dict[str, Any]
+    p_value: float | None
+    significant: bool | None
+    level: float
+    standard_error: float | None
+    n_rows: int
+    discordant: dict[str, int] | None = Field(description="rows only a / only b got right (McNemar); "
+                                                          "null for a participant below min_rows")
+    exact: bool
+    min_rows: int | None
+    reason: str | None
 
 
 # --- submissions --------------------------------------------------------------------------

@@ -221,6 +221,7 @@ class WarmPoolSandbox(DockerSandbox):
 
     def _start_slot(self, image: str) -> Slot:
         folder = self._root / secrets.token_hex(16)  # opaque: Docker shows the host path in mountinfo
+        self._root.parent.mkdir(parents=True, exist_ok=True)  # the work dir: no run may have made it yet
         for path in (self._root.parent, self._root, folder, folder / "model", folder / "data"):
             path.mkdir(exist_ok=True)
             path.chmod(0o755)

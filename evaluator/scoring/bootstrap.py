@@ -117,3 +117,8 @@ def _from_sums(metric: str, t: dict[str, np.ndarray]) -> np.ndarray:
             return np.where(t["sq"] == 0, 1.0, 1.0 - t["sq"] / ss_y)
         ss_e = t["ee"] - t["e"] ** 2 / n
         return np.where(ss_e == 0, 1.0, 1.0 - ss_e / ss_y)
+
+
+def metric_from_sums(metric: str, totals: dict[str, np.ndarray]) -> np.ndarray:
+    """A mean-type metric from summed cluster statistics (evaluator.significance reweights two runs' sums)."""
+    return _from_sums(metric, totals)

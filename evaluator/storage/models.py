@@ -380,5 +380,28 @@ class WebhookDelivery(BaseModel):
         indexes = ((("subscription", "run_id", "event"), True),)  # one delivery per subscription, run and event
 
 
+class LadderStep(BaseModel):
+    """A derived, recomputable cache: the Ladder's threshold between a run and the best run before it.
+
+    The Ladder (evaluator.ladder) is a function of the runs; computing a step reads both runs'
+    predictions, so a board of 10,000 runs would read thousands of files after every restart
+    without it. `labels` names the labels it was computed on (dataset id and hash): new labels, new steps.
+    """
+
+    id = peewee.BigAutoField()
+    benchmark = peewee.TextField(index=True)
+    run_id = peewee.UUIDField()
+    best_run_id = peewee.UUIDField()
+    metric = peewee.TextField()
+    part = peewee.TextField()
+    labels = peewee.TextField()
+    threshold = peewee.DoubleField(null=True)  # null: no standard error for this metric (order statistics)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "ladder_step"
+        indexes = ((("run_id", "best_run_id", "metric", "part", "labels"), True),)
+
+
 ALL_MODELS = (Dataset, Benchmark, Phase, Submission, Run, ObjectEvent, ApiToken, OutboxMessage, BenchmarkRevision,
-              WebSession, WebhookSubscription, WebhookDelivery, Team, TeamMember)
+              WebSession, WebhookSubscription, WebhookDelivery, Team, TeamMember, LadderStep)

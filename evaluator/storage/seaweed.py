@@ -1,6 +1,7 @@
 """SeaweedFS `weed mini` as a child process: the embedded default and test S3 server.
 
-It binds to loopback only (its default is every interface) and, when given a
+It binds to loopback only (its default is every interface; `ip` names another
+address, e.g. a bridge other network namespaces reach) and, when given a
 webhook, posts its filer events to our API through a notification.toml in its
 working directory.
 """
@@ -51,11 +52,12 @@ class SeaweedServer:
     secret_key: str
     webhook: Webhook | None = None
     s3_port: int = 0
+    ip: str = "127.0.0.1"
     process: subprocess.Popen | None = None
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.s3_port}"
+        return f"http://{self.ip}:{self.s3_port}"
 
     def start(self, timeout_s: float = 60) -> SeaweedServer:
         weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
@@ -69,7 +71,7 @@ class SeaweedServer:
         cwd.mkdir(exist_ok=True)
         (cwd / "notification.toml").write_text(self._notification_toml())
         args = [
-            weed, "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            weed, "mini", f"-dir={self.data_dir / 'data'}", f"-ip={self.ip}", f"-ip.bind={self.ip}",
             f"-s3.port={self.s3_port}", f"-s3.port.grpc={free_port()}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-master.port={ports['master']}", f"-master.port.grpc={free_port()}",
             f"-volume.port={ports['volume']}", f"-volume.port.grpc={free_port()}",
@@ -86,7 +88,7 @@ class SeaweedServer:
         log = open(self.data_dir / "weed.log", "ab")
         self.process = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        wait_for_port(self.s3_port, timeout_s, proc=self.process)
+        wait_for_port(self.s3_port, timeout_s, host=self.ip, proc=self.process)
         self._wait_until_s3_answers(timeout_s)
         return self
 

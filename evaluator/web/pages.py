@@ -12,7 +12,7 @@ import importlib.resources
 
 import falcon
 
-from evaluator import benchmarks
+from evaluator import benchmarks, row_store
 from evaluator.api import hooks
 from evaluator.api.operations import HTML, PAGE, Access, Media, operation, validated
 from evaluator.api.runs import predictions_url
@@ -86,7 +86,7 @@ class BenchmarkPage(Page):
                tag="pages", access=PAGE, responses={200: HTML}, errors=(404,))
     def on_get(self, req: falcon.Request, resp: falcon.Response, benchmark_id: str) -> None:
         context = views.benchmark_page(benchmark_id, req.context.principal, view=req.get_param("view"),
-                                       page=_page_number(req))
+                                       page=_page_number(req), rows=row_store.shared(self._blobs, self._config))
         render(req, resp, "benchmark.html", notice=req.get_param("queued"), **context)
 
     @operation("pageRescore", "Web form: re-score every succeeded run of the benchmark (managers)", tag="pages",

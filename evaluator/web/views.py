@@ -28,6 +28,7 @@ from evaluator import (
 from evaluator.api.runs import shape as shape_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError
+from evaluator.row_store import RowStore
 from evaluator.settings import settings_of
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import rows as db_rows
@@ -220,7 +221,8 @@ def submission_totals(benchmark_id: str, teams: bool = False) -> dict:
     return {"participants": participants, "submissions": count, "first": first, "last": last}
 
 
-def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int) -> dict:
+def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str | None, page: int,
+                   rows: RowStore | None = None) -> dict:
     """The benchmark page: its rules and one page of the leaderboard GET /v1/benchmarks/{id}/leaderboard gives.
 
     The viewer's own row is added to every page it is not on.
@@ -236,7 +238,7 @@ def benchmark_page(benchmark_id: str, principal: Principal | None, *, view: str 
 
     def board_page(number: int) -> dict:  # the JSON endpoint's rule (api.benchmarks.leaderboard_for), one page
         return leaderboard.board_for(benchmark, principal, view=view, phase=phase, offset=(number - 1) * BOARD_PAGE,
-                                     limit=BOARD_PAGE, entrant=me)
+                                     limit=BOARD_PAGE, entrant=me, rows=rows)
 
     page = max(page, 1)
     board = board_page(page)

@@ -17,6 +17,7 @@ if dramatiq.broker.global_broker is None:
     raise RuntimeError("call evaluator.worker.broker.setup() before importing evaluator.worker.actors")
 
 from evaluator import runs  # noqa: E402
+from evaluator.capabilities import CPU, RUN_QUEUES, queue_of_run  # noqa: E402
 from evaluator.worker import services  # noqa: E402
 
 # NOTE: the bodies import the pipeline lazily: the API process imports this module only to send
@@ -24,9 +25,8 @@ from evaluator.worker import services  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-EVALUATIONS = "evaluations"
 DATASETS = "datasets"
-MAINTENANCE = "maintenance"
+MAINTENANCE = "maintenance"  # every worker consumes it: mark_run_failed included, whatever queue the run had
 
 
 def _retry_infrastructure_only(retries: int, exception: BaseException) -> bool:
@@ -39,7 +39,8 @@ def _retry_infrastructure_only(retries: int, exception: BaseException) -> bool:
             and (interrupted or is_retryable(exception)))
 
 
-@dramatiq.actor(queue_name=EVALUATIONS, min_backoff=2_000, max_backoff=60_000,
+# NOTE: declared on `cpu`, the default run queue; send_run puts each run's message on its benchmark's queue.
+@dramatiq.actor(queue_name=CPU, min_backoff=2_000, max_backoff=60_000,
                 retry_when=_retry_infrastructure_only,
                 time_limit=6 * 3600 * 1000,  # backstop only: the sandbox enforces the benchmark's timeout
                 on_retry_exhausted="mark_run_failed", notify_shutdown=True)
@@ -61,15 +62,34 @@ def evaluate_run(run_id: str, deferrals: int = 0) -> None:
         _send_again(run_id, deferrals, 1.0)
 
 
+def send_run(run_id: str, *, deferrals: int = 0, delay_ms: int | None = None) -> dramatiq.Message:
+    """Send an evaluate_run message on the run queue its benchmark's limits pick (capabilities.queue_for).
+
+    Every sender of a run's message comes through here (intake, the outbox relay,
+    the reconciler, a deferral), so a gVisor or GPU run is only ever consumed by a
+    host that serves its queue; its retries stay on that queue (Retries re-enqueues
+    the message as it is).
+    """
+    queue = queue_of_run(run_id)
+    broker = evaluate_run.broker
+    broker.declare_queue(queue)  # a no-op once declared (at import, below): a broker set later gets it too
+    message = evaluate_run.message_with_options(args=(run_id,), kwargs={"deferrals": deferrals} if deferrals else {})
+    return broker.enqueue(message.copy(queue_name=queue), delay=delay_ms)
+
+
 def _send_again(run_id: str, deferrals: int, delay_s: float) -> None:
     """Send a fresh evaluate_run message (its infrastructure retries start again: this was no failure)."""
     try:
-        evaluate_run.send_with_options(args=(run_id,), kwargs={"deferrals": deferrals}, delay=int(delay_s * 1000))
+        send_run(run_id, deferrals=deferrals, delay_ms=int(delay_s * 1000))
     except Exception as ex:  # noqa: BLE001 - the broker is down: fail this message so Retries brings it back
         raise InfrastructureError(f"could not defer the message of run {run_id}: {ex}") from ex
 
 
-@dramatiq.actor(queue_name=EVALUATIONS, max_retries=10)
+for _queue in RUN_QUEUES:  # so a worker's consumers cover them (capabilities.served_queues picks which)
+    evaluate_run.broker.declare_queue(_queue)
+
+
+@dramatiq.actor(queue_name=MAINTENANCE, max_retries=10)
 def mark_run_failed(message_data: dict, exception_data: dict) -> None:
     """End a run whose evaluation could not complete (on_retry_exhausted: its retries are spent)."""
     from evaluator.storage.models import RunStatus
@@ -131,7 +151,7 @@ def queues():
     """The intake's message senders, bound to these actors."""
     from evaluator.intake import Queues
 
-    return Queues(evaluate_run=lambda run_id: evaluate_run.send(run_id),
+    return Queues(evaluate_run=lambda run_id: send_run(run_id),
                   register_dataset=lambda dataset_id: register_dataset.send(dataset_id),
                   rescore_run=lambda run_id: rescore_run.send(run_id),
                   deliver_webhook=lambda delivery_id: deliver_webhook.send(delivery_id))

@@ -46,16 +46,17 @@ def held_arguments(broker: dramatiq.Broker, actor_name: str, *, cap: int = HELD_
     Dramatiq's Redis layout: `<namespace>:<queue>.msgs` (and `<queue>.DQ.msgs`
     for delayed retries) map each message to its data from enqueue until its
     ack, so a queued, delayed or fetched-but-unfinished message is there, and
-    nothing is after a Redis restart without persistence. None when this is no
-    Redis broker or the queue holds more than `cap` messages (too dear to read).
+    nothing is after a Redis restart without persistence. evaluate_run's are
+    read from every run queue (see evaluator.capabilities). None when this is no
+    Redis broker or the queues hold more than `cap` messages (too dear to read).
     """
     client = getattr(broker, "client", None)
     if client is None:
         return None
-    queue = broker.get_actor(actor_name).queue_name
-    keys = [f"{_namespace(broker)}:{queue}.msgs", f"{_namespace(broker)}:{dq_name(queue)}.msgs"]
+    queues = message_queues(broker, actor_name)
+    keys = [f"{_namespace(broker)}:{name}.msgs" for queue in queues for name in (queue, dq_name(queue))]
     if sum(client.hlen(key) for key in keys) > cap:
-        logger.info("More than %d %s messages in Redis: not comparing queued runs with them", cap, queue)
+        logger.info("More than %d %s messages in Redis: not comparing queued runs with them", cap, "/".join(queues))
         return None
     held = set()
     for key in keys:
@@ -67,6 +68,14 @@ def held_arguments(broker: dramatiq.Broker, actor_name: str, *, cap: int = HELD_
             if message.actor_name == actor_name and message.args:
                 held.add(str(message.args[0]))
     return held
+
+
+def message_queues(broker: dramatiq.Broker, actor_name: str) -> list[str]:
+    """The queues an actor's messages may be on: its own, and every run queue for evaluate_run."""
+    from evaluator.capabilities import RUN_QUEUES
+
+    own = broker.get_actor(actor_name).queue_name
+    return [own, *(queue for queue in RUN_QUEUES if queue != own)] if actor_name == "evaluate_run" else [own]
 
 
 def started_empty(broker: dramatiq.Broker) -> bool:
@@ -96,7 +105,8 @@ def elect(broker: dramatiq.Broker, name: str, ttl_s: float) -> bool:
     return bool(client.set(f"{_namespace(broker)}:{name}-lock", owner, nx=True, px=max(1, int(ttl_s * 1000))))
 
 
-def setup(config: Config | None = None, broker: dramatiq.Broker | None = None) -> dramatiq.Broker:
+def setup(config: Config | None = None, broker: dramatiq.Broker | None = None, *,
+          worker: bool | None = None) -> dramatiq.Broker:
     """Create the broker, set it global and wire the worker's middleware.
 
     `dramatiq evaluator.worker.broker:setup evaluator.worker.actors` calls this
@@ -104,17 +114,39 @@ def setup(config: Config | None = None, broker: dramatiq.Broker | None = None) -
     Called so (without a config), it first refuses an unusable events token.
     `broker` replaces the Redis broker (`evaluator dev` without Redis: an in-process one);
     either way the worker's middleware is wired here, once.
+    `worker` (default: called without a config, i.e. by the dramatiq CLI) says this process
+    consumes: it writes samples to this host's `worker` folder, beats and records Dramatiq's
+    metrics; the API and the CLI commands only send.
     """
     from evaluator.logs import configure_logging
 
+    if worker is None:
+        worker = config is None
     if config is None:  # the worker's own entry point: refuse a forgeable webhook secret before anything starts
         config = Config.from_env()
         refuse_to_start_unless_configured(config)
+        from evaluator.observability import folders
+
+        folders.use_folder(config, "worker")  # NOTE: before anything imports prometheus_client
     configure_logging(config)
     broker = broker if broker is not None else create_broker(config)
     _add_worker_middleware(broker, config)
+    if worker:
+        _add_observability(broker, config)
     dramatiq.set_broker(broker)
     return broker
+
+
+def _add_observability(broker: dramatiq.Broker, config: Config) -> None:
+    """Heartbeats always; Dramatiq's Prometheus middleware where this process writes sample files."""
+    from evaluator.observability import folders
+    from evaluator.worker.heartbeat import Heartbeat
+
+    broker.add_middleware(Heartbeat(config))
+    if folders.active() is not None:
+        from evaluator.worker.metrics import WorkerPrometheus  # NOTE: imports Dramatiq's, which reads the folder
+
+        broker.add_middleware(WorkerPrometheus(config))
 
 
 def refuse_to_start_unless_configured(config: Config) -> None:

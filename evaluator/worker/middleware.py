@@ -6,12 +6,14 @@ import logging
 import random
 import socket
 import threading
+from typing import Any, Callable, Mapping
 
 import dramatiq
 import peewee
 from dramatiq.broker import MessageProxy
 
 from evaluator.config import Config
+from evaluator.errors import ConfigInvalid
 
 logger = logging.getLogger(__name__)
 
@@ -105,5 +107,43 @@ class PeriodicReconcile(dramatiq.Middleware):
             reconcile.reconcile(config=self.config, blobs=services.blobs(), queues=actors.queues())
 
 
+class ServedQueues(dramatiq.Middleware):
+    """Consume only the run queues this host can serve (evaluator.capabilities), and every other queue.
+
+    Set before the worker boots, when its consumers are made: a run queue left
+    out gets no consumer, so its messages wait in Redis for a host that serves it.
+    A `--queues` list given to dramatiq narrows it further.
+    """
+
+    def __init__(self, config: Config, docker_info: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        self.config = config
+        self.docker_info = docker_info or _docker_info
+        self.queues: set[str] = set()
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from evaluator.capabilities import RUN_QUEUES, host_capabilities, served_queues
+
+        capabilities, source = host_capabilities(self.config, self.docker_info)
+        declared = set(broker.get_declared_queues()) | set(RUN_QUEUES)
+        self.queues = served_queues(worker.consumer_whitelist or declared, capabilities)
+        if not self.queues:  # an empty whitelist means "every queue" to dramatiq
+            listed = sorted(worker.consumer_whitelist or ())
+            raise ConfigInvalid(f"this worker would consume no queue: --queues {listed} lists none this host "
+                                f"serves ({', '.join(sorted(capabilities))})")
+        worker.consumer_whitelist = self.queues
+        logger.info("Host %s serves the run queues %s (%s); consuming %s", socket.gethostname(),
+                    ", ".join(q for q in RUN_QUEUES if q in capabilities), source, ", ".join(sorted(self.queues)))
+
+
+def _docker_info() -> Mapping[str, Any]:
+    import docker
+
+    client = docker.from_env(timeout=10)
+    try:
+        return client.info()
+    finally:
+        client.close()
+
+
 def worker_middleware(config: Config) -> list[dramatiq.Middleware]:
-    return [DatabaseConnection(config.database_url), PeriodicReconcile(config)]
+    return [DatabaseConnection(config.database_url), PeriodicReconcile(config), ServedQueues(config)]

@@ -37,7 +37,14 @@ def blobs() -> BlobStore:
 
 @functools.lru_cache(maxsize=1)
 def sandbox() -> Any:
-    """Return this process's sandbox: a warm pool when EVALUATOR_SANDBOX_POOL_SIZE > 0, else cold containers."""
+    """Return this process's sandbox, its runs counted for the heartbeat (sandboxes in use)."""
+    from evaluator.worker.heartbeat import CountedSandbox
+
+    return CountedSandbox(_build_sandbox())
+
+
+def _build_sandbox() -> Any:
+    """A warm pool when EVALUATOR_SANDBOX_POOL_SIZE > 0, else cold containers; or Kubernetes Jobs."""
     import docker
 
     from evaluator.sandbox.pool import WarmPoolSandbox, pooled_images

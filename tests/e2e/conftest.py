@@ -150,13 +150,17 @@ def webhook_s3(tmp_path_factory):
     server.stop()
 
 
-def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, **overrides) -> Stack:
-    """Start an API and one worker on a fresh bucket; `overrides` change the Config of both."""
+def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, *, worker: bool = True,
+                **overrides) -> Stack:
+    """Start an API and (unless `worker` is False) one worker on a fresh bucket; `overrides` change both's Config.
+
+    The stack's Prometheus sample files are in its own folder (tmp_path/metrics).
+    """
     from evaluator.storage.blobs import BlobStore
     server, api_port = webhook_s3
     config = make_config(server.endpoint_url, database_url, redis_url, tmp_path / "work",
                          **{"api_port": api_port, "api_workers": 1, "reconcile_interval_s": 5, "log_level": "INFO",
-                            **overrides})
+                            "metrics_dir": str(tmp_path / "metrics"), **overrides})
     store = BlobStore.from_config(config)
     store.ensure_buckets(config.bundles_bucket)
     store.set_cors(config.bundles_bucket, config.cors_origins)  # the web pages' browser uploads (test_web_pages.py)
@@ -164,7 +168,8 @@ def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, *
     logs.mkdir(exist_ok=True)
     platform = Stack(config, logs)
     platform.start_api()
-    platform.start_worker()
+    if worker:
+        platform.start_worker()
     return platform
 
 

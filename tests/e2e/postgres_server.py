@@ -24,10 +24,15 @@ def _bin_dir() -> Path | None:
 
 
 class PrivatePostgres:
-    """One throw-away cluster; `url` names its `evaluator` database (trust auth, loopback only)."""
+    """One throw-away cluster; `url` names its `evaluator` database (trust auth, loopback only).
 
-    def __init__(self, port: int | None = None) -> None:
+    `host` and `allow` (a CIDR trusted besides loopback) serve clients in other network
+    namespaces: the multi-host test binds it to its bridge's address.
+    """
+
+    def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", allow: str | None = None) -> None:
         self.port = port or free_port()
+        self.host, self.allow = host, allow
         self.bin = _bin_dir()
         if self.bin is None:
             raise FileNotFoundError("no /usr/lib/postgresql/*/bin/pg_ctl")
@@ -38,7 +43,7 @@ class PrivatePostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/evaluator"
+        return f"postgresql://postgres@{self.host}:{self.port}/evaluator"
 
     def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         argv = [str(self.bin / command[0]), *command[1:]]
@@ -51,12 +56,15 @@ class PrivatePostgres:
             user = pwd.getpwnam(self._user)
             os.chown(self.folder, user.pw_uid, user.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        if self.allow:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.allow} trust\n")
         self.start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "evaluator")
+        self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", "postgres", "evaluator")
         return self
 
     def start(self) -> None:
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
+        options = f"-c listen_addresses={self.host} -p {self.port} -k {self.folder} -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-o", options,
                   "-w", "-t", "60", "start")
 

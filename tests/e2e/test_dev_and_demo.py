@@ -10,6 +10,7 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from evaluator.storage.seaweed import free_port, wait_for_port
 from tests.e2e.conftest import BIN, ROOT
@@ -32,6 +33,15 @@ def check_demo_output(stdout: str) -> dict:
     assert sorted(e["participant"] for e in entries) == ["alice", "bob"]
     assert all(0.8 < e["score"] <= 1.0 and e["ci"]["low"] <= e["score"] <= e["ci"]["high"] for e in entries)
     return result
+
+
+def check_dev_metrics(text: str) -> None:
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families["evaluator_workers_live"].samples[0].value == 1
+    finished = {s.labels["status"]: s.value for s in families["evaluator_runs_finished"].samples}
+    assert finished["succeeded"] >= 2
+    assert sum(s.value for s in families["dramatiq_messages"].samples if s.labels["actor_name"] == "evaluate_run") >= 2
+    assert [s for s in families["evaluator_http_requests"].samples if s.labels["route"] == "/v1/runs/{run_id}"]
 
 
 @pytest.fixture
@@ -62,6 +72,9 @@ def test_demo_reuses_a_running_dev_and_ctrl_c_stops_everything(tmp_path, demo_im
         assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
         assert "using the running platform" in demo.stdout
         check_demo_output(demo.stdout)
+        # its in-process worker beats (no Redis: in memory), and /metrics has the runs it ended
+        assert requests.get(f"http://127.0.0.1:{api_port}/health", timeout=10).json()["status"] == "ok"
+        check_dev_metrics(requests.get(f"http://127.0.0.1:{api_port}/metrics", timeout=10).text)
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C
         output, _ = dev.communicate(timeout=60)

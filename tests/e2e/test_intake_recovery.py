@@ -104,7 +104,7 @@ def test_redis_restarted_without_persistence_loses_no_queued_run(redis_stack, pr
         submissions.append(granted["submission"]["id"])
     run_ids = [str(run_row(s, 30).id) for s in submissions]
     client = redis.Redis.from_url(private_redis.url)
-    messages = f"{stack.config.broker_namespace}:evaluations.msgs"
+    messages = f"{stack.config.broker_namespace}:cpu.msgs"
     deadline = time.monotonic() + 30
     while client.hlen(messages) < len(run_ids):
         assert time.monotonic() < deadline, "the runs' messages never reached Redis"

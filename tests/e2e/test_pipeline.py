@@ -115,7 +115,7 @@ def test_cancel_while_running_kills_the_container_and_stays_cancelled(stack, com
     broker = create_broker(stack.config)
     from dramatiq import Message
 
-    broker.enqueue(Message(queue_name="evaluations", actor_name="evaluate_run", args=(run_id,), kwargs={},
+    broker.enqueue(Message(queue_name="cpu", actor_name="evaluate_run", args=(run_id,), kwargs={},
                            options={}))
     stack.wait_drained()
     assert stack.call("GET", f"/v1/runs/{run_id}", alice).json()["status"] == "cancelled"

@@ -36,6 +36,7 @@ CASES = {
     ("GET", "/v1/benchmarks/{benchmark_id}/leaderboard"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}/quota"): 404,
     ("GET", "/v1/benchmarks/{benchmark_id}/features"): 404,
+    ("GET", "/v1/benchmarks/{benchmark_id}/compare"): 404,        # A's runs, on the open benchmark
     ("GET", "/v1/benchmarks/{benchmark_id}/phases"): 404,
     ("POST", "/v1/benchmarks/{benchmark_id}/phases"): 404,
     ("POST", "/v1/benchmarks/{benchmark_id}/phases/{phase}/migrate"): 404,
@@ -102,12 +103,15 @@ def objects_of_a(api, admin, db):
 @pytest.mark.parametrize("method, route", sorted(CASES))
 def test_another_participant_cannot_reach_a_participants_object(api, objects_of_a, bob, alice, method, route):
     path = route.format(**objects_of_a)
+    query = None
+    if route.endswith("/compare"):  # two runs of A's on a benchmark B sees
+        path, query = "/v1/benchmarks/open/compare", f"a={objects_of_a['run_id']}&b={objects_of_a['run_id']}"
     response = api.simulate_request(method, path, headers=bob,
-                                    json={"name": "x", "parts": [], "user": "bob", "slug": "x"})
+                                    json={"name": "x", "parts": [], "user": "bob", "slug": "x"}, query_string=query)
     assert response.status_code == CASES[(method, route)], (path, response.text)
     assert set(response.json["error"]) >= {"code", "message"}
     if CASES[(method, route)] == 404 and method == "GET" and not route.endswith("/events"):  # a stream waits
         # The owner does reach it (the 404 is about B, not about the route); a queued run has no artifacts yet.
-        has_artifacts = route.endswith(("/logs", "/predictions", "/plots/{name}"))
-        owner = api.simulate_request(method, path, headers=alice)
+        has_artifacts = route.endswith(("/logs", "/predictions", "/plots/{name}", "/compare"))
+        owner = api.simulate_request(method, path, headers=alice, query_string=query)
         assert owner.status_code == 200 or (has_artifacts and "no " in owner.json["error"]["message"])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import falcon.testing
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from evaluator import outbox
 from evaluator.api.app import create_app
@@ -27,9 +26,11 @@ pytestmark = pytest.mark.integration
 def waiting(api) -> int:
     response = api.simulate_get("/metrics")
     assert response.status_code == 200
-    [value] = re.findall(r"^evaluator_outbox_messages_waiting (\d+)$", response.text, re.M)
     assert "# TYPE evaluator_outbox_messages_waiting gauge" in response.text
-    return int(value)
+    families = text_string_to_metric_families(response.text)
+    [family] = [f for f in families if f.name == "evaluator_outbox_messages_waiting"]
+    [sample] = family.samples
+    return int(sample.value)
 
 
 def test_metrics_count_outbox_messages_waiting_for_the_broker(api, db, admin, alice, blobs, config, sent):

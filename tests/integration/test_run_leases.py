@@ -93,7 +93,7 @@ def test_a_run_whose_worker_died_twice_ends_failed_worker_crashed(stub_broker, s
     assert final.provenance["attempts"][-1]["outcome"] == "worker_lost"
     # A redelivery changes nothing
     actors.evaluate_run.send(str(run.id))
-    stub_broker.join(actors.EVALUATIONS, fail_fast=False)
+    stub_broker.join(actors.CPU, fail_fast=False)
     stub_worker.join()
     assert Run.get_by_id(run.id).status == "failed" and Run.get_by_id(run.id).attempts == 2
 

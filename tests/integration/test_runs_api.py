@@ -85,4 +85,4 @@ def test_reconcile_creates_the_run_of_an_upload_whose_event_was_lost(api, benchm
     assert grant["submission"]["key"] in result.stdout
     import redis
 
-    assert redis.Redis.from_url(redis_url).hlen(f"{config.broker_namespace}:evaluations.msgs") == 1
+    assert redis.Redis.from_url(redis_url).hlen(f"{config.broker_namespace}:cpu.msgs") == 1

@@ -324,3 +324,21 @@ def test_the_orphan_sweep_removes_a_dead_workers_warm_containers_busy_and_idle(
         thread.join(timeout=30)
     finally:
         pool.close()
+
+
+def test_the_pool_fills_when_the_work_dir_does_not_exist_yet(docker_client, images_built, tmp_path):
+    # Given a worker whose work dir (EVALUATOR_WORK_DIR) is not made yet, two levels below an existing folder
+    images_built("sklearn")
+    deployment = f"pool-test-{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "host" / "work" / "pool"
+    sandbox = WarmPoolSandbox(docker_client, deployment=deployment, worker=worker_name(),
+                              limits=Limits.from_config(HOSTILE), images=pooled_images("sklearn", "evaluator-"),
+                              size=1, root=root)
+    try:
+        # When its pool starts, before any run made the work dir
+        sandbox.start()
+        # Then a warm container comes up anyway, its slot under the pool's root
+        container = wait_ready(sandbox)
+        assert all(root in folder.parents for folder in bind_folders(docker_client, container))
+    finally:
+        sandbox.close()

@@ -68,5 +68,5 @@ def test_listen_sqs_turns_an_aws_upload_into_one_run_and_deletes_the_message(mot
     assert Run.select().count() == 1 and ObjectEvent.get().source == "aws"
     # And the evaluation message is on the configured Redis, carrying the run id
     client = redis.Redis.from_url(redis_url)
-    messages = [json.loads(m) for m in client.hvals(f"{config.broker_namespace}:evaluations.msgs")]
+    messages = [json.loads(m) for m in client.hvals(f"{config.broker_namespace}:cpu.msgs")]
     assert [m["args"] for m in messages] == [[str(Run.get().id)]]

@@ -30,7 +30,7 @@ def _process(stub_broker, stub_worker, run: Run) -> Run:
     from evaluator.worker import actors
 
     actors.evaluate_run.send_with_options(args=(str(run.id),), min_backoff=10, max_backoff=50)
-    stub_broker.join(actors.EVALUATIONS, fail_fast=False)  # the queue and its delayed retries drained
+    stub_broker.join(actors.CPU, fail_fast=False)  # the queue and its delayed retries drained
     stub_worker.join()
     return Run.get_by_id(run.id)
 

@@ -129,7 +129,7 @@ def test_a_bundle_replaced_before_the_worker_downloads_it_is_not_evaluated(
     assert event_for(api, config, blobs, key)["action"] == "ignored"
 
     actors.evaluate_run.send(run_id)
-    stub_broker.join(actors.EVALUATIONS, fail_fast=False)
+    stub_broker.join(actors.CPU, fail_fast=False)
     stub_worker.join()
     run = Run.get_by_id(run_id)
     assert (run.status, run.failure_code) == ("failed", "bundle_invalid"), run.failure_message
@@ -149,7 +149,7 @@ def test_an_object_refused_for_size_is_deleted_from_the_bucket(api, admin, alice
     blobs.put_bytes(config.bundles_bucket, key, b"x" * 50, "text/html")
     run_id = event_for(api, config, blobs, key)["run_id"]
     actors.evaluate_run.send(run_id)
-    stub_broker.join(actors.EVALUATIONS, fail_fast=False)
+    stub_broker.join(actors.CPU, fail_fast=False)
     stub_worker.join()
     run = Run.get_by_id(run_id)
     assert (run.status, run.failure_code) == ("failed", "bundle_invalid")

@@ -38,6 +38,6 @@ def test_exhausted_retries_end_the_run_failed_with_code_internal(stub_broker, st
     assert "3 time(s)" in final.failure_message and "not ready" in final.failure_message
     # A redelivery of the original message is a no-op: the run stays failed.
     actors.evaluate_run.send(str(run.id))
-    stub_broker.join(actors.EVALUATIONS, fail_fast=False)
+    stub_broker.join(actors.CPU, fail_fast=False)
     stub_worker.join()
     assert Run.get_by_id(run.id).status == "failed" and Run.get_by_id(run.id).attempts == 3
