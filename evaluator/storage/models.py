@@ -251,8 +251,12 @@ class Run(BaseModel):
                    (("benchmark", "status", "updated_at"), False))  # the leaderboard cache's stamp (board_cache)
 
     def save(self, *args, **kwargs):
-        """Keep the board's compact values in step with the documents (every Run.create and save)."""
-        self.board_values = board_values.of(self.metrics, self.private_metrics)
+        """Keep the board's compact values in step with the documents (every Run.create and save).
+
+        A row read without both documents (a partial select) keeps the values it has.
+        """
+        if kwargs.get("force_insert") or ("metrics" in self.__data__ and "private_metrics" in self.__data__):
+            self.board_values = board_values.of(self.metrics, self.private_metrics)
         return super().save(*args, **kwargs)
 
 

@@ -49,6 +49,22 @@ def test_the_values_are_the_documents_finite_numbers_and_the_private_part_falls_
     assert board_values.of(None, None) is None
 
 
+def test_run_create_and_save_write_the_values_and_a_partial_row_keeps_them(api, admin):
+    register_dataset_over_http(api, admin)
+    create_benchmark(api, admin)
+    run = finished("alice", 0.9)  # Run.create with the public document only
+    assert Run.get_by_id(run.id).board_values == {"public": {"accuracy": 0.9}, "private": {"accuracy": 0.9}}
+    partial = Run.select(Run.id, Run.final).where(Run.id == run.id).get()
+    partial.final = True
+    partial.save()  # neither document read: the values stay
+    in_step()
+    full = Run.get_by_id(run.id)
+    full.private_metrics = {"metrics": {"accuracy": 0.4}}
+    full.save()
+    in_step()
+    assert Run.get_by_id(run.id).board_values["private"] == {"accuracy": 0.4}
+
+
 def test_a_finished_run_records_the_values_of_its_documents(api, admin):
     register_dataset_over_http(api, admin)
     create_benchmark(api, admin)
