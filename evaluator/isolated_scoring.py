@@ -253,7 +253,11 @@ def standby_main(log_path: Path) -> int:
     empty line ends this process without scoring anything, and it removes its own log.
     """
     for name in _STANDBY_IMPORTS:  # the point of a standby child: done before the run exists
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError:  # pandas is optional (the platform's own install has none): Arrow then needs none
+            if name not in _OPTIONAL_IMPORTS:
+                raise
     from evaluator.scoring import document
 
     document.implementation()  # its package-metadata lookups (importlib.metadata, email)
@@ -276,6 +280,7 @@ _JOB_MAX_BYTES = 8192
 _STANDBY_IMPORTS = ("numpy", "pandas", "pyarrow.parquet", "pyarrow.compute", "pyarrow.csv", "pyarrow.pandas_compat",
                     "evaluator.scoring.csv_predictions", "evaluator.splits", "evaluator.plots.stats", "tarfile",
                     "_strptime", "zoneinfo", "encodings.ascii", "pyarrow.vendored.version")
+_OPTIONAL_IMPORTS = ("pandas", "pyarrow.pandas_compat")  # not in install_requires: imported only when installed
 
 
 def _exit_now(status: int) -> None:
