@@ -60,17 +60,21 @@ def _flag(raw: dict, field: str) -> bool:
     return value
 
 
-def _timestamp(raw: dict, field: str) -> str | None:
+def instant(raw: dict, field: str, *, within: str) -> datetime.datetime | None:
+    """An ISO 8601 time of a body's object `within` (a trailing Z or an offset allowed) as naive UTC."""
     value = raw.get(field)
     if value is None:
         return None
     try:
         parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise ValidationFailed(f"'settings.{field}' must be an ISO 8601 time", field=f"settings.{field}") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return parsed.isoformat()
+        raise ValidationFailed(f"'{within}.{field}' must be an ISO 8601 time", field=f"{within}.{field}") from None
+    return parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _timestamp(raw: dict, field: str) -> str | None:
+    parsed = instant(raw, field, within="settings")
+    return None if parsed is None else parsed.isoformat()
 
 
 def _fraction(raw: dict, field: str) -> float | None:

@@ -102,7 +102,8 @@ def parse_phase(raw: dict, benchmark: Benchmark, principal: Principal, *, config
     if values["primary_metric"] and values["metrics"] and values["primary_metric"] not in values["metrics"]:
         values["metrics"] = [values["primary_metric"], *values["metrics"]]
     values["dataset"] = require_ready(dataset_field(raw, principal)) if raw.get("dataset") is not None else None
-    values["opens_at"], values["closes_at"] = _instant(raw, "opens_at"), _instant(raw, "closes_at")
+    values["opens_at"], values["closes_at"] = (competition.instant(raw, name, within="phases")
+                                               for name in ("opens_at", "closes_at"))
     if values["opens_at"] and values["closes_at"] and values["closes_at"] <= values["opens_at"]:
         raise ValidationFailed("'phases.closes_at' must be after 'phases.opens_at'", field="phases.closes_at")
     values["quota"] = quotas.parse_quota(raw) if raw.get("quota") is not None else None
@@ -119,17 +120,6 @@ def parse_phase(raw: dict, benchmark: Benchmark, principal: Principal, *, config
 def _optional(raw: dict, field: str, read: Any) -> Any:
     """A field left out (or null) keeps the benchmark's value: None; else read and validated."""
     return None if raw.get(field) is None else read(raw, field)
-
-
-def _instant(raw: dict, field: str) -> datetime.datetime | None:
-    value = raw.get(field)
-    if value is None:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed(f"'phases.{field}' must be an ISO 8601 time", field=f"phases.{field}") from None
-    return parsed.astimezone(datetime.timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
 def add_phases(benchmark: Benchmark, raws: list, principal: Principal, *, config: Config) -> list[Phase]:
