@@ -17,6 +17,8 @@ import shutil
 import signal
 import subprocess
 
+from evaluator.observability.folders import alive
+
 PREFIX = "evn"  # every namespace and link of ours starts so: evn<pid>b (bridge), evn<pid>h<i> (ns, veth)
 
 
@@ -111,22 +113,12 @@ def sweep_stale() -> None:
     for name in namespaces + links:
         digits = name[len(PREFIX):]
         digits = digits[:len(digits) - len(digits.lstrip("0123456789"))]
-        if not digits or _alive(int(digits)):
+        if not digits or alive(int(digits)):
             continue
         if name in namespaces:
             _remove_namespace(name)
         else:
             _ip("link", "del", name, check=False)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _free_subnet(seed: int) -> ipaddress.IPv4Network:
