@@ -53,6 +53,9 @@ def test_two_runs_differing_on_one_row_of_1000_share_a_rank_and_compare_says_why
     assert board["entries"][0]["test_vs_next"] == "mcnemar_mid_p"
     assert board["entries"][1]["p_value_vs_next"] < 0.001  # bob (0.85) vs carol (0.6): a real difference
     assert board["rules"]["significance"]["level"] == 0.05
+    # ... and the page says so beside the shared rank
+    page = api.simulate_get("/benchmarks/sig", headers={"Accept": "text/html"}).text
+    assert "(same rank as the next: p = 0.5" in page and "finds no difference at level 0.05" in page
 
     managed = api.simulate_get("/v1/benchmarks/sig/compare", headers=admin, params={"a": str(a.id), "b": str(b.id)})
     assert managed.status_code == 200, managed.text
@@ -128,6 +131,8 @@ def test_the_ladder_moves_only_on_a_significant_gain_and_is_the_only_public_feed
     assert entry["run_id"] == str(made[2].id) and entry["score"] == round(values[2], 2)
     assert entry["ladder"]["accepted"] == 2 and entry["ladder"]["submissions"] == 4
     assert entry["ladder"]["decimals"] == 2 and 0.01 < entry["ladder"]["threshold"] < 0.03
+    assert "Ladder scores: a participant's public score changes only" in api.simulate_get(
+        "/benchmarks/lad", headers={"Accept": "text/html"}).text
     managed = api.simulate_get("/v1/benchmarks/lad/leaderboard", headers=admin).json["entries"][0]
     assert managed["score"] == pytest.approx(round(values[2] * 1000) / 1000)  # exact for managers: [x]_{1/n}
 
