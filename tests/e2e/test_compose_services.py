@@ -22,11 +22,14 @@ import yaml
 
 from evaluator.storage.seaweed import free_port
 from tests.conftest import make_config, require
-from tests.e2e.bundles import sklearn_bundle
 from tests.e2e.conftest import ROOT
 from tests.e2e.test_compose import SECRETS, Project
-from tests.e2e.test_containers import DOCKER_SOCKET, FINAL, ContainerStack, platform_image  # noqa: F401 - a fixture
-from tests.integration.helpers import iris_like, parquet_bytes
+from tests.e2e.test_containers import (  # noqa: F401 - platform_image is a fixture
+    DOCKER_SOCKET,
+    ContainerStack,
+    evaluate_iris,
+    platform_image,
+)
 
 pytestmark = pytest.mark.integration
 WEED = shutil.which("weed") or str(Path(os.sys.executable).with_name("weed"))
@@ -107,7 +110,6 @@ def exec_ok(container, command: list[str]) -> bool:
 
 def test_the_platform_image_runs_the_compose_commands(
         platform_image, services, docker_client, database_url, redis_url, db, images_built, tmp_path):  # noqa: F811
-    from evaluator.tokens import create_token
 
     images_built("sklearn")
     require(os.path.exists(DOCKER_SOCKET), f"the Docker socket at {DOCKER_SOCKET}")
@@ -144,26 +146,7 @@ def test_the_platform_image_runs_the_compose_commands(
         poll("the worker health check", lambda: exec_ok(worker, health_command(services["worker"])), 120)
 
         # One evaluation through that store: its filer's webhook (written by start.sh) starts everything.
-        admin, _ = create_token("admin", "admin")
-        alice, _ = create_token("alice", "participant")
-        declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"})
-        assert declared.status_code == 201, declared.text
-        features, labels = iris_like(200, seed=5)
-        for part, table in (("features", features), ("labels", labels)):
-            assert requests.put(declared.json()["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).ok
-        stack.wait_for(f"/v1/datasets/{declared.json()['id']}", admin, lambda d: d["status"] == "ready", 60)
-        created = stack.call("POST", "/v1/benchmarks", admin, json={
-            "id": "iris", "dataset": "iris:1", "task": "classification", "limits": {"timeout_s": 60}})
-        assert created.status_code == 201, created.text
-        bundle = sklearn_bundle()
-        grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
-                           json={"name": "logreg", "method": "put", "size": len(bundle)})
-        assert grant.status_code == 201, grant.text
-        upload = grant.json()["upload"]
-        assert requests.put(upload["url"], data=bundle, headers=upload["headers"], timeout=30).ok
-        submission = stack.wait_for(f"/v1/submissions/{grant.json()['submission']['id']}", alice,
-                                    lambda s: s["runs"], 60)
-        run = stack.wait_for(f"/v1/runs/{submission['runs'][0]['id']}", alice, lambda r: r["status"] in FINAL, 180)
+        _, run = evaluate_iris(stack, {"timeout_s": 60})
         assert run["status"] == "succeeded", f"{run}\n{stack.log_tail()}"
 
         scrape_with_prometheus(tmp_path, api_port)

@@ -137,13 +137,13 @@ def container_stack(platform_image, webhook_s3, database_url, redis_url, db, doc
                 container.remove(force=True)
 
 
-def test_api_and_worker_containers_complete_an_evaluation(container_stack):
+def evaluate_iris(stack, limits: dict) -> tuple[str, dict]:
+    """One iris dataset, benchmark and scikit-learn submission through the platform's HTTP API and its store,
+    as a participant would; return alice's token and her run once it ended."""
     from evaluator.tokens import create_token
 
-    stack = container_stack
     admin, _ = create_token("admin", "admin")
     alice, _ = create_token("alice", "participant")
-
     declared = stack.call("POST", "/v1/datasets", admin, json={"name": "iris", "version": "1"})
     assert declared.status_code == 201, declared.text
     features, labels = iris_like(200, seed=5)
@@ -151,9 +151,8 @@ def test_api_and_worker_containers_complete_an_evaluation(container_stack):
         assert requests.put(declared.json()["uploads"][part]["url"], data=parquet_bytes(table), timeout=30).ok
     stack.wait_for(f"/v1/datasets/{declared.json()['id']}", admin, lambda d: d["status"] == "ready", 60)
     response = stack.call("POST", "/v1/benchmarks", admin, json={
-        "id": "iris", "dataset": "iris:1", "task": "classification", "limits": {"timeout_s": 60, "memory": "512m"}})
+        "id": "iris", "dataset": "iris:1", "task": "classification", "limits": limits})
     assert response.status_code == 201, response.text
-
     bundle = sklearn_bundle()
     grant = stack.call("POST", "/v1/benchmarks/iris/submissions", alice,
                        json={"name": "logreg", "method": "put", "size": len(bundle)})
@@ -162,8 +161,12 @@ def test_api_and_worker_containers_complete_an_evaluation(container_stack):
     assert requests.put(upload["url"], data=bundle, headers=upload["headers"], timeout=30).ok
     submission = stack.wait_for(f"/v1/submissions/{grant.json()['submission']['id']}", alice,
                                 lambda s: s["runs"], 60)
-    run_id = submission["runs"][0]["id"]
-    run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r["status"] in FINAL, 180)
+    return alice, stack.wait_for(f"/v1/runs/{submission['runs'][0]['id']}", alice, lambda r: r["status"] in FINAL, 180)
+
+
+def test_api_and_worker_containers_complete_an_evaluation(container_stack):
+    stack = container_stack
+    alice, run = evaluate_iris(stack, {"timeout_s": 60, "memory": "512m"})
     assert run["status"] == "succeeded", f"{run}\n{stack.log_tail()}"
     assert run["metrics"]["metrics"]["accuracy"] > 0.8
     assert run["provenance"]["image_id"].startswith("sha256:")
