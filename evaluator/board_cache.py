@@ -7,6 +7,8 @@ sum of their `updated_at` (one index-only scan, migration 0011). Every write tha
 board reads sets the run's `updated_at` (a success, a re-score, a final selection, a baseline
 flag), and any new value changes the sum, whatever the writing host's clock says. Runs still
 being evaluated are not counted, so their lease renewals do not empty the cache.
+Two stores: whole rankings (built in Python, a few MB each) and windows (ranked in SQL: the rows one
+request shows, keyed by offset, limit and the viewer too; small, so many more are kept).
 
 NOTE: a new write the ranking reads must set Run.updated_at (or join the stamp), or the cache
 serves a stale board. The stamp is read before the ranking, so a write between the two only makes
@@ -29,12 +31,24 @@ from evaluator.storage.models import RunStatus
 
 T = TypeVar("T")
 KEPT = 16  # rankings kept per process: one board of 10,000 participants is a few MB
+KEPT_WINDOWS = 256  # windows kept (evaluator.board_window): one page and a viewer's row, some 100 entries each
 
 _STAMP_SQL = ("SELECT count(*), COALESCE(sum(extract(epoch FROM updated_at)), 0) FROM run "
               "WHERE benchmark_id = %s AND status = %s")
 
-_kept: collections.OrderedDict[Hashable, object] = collections.OrderedDict()
 _lock = threading.Lock()
+
+
+class Store:
+    """Kept results, the least recently used dropped past `size`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.kept: collections.OrderedDict[Hashable, object] = collections.OrderedDict()
+
+
+RANKINGS = Store(KEPT)  # whole boards ranked in Python
+WINDOWS = Store(KEPT_WINDOWS)  # the rows one request shows, ranked in SQL
 
 
 def stamp(benchmark_id: str) -> tuple[int, str] | None:
@@ -45,22 +59,23 @@ def stamp(benchmark_id: str) -> tuple[int, str] | None:
     return int(count), str(total)
 
 
-def remember(benchmark_id: str, key: Hashable, compute: Callable[[], T]) -> T:
+def remember(benchmark_id: str, key: Hashable, compute: Callable[[], T], store: Store = RANKINGS) -> T:
     """compute() for these inputs, or its kept result while the benchmark's succeeded runs are unchanged."""
     version = stamp(benchmark_id)
     if version is None:
         return compute()
     full = (benchmark_id, key, version)
+    kept = store.kept
     with _lock:
-        if full in _kept:
-            _kept.move_to_end(full)
-            return _kept[full]  # type: ignore[return-value]  # stored by this function for this key
+        if full in kept:
+            kept.move_to_end(full)
+            return kept[full]  # type: ignore[return-value]  # stored by this function for this key
     with paused_collector():
         result = compute()
     with _lock:
-        _kept[full] = result
-        while len(_kept) > KEPT:
-            _kept.popitem(last=False)
+        kept[full] = result
+        while len(kept) > store.size:
+            kept.popitem(last=False)
     return result
 
 
@@ -86,4 +101,5 @@ def paused_collector() -> Iterator[None]:
 def clear() -> None:
     """Forget every kept ranking (tests that compare a cold build with a warm one)."""
     with _lock:
-        _kept.clear()
+        RANKINGS.kept.clear()
+        WINDOWS.kept.clear()

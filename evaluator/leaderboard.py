@@ -24,7 +24,18 @@ import math
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 
-from evaluator import board_cache, competition, disclosure, entrants, honest_board, phases, scoring, standings
+from evaluator import (
+    board_cache,
+    board_window,
+    competition,
+    disclosure,
+    entrants,
+    honest_board,
+    phases,
+    scoring,
+    standings,
+)
+from evaluator.board_window import Placed
 from evaluator.row_store import RowStore, part_of
 from evaluator.settings import CompetitionSettings
 from evaluator.standings import Entrant
@@ -120,9 +131,9 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
     laddered = settings.ladder and not private and rows is not None
     level = settings.significance_level if rows is not None else 0.0
 
-    def rank() -> tuple[list[tuple], int, dict, dict]:
-        """(sort key, 0 ranked / 1 baseline, rank, run, values) of every entry in board order; the participants;
-        the Ladder's steps per entrant; the paired tests' fields per run id."""
+    def rank() -> tuple[list[Placed], int, dict, dict, dict[int, int]]:
+        """Every entry in board order; the participants; the Ladder's steps per entrant; the paired tests'
+        fields per run id and the ranks they share."""
         # NOTE: the Ladder reads every run of an entrant (in finish order), so it cannot pre-select the best
         runs = standings.entrants(benchmark.id, metrics, directions, private=private, finals=use_finals, at=at,
                                   teams=settings.teams, phase=phase_runs, preselect=preselect and not laddered)
@@ -168,33 +179,58 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
         if references:  # the ranked entries are in this order already
             listed += [(key, 1, None, run, values) for key, run, values in references]
             listed.sort(key=lambda item: (*item[:2], item[3].id))  # a baseline sits after an equal ranked entry
-        tests: dict = {}
-        if level and rows is not None:
-            order = [(item[2], item[3].id) for item in listed if item[1] == 0]
-            ranks, tests = honest_board.tie_ranks(scope, order, metric=metrics[0], part=part_of(scope, private),
-                                                  level=level, rows=rows)
-            listed = [(key, kind, ranks.get(run.id, rank) if kind == 0 else rank, run, values)
-                      for key, kind, rank, run, values in listed]
-        return listed, len(contenders), steps, tests
+        placed = [Placed(kind, rank, run, values) for _, kind, rank, run, values in listed]
+        return (placed, len(contenders), steps, *tested([item for item in placed if item.kind == 0][:top]))
+
+    def ranked_in_sql() -> tuple[board_window.Window, dict, dict[int, int]]:
+        """The rows this request shows, ranked in PostgreSQL (evaluator.board_window); the paired tests."""
+        found = board_window.window(benchmark.id, metrics, directions, private=private, finals=use_finals, at=at,
+                                    teams=settings.teams, phase=phase_runs, offset=offset, limit=limit,
+                                    entrant=entrant, top=top)
+        return (found, *tested(found.top))
+
+    def tested(first: list[Placed]) -> tuple[dict, dict[int, int]]:
+        """The paired tests' fields per run id, and the ranks they share: {rank as ordered: rank shown}.
+
+        A rank moves with every entry that has it (honest_board.tie_ranks moves an exact tie along), so
+        the map read from the first entries holds for any entry of the board."""
+        if not (level and rows is not None and first):
+            return {}, {}
+        order = [(item.rank or 0, item.run.id) for item in first]  # ranked entries: each has a rank
+        ranks, tests = honest_board.tie_ranks(scope, order, metric=metrics[0], part=part_of(scope, private),
+                                              level=level, rows=rows)
+        return tests, {rank: ranks[run_id] for rank, run_id in order if ranks[run_id] != rank}
 
     # NOTE: the ranking is kept while the benchmark's succeeded runs are unchanged (evaluator.board_cache): the
     # live board and the frozen one; a board `at` any other instant is computed each time (no key per instant)
     kept = preselect and (at is None or frozen)
-    listed, participants, steps, tests = (
-        board_cache.remember(benchmark.id, (rules, private, at, phase_runs, laddered, level), rank) if kept else rank())
-    window = listed[offset:None if limit is None else offset + limit]
-    mine = next((item for item in listed if item[3].entrant == entrant), None) if entrant is not None else None
-    shown_runs = [item[3] for item in [*window, *([mine] if mine else [])]]
+    top = honest_board.TOP_PAIRS + 1 if level else 0
+    inputs = (rules, private, at, phase_runs, laddered, level)
+    steps: dict = {}
+    if preselect and not laddered and board_window.applies(benchmark.id, at, phase_runs):
+        found, tests, moved = (board_cache.remember(benchmark.id, (*inputs, offset, limit, entrant), ranked_in_sql,
+                                                    board_cache.WINDOWS) if kept else ranked_in_sql())
+        window, mine, total, participants = found.rows, found.mine, found.total, found.participants
+    else:
+        listed, participants, steps, tests, moved = (
+            board_cache.remember(benchmark.id, inputs, rank) if kept else rank())
+        window, total = listed[offset:None if limit is None else offset + limit], len(listed)
+        mine = next((item for item in listed if item.run.entrant == entrant), None) if entrant is not None else None
+    shown_runs = [item.run for item in [*window, *([mine] if mine else [])]]
     intervals = standings.intervals([run.id for run in shown_runs], private, at)
     team_names = {str(team): name for team, name in
                   entrants.names(uuid.UUID(run.team) for run in shown_runs if run.team).items()}
 
-    def entry(rank: int | None, run: Entrant, values: list[float]) -> dict:
+    def entry(item: Placed) -> dict:
+        _, rank, run, values = item
+        if item.kind == 0:
+            rank = moved.get(rank, rank)  # type: ignore[arg-type]  # a ranked entry has a rank
         team = run.team
         return {
             "rank": rank, "participant": team_names[team] if team else run.owner, "score": shown(values[0]),
-            # NOTE: a missing tie-breaker ranks last (an infinity) but reads as null: JSON has no Infinity
-            "tie_breakers": shown({m: v if math.isfinite(v) else None for m, v in zip(metrics[1:], values[1:])}),
+            # NOTE: a missing tie-breaker ranks last (None, or an infinity) but reads as null: JSON has no Infinity
+            "tie_breakers": shown({m: v if v is not None and math.isfinite(v) else None
+                                   for m, v in zip(metrics[1:], values[1:])}),
             "ci": shown(intervals.get(run.id)),
             "run_id": run.id, "final": run.final, "finished_at": isoformat(run.finished_at),
             "baseline": run.baseline, "name": run.name if run.baseline else None,
@@ -227,11 +263,11 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
             if level else None,
             "ladder": laddered,
         },
-        "total": len(listed), "offset": offset, "limit": limit,
-        "entries": [entry(rank, run, values) for _, _, rank, run, values in window],
+        "total": total, "offset": offset, "limit": limit,
+        "entries": [entry(item) for item in window],
     }
     if entrant is not None:
-        board["mine"] = entry(*mine[2:]) if mine is not None else None
+        board["mine"] = entry(mine) if mine is not None else None
     return board
 
 

@@ -4,7 +4,9 @@ A board of 10,000 participants used to load and decode every run's metrics docum
 (about a second); the ranking itself needs only a few numbers per run. So PostgreSQL reads the
 ranked metrics out of the JSONB documents and keeps, per participant, the one run that can win
 (DISTINCT ON), and leaderboard.build ranks those `Entrant`s with its usual rules; the documents of
-the rows a caller is shown are loaded afterwards (`documents`).
+the rows a caller is shown are loaded afterwards (`documents`). Where it can, the board is ranked
+in SQL from the same slim rows (`pool_sql`, evaluator.board_window) and this ranking in Python is
+the one for the rest (the Ladder, `at` over re-scored runs, SQLite) and the reference.
 
 The pre-selection only narrows: every run it drops loses to the one it keeps under build's own
 rule, so build gives the same board as ranking every run (a test builds both). What SQL cannot
@@ -179,9 +181,14 @@ def _number(json: str) -> str:
             f"WHEN 'boolean' THEN ({json})::boolean::int::float8 END")
 
 
-def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str], *, private: bool,
-            finals: bool, at: datetime.datetime | None, teams: bool, phase: PhaseRuns | None) -> list[Entrant]:
-    """The SQL pre-selection: baselines, and each entrant's best run (DISTINCT ON the entrant)."""
+def pool_sql(benchmark_id: str, metrics: Sequence[str], *, private: bool, at: datetime.datetime | None,
+             teams: bool, phase: PhaseRuns | None) -> tuple[str, dict]:
+    """SQL for the succeeded runs a board reads, one slim row each (`pool`), and its parameters.
+
+    Columns: id, owner, team, finished_at, final, baseline, name, v0..v<n-1> (the ranked metrics in the
+    board's document), public (the primary metric in the public document), entrant. Under `at` the
+    re-scored runs are left out: their document at `at` may be an earlier one (read in Python).
+    """
     doc = _private_doc("r.") if private else "r.metrics"
     part = "private" if private else "public"
 
@@ -209,16 +216,29 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
     pool = (f"SELECT t.*, COALESCE('team:' || t.team, t.owner) AS entrant FROM ("
             f"SELECT n.id::text AS id, n.owner, {team} AS team, n.finished_at, n.final, s.baseline, s.name, "
             f"{columns}, n.public FROM ({numbers}) n JOIN submission s ON s.id = n.submission_id) t")
+    return pool, params
 
-    def order(column: str, direction: str) -> str:
-        return f"{column} {'DESC' if direction == 'maximize' else 'ASC'} NULLS LAST"
 
+def order_sql(column: str, direction: str) -> str:
+    return f"{column} {'DESC' if direction == 'maximize' else 'ASC'} NULLS LAST"
+
+
+def entrant_of(row: Sequence, count: int) -> Entrant:
+    """An Entrant from a row whose first columns are the pool's (`count` ranked metrics)."""
+    return Entrant(row[0], row[1], row[8 + count], row[2], row[3], row[4], row[5], row[6], tuple(row[7:7 + count]),
+                   row[7 + count])
+
+
+def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str], *, private: bool,
+            finals: bool, at: datetime.datetime | None, teams: bool, phase: PhaseRuns | None) -> list[Entrant]:
+    """The SQL pre-selection: baselines, and each entrant's best run (DISTINCT ON the entrant)."""
+    pool, params = pool_sql(benchmark_id, metrics, private=private, at=at, teams=teams, phase=phase)
     if finals:  # final selections, and each participant's best public run (theirs when they chose none)
         parts = [f"SELECT DISTINCT ON (entrant) * FROM pool WHERE NOT baseline AND public IS NOT NULL "
-                 f"ORDER BY entrant, {order('public', directions[0])}, finished_at, id",
+                 f"ORDER BY entrant, {order_sql('public', directions[0])}, finished_at, id",
                  "SELECT * FROM pool WHERE NOT baseline AND final"]
     else:
-        ranks = ", ".join(order(f"v{i}", d) for i, d in enumerate(directions))
+        ranks = ", ".join(order_sql(f"v{i}", d) for i, d in enumerate(directions))
         parts = [f"SELECT DISTINCT ON (entrant) * FROM pool WHERE NOT baseline AND v0 IS NOT NULL "
                  f"ORDER BY entrant, {ranks}, finished_at, id"]
     parts.append("SELECT * FROM pool WHERE baseline")
@@ -227,5 +247,4 @@ def _select(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str]
     sql = f'WITH pool AS ({pool}) SELECT * FROM ({union}) chosen ORDER BY finished_at NULLS LAST, id COLLATE "C"'
     cursor = database.execute_sql(sql, params)
     count = len(metrics)
-    return [Entrant(row[0], row[1], row[8 + count], row[2], row[3], row[4], row[5], row[6], tuple(row[7:7 + count]),
-                    row[7 + count]) for row in cursor.fetchall()]
+    return [entrant_of(row, count) for row in cursor.fetchall()]

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from evaluator import board_cache, leaderboard
+from evaluator import board_cache, board_window, leaderboard
 from evaluator.settings import CompetitionSettings
 from evaluator.storage.models import Benchmark, Run, Submission, Team, isoformat, utcnow
 from tests.integration.helpers import create_benchmark, register_dataset_over_http
@@ -34,9 +34,9 @@ def document(rng: random.Random) -> dict:
     return {"metrics": metrics, "primary_metric": {"name": "accuracy", "value": accuracy, "ci": ci}}
 
 
-def seed(benchmark: str, rng: random.Random, runs: int = 90, owners: int = 14) -> None:
-    """Succeeded runs of random owners: finals, baselines, private parts (some empty), re-scores, and runs made
-    for one of three teams (a participant's runs may be for different teams, or alone)."""
+def seed(benchmark: str, rng: random.Random, runs: int = 90, owners: int = 14, rescored: bool = True) -> None:
+    """Succeeded runs of random owners: finals, baselines, private parts (some empty), re-scores (unless not
+    `rescored`), and runs made for one of three teams (a participant's runs may be for different teams, or alone)."""
     teams = [Team.create(benchmark=benchmark, name=f"team {i}", created_by="p00") for i in range(3)]
     for i in range(runs):
         owner = "admin" if i % 17 == 0 else f"p{rng.randrange(owners):02d}"
@@ -46,7 +46,7 @@ def seed(benchmark: str, rng: random.Random, runs: int = 90, owners: int = 14) -
                                        version=str(i), bucket="b", object_key=f"bundles/{uuid.uuid4()}.tar.gz",
                                        status="uploaded", baseline=baseline, team=team)
         history = []
-        if rng.random() < 0.25:
+        if rng.random() < 0.25 and rescored:
             history = [{"metrics": document(rng), "private_metrics": rng.choice([None, document(rng)]),
                         "replaced_at": isoformat(T0 + datetime.timedelta(hours=rng.randrange(1, 60)))}]
         Run.create(submission=submission, benchmark=benchmark, owner=owner, status="succeeded",
@@ -58,18 +58,20 @@ def seed(benchmark: str, rng: random.Random, runs: int = 90, owners: int = 14) -
                benchmark=benchmark, owner="p99", status="running", metrics=document(rng))  # not on any board
 
 
-@pytest.mark.parametrize("primary, tie_breakers, final_selections, teams", [
-    ("accuracy", ("log_loss", "f1_macro"), 0, False),
-    ("log_loss", ("accuracy",), 2, False),
-    ("accuracy", (), 1, False),
-    ("accuracy", ("log_loss",), 0, True),
-    ("log_loss", (), 1, True),
+@pytest.mark.parametrize("primary, tie_breakers, final_selections, teams, rescored", [
+    ("accuracy", ("log_loss", "f1_macro"), 0, False, True),
+    ("log_loss", ("accuracy",), 2, False, True),
+    ("accuracy", (), 1, False, True),
+    ("accuracy", ("log_loss",), 0, True, True),
+    ("log_loss", (), 1, True, True),
+    ("accuracy", ("log_loss", "f1_macro"), 0, False, False),  # boards `at` an instant ranked in SQL too
+    ("log_loss", ("accuracy",), 1, True, False),
 ])
 def test_the_sql_preselection_gives_the_board_ranking_every_run_in_python(
-        api, admin, primary, tie_breakers, final_selections, teams):
+        api, admin, primary, tie_breakers, final_selections, teams, rescored):
     register_dataset_over_http(api, admin)
     create_benchmark(api, admin)
-    seed("iris", random.Random(f"{primary}{final_selections}{teams}"))
+    seed("iris", random.Random(f"{primary}{final_selections}{teams}"), rescored=rescored)
     benchmark = Benchmark.get_by_id("iris")
     rules = leaderboard.Rules(primary, CompetitionSettings(tie_breakers=tie_breakers,
                                                            final_selections=final_selections, teams=teams))
@@ -77,6 +79,7 @@ def test_the_sql_preselection_gives_the_board_ranking_every_run_in_python(
         for at in (None, T0 + datetime.timedelta(hours=30), T0 + datetime.timedelta(hours=70)):
             reference = leaderboard.build(benchmark, private=private, at=at, rules=rules, preselect=False)
             assert reference["participants"] > 5 and any(e["baseline"] for e in reference["entries"])
+            assert board_window.applies("iris", at, None) is (at is None or not rescored)  # else ranked in Python
             board_cache.clear()
             cold = leaderboard.build(benchmark, private=private, at=at, rules=rules)
             warm = leaderboard.build(benchmark, private=private, at=at, rules=rules)  # the kept ranking
@@ -90,6 +93,12 @@ def test_the_sql_preselection_gives_the_board_ranking_every_run_in_python(
             assert page["mine"] == next((e for e in reference["entries"] if
                                          (f"team:{e['team']['id']}" if e["team"] else e["participant"]) == viewer),
                                         None)
+            if at is None:  # every page of 5 (ties and baselines across the page boundaries): the same rows
+                for offset in range(0, len(reference["entries"]) + 5, 5):
+                    paged = leaderboard.build(benchmark, private=private, rules=rules, offset=offset, limit=5)
+                    assert paged["entries"] == reference["entries"][offset:offset + 5], (private, offset)
+                    assert (paged["total"], paged["participants"]) == (reference["total"],
+                                                                       reference["participants"])
 
 
 def finished(owner: str, accuracy: float, minutes_ago: int = 0) -> Run:

@@ -195,3 +195,31 @@ def test_a_phase_with_its_own_dataset_is_tested_on_its_own_rows(api, admin, alic
     compared = api.simulate_get("/v1/benchmarks/ph/compare", headers=admin, params={"a": str(a.id), "b": str(b.id)})
     assert compared.status_code == 200, compared.text
     assert compared.json["n_rows"] == 600 and compared.json["discordant"] == {"a_only": 1, "b_only": 0}
+
+
+def test_a_shared_rank_moves_an_exact_tie_below_the_tested_pairs_on_every_page(
+        api, admin, alice, thousand, blobs, config):
+    """The 20th and 21st entries do not differ significantly: the 21st shares rank 20, and so do the 22nd and
+    23rd, exactly equal to it but below the tested pairs, on the whole board, on a later page and as ranked in
+    Python."""
+    from evaluator import leaderboard, row_store
+    from evaluator.storage.models import Benchmark
+
+    create_benchmark(api, admin, benchmark_id="deep", dataset="bin:1", settings={"significance_level": 0.05})
+    truth = thousand.column("target").to_numpy()
+    now = utcnow()
+    for i in range(23):
+        predicted = truth.copy()
+        wrong = 20 * min(i, 19) + (1 if i >= 20 else 0)  # 20 rows apart down to the 20th; then one row, three times
+        predicted[:wrong] ^= 1
+        scored_run("deep", f"p{i:02d}", thousand, predicted, blobs=blobs, config=config,
+                   finished_at=now - datetime.timedelta(minutes=30 - i))
+    expected = [*range(1, 21), 20, 20, 20]
+    whole = api.simulate_get("/v1/benchmarks/deep/leaderboard", headers=alice).json
+    assert [e["rank"] for e in whole["entries"]] == expected
+    assert whole["entries"][19]["tied_with_next"] is True and whole["entries"][18]["tied_with_next"] is False
+    later = api.simulate_get("/v1/benchmarks/deep/leaderboard", headers=alice, params={"offset": 19, "limit": 3}).json
+    assert later["entries"] == whole["entries"][19:22] and (later["total"], later["participants"]) == (23, 23)
+    in_python = leaderboard.build(Benchmark.get_by_id("deep"), private=False, preselect=False,
+                                  rows=row_store.shared(blobs, config))
+    assert [e["rank"] for e in in_python["entries"]] == expected

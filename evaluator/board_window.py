@@ -1,0 +1,112 @@
+"""A leaderboard ranked in PostgreSQL, of which only the rows a caller is shown come back to Python.
+
+A cold board of 10,000 participants spent most of its time in Python: fetching 10,000 pre-selected
+rows, making an Entrant of each, keeping each entrant's best and sorting them, to show 100. Here
+PostgreSQL does all of it over the same slim rows (standings.pool_sql): each entrant's best run
+(DISTINCT ON), the ranks (RANK() over the ranked metrics: equal values, equal rank), the baselines'
+places, the count of entries and of participants; and it returns only the window asked for, the
+viewer's own row, the first ranked entries (the paired tests read them) and the first row (the
+counts, whatever the window).
+
+The rules are leaderboard.build's, in SQL, and the board is the same (a test builds both):
+- per entrant (participant or team) the best run on the ranked metrics, a missing tie-breaker
+  ranking last; equal values: the earlier completion, then the smaller run id;
+- private boards with final selections: an entrant's final selections, else its best public run;
+- baselines: the best per (owner, name), listed at their score after an equal ranked entry, unranked;
+- board order: the ranked metrics, completion time, ranked before baseline, run id (code points).
+What it cannot read the same way is left to the Python ranking: SQLite, the Ladder (every run of an
+entrant), and under `at` a scope with re-scored runs (their document then is in metrics_history).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import typing
+from collections.abc import Sequence
+
+import peewee
+
+from evaluator.standings import Entrant, PhaseRuns, entrant_of, order_sql, pool_sql
+from evaluator.storage.db import database
+from evaluator.storage.models import Run, RunStatus
+
+
+class Placed(typing.NamedTuple):
+    """One entry of a board in board order: ranked (kind 0, a rank) or a baseline (kind 1, no rank)."""
+
+    kind: int
+    rank: int | None
+    run: Entrant
+    values: Sequence[float | None]  # the ranked metrics' values it is shown with (None: missing)
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The rows of a board one request shows, and what the page says of the whole board."""
+
+    rows: list[Placed]  # entries offset+1 .. offset+limit, in board order
+    mine: Placed | None  # the first entry of the asked entrant, wherever it falls
+    top: list[Placed]  # the first `top` ranked entries, in order (the paired tests' pairs)
+    total: int  # every entry, baselines too
+    participants: int  # ranked entries
+
+
+def applies(benchmark_id: str, at: datetime.datetime | None, phase: PhaseRuns | None) -> bool:
+    """Whether window() ranks this board exactly: PostgreSQL, and under `at` no re-scored run in its scope."""
+    if not isinstance(database.obj, peewee.PostgresqlDatabase):
+        return False
+    if at is None:
+        return True
+    scope = ((Run.benchmark == benchmark_id) & (Run.status == RunStatus.SUCCEEDED.value) & (Run.finished_at <= at)
+             & (Run.metrics_history != []))
+    if phase is not None:
+        scope &= phase.where()
+    return not Run.select(Run.id).where(scope).exists()
+
+
+def window(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str], *, private: bool, finals: bool,
+           at: datetime.datetime | None, teams: bool, phase: PhaseRuns | None, offset: int, limit: int | None,
+           entrant: str | None, top: int) -> Window:
+    """The board's entries offset+1 .. offset+limit (limit None: to the end), `entrant`'s own entry and the
+    first `top` ranked entries, ranked in one query (only where applies() says so)."""
+    pool, params = pool_sql(benchmark_id, metrics, private=private, at=at, teams=teams, phase=phase)
+    count = len(metrics)
+    ranks = ", ".join(order_sql(f"v{i}", d) for i, d in enumerate(directions))
+    if finals:  # final selections, and the best public run of each entrant who chose none
+        candidates = (
+            "(SELECT * FROM pool WHERE NOT baseline AND final) UNION ALL "
+            "(SELECT DISTINCT ON (entrant) * FROM pool WHERE NOT baseline AND public IS NOT NULL "
+            "AND entrant NOT IN (SELECT entrant FROM pool WHERE NOT baseline AND final) "
+            f'ORDER BY entrant, {order_sql("public", directions[0])}, finished_at, id COLLATE "C")')
+    else:
+        candidates = "SELECT * FROM pool WHERE NOT baseline"
+    sql = (
+        f"WITH pool AS ({pool}), candidates AS ({candidates}), "
+        "best AS (SELECT DISTINCT ON (entrant) * FROM candidates WHERE v0 IS NOT NULL "
+        f'ORDER BY entrant, {ranks}, finished_at, id COLLATE "C"), '
+        "refs AS (SELECT DISTINCT ON (owner, name) * FROM pool WHERE baseline AND v0 IS NOT NULL "
+        f'ORDER BY owner, name, {ranks}, finished_at, id COLLATE "C"), '
+        f"board AS (SELECT *, 0 AS kind, rank() OVER (ORDER BY {ranks}) AS rank, "
+        f'row_number() OVER (ORDER BY {ranks}, finished_at, id COLLATE "C") AS ranked FROM best '
+        "UNION ALL SELECT *, 1, NULL, NULL FROM refs), "
+        f'placed AS (SELECT *, row_number() OVER (ORDER BY {ranks}, finished_at, kind, id COLLATE "C") AS position, '
+        "count(*) OVER () AS total, count(rank) OVER () AS participants FROM board), "
+        "marked AS (SELECT *, min(position) FILTER (WHERE entrant = %(me)s) OVER () AS mine FROM placed) "
+        "SELECT * FROM marked WHERE position = 1 OR position = mine OR ranked <= %(top)s "
+        "OR (position > %(offset)s AND (%(end)s IS NULL OR position <= %(end)s)) ORDER BY position")
+    params.update(me=entrant, top=top, offset=offset, end=None if limit is None else offset + limit)
+    rows, mine, first = [], None, []
+    total = participants = 0
+    end = None if limit is None else offset + limit
+    for row in database.execute_sql(sql, params).fetchall():
+        run = entrant_of(row, count)
+        kind, rank, ranked, position, total, participants, mine_at = row[9 + count:16 + count]
+        placed = Placed(kind, rank, run, run.found)
+        if offset < position and (end is None or position <= end):
+            rows.append(placed)
+        if position == mine_at:
+            mine = placed
+        if ranked is not None and ranked <= top:
+            first.append(placed)
+    return Window(rows, mine, first, total, participants)
