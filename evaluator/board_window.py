@@ -73,40 +73,44 @@ def window(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str],
     pool, params = pool_sql(benchmark_id, metrics, private=private, at=at, teams=teams, phase=phase)
     count = len(metrics)
     ranks = ", ".join(order_sql(f"v{i}", d) for i, d in enumerate(directions))
-    if finals:  # final selections, and the best public run of each entrant who chose none
+    if finals:  # baselines, final selections, and the best public run of each entrant who chose none
         candidates = (
-            "(SELECT * FROM pool WHERE NOT baseline AND final) UNION ALL "
-            "(SELECT DISTINCT ON (entrant) * FROM pool WHERE NOT baseline AND public IS NOT NULL "
+            "(SELECT * FROM pool WHERE baseline) UNION ALL (SELECT * FROM pool WHERE NOT baseline AND final) "
+            "UNION ALL (SELECT DISTINCT ON (entrant) * FROM pool WHERE NOT baseline AND public IS NOT NULL "
             "AND entrant NOT IN (SELECT entrant FROM pool WHERE NOT baseline AND final) "
             f'ORDER BY entrant, {order_sql("public", directions[0])}, finished_at, id COLLATE "C")')
     else:
-        candidates = "SELECT * FROM pool WHERE NOT baseline"
+        candidates = "SELECT * FROM pool"
+    # NOTE: one DISTINCT ON keeps each entrant's best run and each baseline's (owner, name) best (a baseline's
+    # entrant is its owner), and one sort places them all: the pool is read once, not once per part
+    group = "baseline, entrant, CASE WHEN baseline THEN name END"
+    board_order = f'ORDER BY {ranks}, finished_at, kind, id COLLATE "C"'
     sql = (
         f"WITH pool AS ({pool}), candidates AS ({candidates}), "
-        "best AS (SELECT DISTINCT ON (entrant) * FROM candidates WHERE v0 IS NOT NULL "
-        f'ORDER BY entrant, {ranks}, finished_at, id COLLATE "C"), '
-        "refs AS (SELECT DISTINCT ON (owner, name) * FROM pool WHERE baseline AND v0 IS NOT NULL "
-        f'ORDER BY owner, name, {ranks}, finished_at, id COLLATE "C"), '
-        f"board AS (SELECT *, 0 AS kind, rank() OVER (ORDER BY {ranks}) AS rank, "
-        f'row_number() OVER (ORDER BY {ranks}, finished_at, id COLLATE "C") AS ranked FROM best '
-        "UNION ALL SELECT *, 1, NULL, NULL FROM refs), "
-        f'placed AS (SELECT *, row_number() OVER (ORDER BY {ranks}, finished_at, kind, id COLLATE "C") AS position, '
-        "count(*) OVER () AS total, count(rank) OVER () AS participants FROM board), "
-        "marked AS (SELECT *, min(position) FILTER (WHERE entrant = %(me)s) OVER () AS mine FROM placed) "
-        "SELECT * FROM marked WHERE position = 1 OR position = mine OR ranked <= %(top)s "
-        "OR (position > %(offset)s AND (%(end)s IS NULL OR position <= %(end)s)) ORDER BY position")
+        f"board AS (SELECT DISTINCT ON ({group}) *, baseline::int AS kind FROM candidates WHERE v0 IS NOT NULL "
+        f'ORDER BY {group}, {ranks}, finished_at, id COLLATE "C"), '
+        "placed AS (SELECT *, row_number() OVER upto AS position, "
+        "count(*) FILTER (WHERE kind = 0) OVER upto AS ranked, "
+        # a rank: 1 + the ranked entries of every better value (GROUPS: the peers, equal on every ranked metric)
+        "1 + count(*) FILTER (WHERE kind = 0) OVER "
+        f"(ORDER BY {ranks} GROUPS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS rank, "
+        "count(*) OVER whole AS total, count(*) FILTER (WHERE kind = 0) OVER whole AS participants FROM board "
+        f"WINDOW upto AS ({board_order} ROWS UNBOUNDED PRECEDING), "
+        f"whole AS ({board_order} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) "
+        "SELECT * FROM placed WHERE position = 1 OR entrant = %(me)s OR (kind = 0 AND ranked <= %(top)s) "
+        "OR (position > %(offset)s AND (%(end)s::bigint IS NULL OR position <= %(end)s)) ORDER BY position")
     params.update(me=entrant, top=top, offset=offset, end=None if limit is None else offset + limit)
     rows, mine, first = [], None, []
     total = participants = 0
     end = None if limit is None else offset + limit
     for row in database.execute_sql(sql, params).fetchall():
         run = entrant_of(row, count)
-        kind, rank, ranked, position, total, participants, mine_at = row[9 + count:16 + count]
-        placed = Placed(kind, rank, run, run.found)
+        kind, position, ranked, rank, total, participants = row[9 + count:15 + count]
+        placed = Placed(kind, rank if kind == 0 else None, run, run.found)
         if offset < position and (end is None or position <= end):
             rows.append(placed)
-        if position == mine_at:
-            mine = placed
-        if ranked is not None and ranked <= top:
+        if mine is None and entrant is not None and run.entrant == entrant:
+            mine = placed  # the first, in board order
+        if kind == 0 and ranked <= top:
             first.append(placed)
     return Window(rows, mine, first, total, participants)

@@ -208,14 +208,17 @@ def pool_sql(benchmark_id: str, metrics: Sequence[str], *, private: bool, at: da
         params.update(phase=phase.phase_id, unphased=phase.unphased)
         when += " AND (r.phase_id = %(phase)s OR (%(unphased)s AND r.phase_id IS NULL))"
     # the numbers first, then the submission's flags: the join then carries slim rows, not documents
-    numbers = (f"SELECT r.id, r.submission_id, r.owner, r.finished_at, r.final, {values}, "
-               f"{read('r.metrics', 'public', '%(m0)s')} AS public FROM run r "
+    # a public board's primary metric is the public one: read once
+    public = f", {read('r.metrics', 'public', '%(m0)s')} AS public" if private else ""
+    numbers = (f"SELECT r.id, r.submission_id, r.owner, r.finished_at, r.final, {values}{public} FROM run r "
                f"WHERE r.benchmark_id = %(benchmark)s AND r.status = %(succeeded)s{when} OFFSET 0")
     columns = ", ".join(f"n.v{i}" for i in range(len(metrics)))
     team = "CASE WHEN s.team_id IS NOT NULL AND NOT s.baseline THEN s.team_id::text END" if teams else "NULL::text"
+    # NOTE: a run's submission is of the run's benchmark (runs.create_or_get_run): the join reads that benchmark's only
     pool = (f"SELECT t.*, COALESCE('team:' || t.team, t.owner) AS entrant FROM ("
             f"SELECT n.id::text AS id, n.owner, {team} AS team, n.finished_at, n.final, s.baseline, s.name, "
-            f"{columns}, n.public FROM ({numbers}) n JOIN submission s ON s.id = n.submission_id) t")
+            f"{columns}, n.{'public' if private else 'v0'} AS public FROM ({numbers}) n "
+            f"JOIN submission s ON s.id = n.submission_id AND s.benchmark_id = %(benchmark)s) t")
     return pool, params
 
 
