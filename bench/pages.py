@@ -1,13 +1,15 @@
 """Server-side render time of the benchmark page for a leaderboard of 10,000 runs, against the JSON
 leaderboard endpoint in the same run (the ratio is what we report), through falcon.testing on a real
-PostgreSQL. Both rank the whole board with leaderboard.build and show one page of it (100 rows).
+PostgreSQL. Both show one page of the board (100 rows) with the whole board's ranks and counts.
 
-"warm" is the usual read: the ranking kept by evaluator.board_cache while the benchmark's succeeded
+"warm" is the usual read: the rows kept by evaluator.board_cache while the benchmark's succeeded
 runs are unchanged. "cold" empties that cache before each request (the first read after a run
-finished): the SQL pre-selection (evaluator.standings) and the ranking of every participant.
+finished): PostgreSQL ranks the board (evaluator.board_window: each entrant's best run, the ranks,
+the counts) and returns the rows shown. The load average is printed before and after: on a shared
+machine compare ratios of one run, not milliseconds of two.
 After seeding, VACUUM ANALYZE does what autovacuum does on a server whose runs came in over time.
-Each run's metrics document has the scorer's size for 10 classes (about 3 KB: stored out of line,
-TOAST), and its board_values as runs.finish writes them.
+Each run's metrics document has the scorer's size for 10 classes (about 2 KB of JSON, some 1.3 KB compressed
+in the row), and its board_values as runs.finish writes them.
 
     .venv/bin/python bench/pages.py [--runs 10000] [--repeat 15]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import random
 import statistics
 import time
@@ -82,6 +85,10 @@ def timed(client, path: str, repeat: int, cold: bool = False) -> tuple[float, in
     return statistics.median(samples), len(response.content)
 
 
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> None:
     import falcon.testing
 
@@ -107,7 +114,8 @@ def main() -> None:
                          queues=Queues(evaluate_run=ignore, register_dataset=ignore, rescore_run=ignore),
                          health_checks={})
         client = falcon.testing.TestClient(app)
-        print(f"{args.runs} succeeded runs per benchmark, median of {args.repeat} GETs (falcon.testing, PostgreSQL)")
+        print(f"{args.runs} succeeded runs per benchmark, median of {args.repeat} GETs (falcon.testing, PostgreSQL); "
+              f"load average {load()}")
         print(f"{'participants':>26} {'':>5} {'JSON leaderboard':>18} {'page /benchmarks/{id}':>22} {'ratio':>7}")
         for index, (label, participants) in enumerate(shapes.items()):
             for kind in ("warm", "cold"):
@@ -116,6 +124,7 @@ def main() -> None:
                 page_ms, page_bytes = timed(client, f"/benchmarks/board-{index}", args.repeat, cold=kind == "cold")
                 print(f"{participants:>12} ({label:>12}) {kind:>5} {json_ms:>12.1f} ms {page_ms:>17.1f} ms "
                       f"{page_ms / json_ms:>6.2f}x   ({json_bytes // 1024} KiB JSON, {page_bytes // 1024} KiB HTML)")
+        print(f"load average {load()}")
 
 
 if __name__ == "__main__":
