@@ -117,8 +117,9 @@ def build(benchmark: Benchmark, *, private: bool, exact: bool = False, at: datet
 
     Ranks are over the whole board; `offset`/`limit` window the entries shown (`total` counts them
     all), and `entrant` (a participant, or `team:<id>` as entrants.key names it) adds that entrant's
-    own row as `mine`, wherever it falls. `preselect`
-    False ranks every run in Python: the reference the SQL pre-selection (evaluator.standings) matches.
+    own row as `mine`, wherever it falls. Where PostgreSQL can rank the board (evaluator.board_window) it
+    does, and only the rows shown are read; else the best run per entrant (evaluator.standings) is ranked
+    here. `preselect` False ranks every run in Python: the reference both SQL paths match.
     """
     shown = (lambda value: value) if exact else disclosure.coarsen
     rules = rules or (Rules.at(benchmark, at) if at is not None else Rules.current(benchmark))
