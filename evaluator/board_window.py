@@ -2,11 +2,11 @@
 
 A cold board of 10,000 participants spent most of its time in Python: fetching 10,000 pre-selected
 rows, making an Entrant of each, keeping each entrant's best and sorting them, to show 100. Here
-PostgreSQL does all of it over the same slim rows (standings.pool_sql): each entrant's best run
-(DISTINCT ON), the ranks (RANK() over the ranked metrics: equal values, equal rank), the baselines'
-places, the count of entries and of participants; and it returns only the window asked for, the
-viewer's own row, the first ranked entries (the paired tests read them) and the first row (the
-counts, whatever the window).
+PostgreSQL does all of it over the same slim rows (standings.pool_sql), in one sort after one
+DISTINCT ON: each entrant's best run, the ranks (1 + the ranked entries of every better value:
+equal values, equal rank), the baselines' places, the count of entries and of participants; and it
+returns only the window asked for, the viewer's own rows, the first ranked entries (the paired
+tests read them) and the first row (the counts, whatever the window).
 
 The rules are leaderboard.build's, in SQL, and the board is the same (a test builds both):
 - per entrant (participant or team) the best run on the ranked metrics, a missing tie-breaker
