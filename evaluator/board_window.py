@@ -83,7 +83,7 @@ def window(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str],
         candidates = "SELECT * FROM pool"
     # NOTE: one DISTINCT ON keeps each entrant's best run and each baseline's (owner, name) best (a baseline's
     # entrant is its owner), and one sort places them all: the pool is read once, not once per part
-    group = "baseline, entrant, CASE WHEN baseline THEN name END"
+    group = "entrant, baseline, CASE WHEN baseline THEN name END"  # entrant first: most comparisons end there
     board_order = f'ORDER BY {ranks}, finished_at, kind, id COLLATE "C"'
     sql = (
         f"WITH pool AS ({pool}), candidates AS ({candidates}), "
