@@ -6,7 +6,8 @@ PostgreSQL. Both show one page of the board (100 rows) with the whole board's ra
 runs are unchanged. "cold" empties that cache before each request (the first read after a run
 finished): PostgreSQL ranks the board (evaluator.board_window: each entrant's best run, the ranks,
 the counts) and returns the rows shown. The load average is printed before and after: on a shared
-machine compare ratios of one run, not milliseconds of two.
+machine compare ratios of one run, not milliseconds of two. "CPU ms" adds this process's CPU time
+and its PostgreSQL backend's (/proc, a local server): other processes' load changes it far less.
 After seeding, VACUUM ANALYZE does what autovacuum does on a server whose runs came in over time.
 Each run's metrics document has the scorer's size for 10 classes (about 2 KB of JSON, some 1.3 KB compressed
 in the row), and its board_values as runs.finish writes them.
@@ -23,6 +24,7 @@ import random
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 from _stack import services
 
@@ -70,11 +72,24 @@ def seed(runs: int, participants: int, benchmark_id: str, dataset: Dataset) -> N
         Run.insert_many(rows[chunk:chunk + 1000]).execute()
 
 
-def timed(client, path: str, repeat: int, cold: bool = False) -> tuple[float, int]:
-    """Median milliseconds of GET path (after one warm-up), and the response's size; `cold`: no kept ranking."""
+def backend_seconds(database) -> float | None:
+    """CPU seconds the PostgreSQL backend of this connection has used (None unless it runs on this machine)."""
+    pid = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def timed(client, database, path: str, repeat: int, cold: bool = False) -> tuple[float, float | None, int]:
+    """Median milliseconds of GET path (after one warm-up), mean CPU milliseconds of this process and its
+    PostgreSQL backend per GET (less sensitive to other processes' load), and the response's size; `cold`:
+    nothing kept."""
     response = client.simulate_get(path)
     assert response.status_code == 200, response.text[:300]
     samples = []
+    backend_before, process_before = backend_seconds(database), time.process_time()
     for _ in range(repeat):
         if cold:
             board_cache.clear()
@@ -82,7 +97,10 @@ def timed(client, path: str, repeat: int, cold: bool = False) -> tuple[float, in
         response = client.simulate_get(path)
         samples.append((time.perf_counter() - began) * 1000)
         assert response.status_code == 200
-    return statistics.median(samples), len(response.content)
+    process, backend_after = time.process_time() - process_before, backend_seconds(database)
+    cpu = None if backend_before is None or backend_after is None else \
+        (process + backend_after - backend_before) * 1000 / repeat
+    return statistics.median(samples), cpu, len(response.content)
 
 
 def load() -> str:
@@ -116,14 +134,19 @@ def main() -> None:
         client = falcon.testing.TestClient(app)
         print(f"{args.runs} succeeded runs per benchmark, median of {args.repeat} GETs (falcon.testing, PostgreSQL); "
               f"load average {load()}")
-        print(f"{'participants':>26} {'':>5} {'JSON leaderboard':>18} {'page /benchmarks/{id}':>22} {'ratio':>7}")
+        print(f"{'participants':>26} {'':>5} {'JSON leaderboard':>18} {'page /benchmarks/{id}':>22} {'ratio':>7}"
+              f"   {'CPU ms: JSON':>12} {'page':>6} {'ratio':>6}")
         for index, (label, participants) in enumerate(shapes.items()):
             for kind in ("warm", "cold"):
-                json_ms, json_bytes = timed(client, f"/v1/benchmarks/board-{index}/leaderboard", args.repeat,
-                                            cold=kind == "cold")
-                page_ms, page_bytes = timed(client, f"/benchmarks/board-{index}", args.repeat, cold=kind == "cold")
+                json_ms, json_cpu, json_bytes = timed(client, database, f"/v1/benchmarks/board-{index}/leaderboard",
+                                                      args.repeat, cold=kind == "cold")
+                page_ms, page_cpu, page_bytes = timed(client, database, f"/benchmarks/board-{index}", args.repeat,
+                                                      cold=kind == "cold")
+                cpu = (f"{json_cpu:>12.1f} {page_cpu:>6.1f} {page_cpu / json_cpu:>5.2f}x"
+                       if json_cpu is not None and page_cpu is not None and json_cpu else f"{'-':>12}")
                 print(f"{participants:>12} ({label:>12}) {kind:>5} {json_ms:>12.1f} ms {page_ms:>17.1f} ms "
-                      f"{page_ms / json_ms:>6.2f}x   ({json_bytes // 1024} KiB JSON, {page_bytes // 1024} KiB HTML)")
+                      f"{page_ms / json_ms:>6.2f}x   {cpu}   ({json_bytes // 1024} KiB JSON, "
+                      f"{page_bytes // 1024} KiB HTML)")
         print(f"load average {load()}")
 
 
