@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ class Stack:
         self.url = config.api_base_url
         self.logs = logs
         self.workers: list[subprocess.Popen] = []
+        self.worker_overrides: dict[int, dict] = {}  # pid -> what start_worker changed of its Config
         self.api: subprocess.Popen | None = None
 
     def env(self, **overrides) -> dict[str, str]:
@@ -52,6 +54,7 @@ class Stack:
             str(BIN / "dramatiq"), "evaluator.worker.broker:setup", "evaluator.worker.actors",
             "--processes", str(processes), "--threads", str(threads)], **overrides)
         self.workers.append(worker)
+        self.worker_overrides[worker.pid] = overrides
         return worker
 
     def restart_api(self, **overrides) -> None:
@@ -71,14 +74,14 @@ class Stack:
     def put_back(self, config: Config, workers: list[subprocess.Popen]) -> None:
         """After a test on a module's stack: the API on `config` again, and at least one live worker.
 
-        A test may kill processes or restart the API with other settings; the next test must meet the
-        stack as the module started it. Workers the test started while the Config differed go too.
+        A test may kill processes or restart them with other settings; the next test must meet the stack
+        as the module started it. Workers the test started with other settings (their own overrides, or
+        while the stack's Config differed) are stopped.
         """
         reconfigured = self.config != config
-        if reconfigured:
-            for worker in self.workers:
-                if worker not in workers:
-                    self.kill(worker, signal.SIGTERM)
+        for worker in self.workers:
+            if worker not in workers and (reconfigured or self.worker_overrides.get(worker.pid)):
+                self.kill(worker, signal.SIGTERM)
         self.workers = [worker for worker in self.workers if worker.poll() is None]
         if reconfigured or self.api is None or self.api.poll() is not None:
             self.config = config
@@ -227,6 +230,7 @@ def shared_stack_of(webhook_s3, database_url: str, redis_url: str, migrated_data
     empty_tables(migrated_database)
 
 
+@contextlib.contextmanager
 def emptied(platform: Stack, migrated_database) -> Iterator[Stack]:
     """Body of a per-test fixture over a module's stack: met as a fresh one starts, put back afterwards.
 
@@ -256,7 +260,8 @@ def shared_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_pat
 @pytest.fixture
 def emptied_shared_stack(shared_stack, migrated_database):
     """The module's stack as a fresh one starts: its messages handled, the database and the bucket empty."""
-    yield from emptied(shared_stack, migrated_database)
+    with emptied(shared_stack, migrated_database) as platform:
+        yield platform
 
 
 @pytest.fixture

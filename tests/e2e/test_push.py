@@ -38,7 +38,8 @@ def module_push_stack(webhook_s3, database_url, redis_url, migrated_database, tm
 @pytest.fixture
 def push_stack(module_push_stack, migrated_database):
     """The module's push stack as a fresh one starts; put back after a test that kills or restarts a process."""
-    yield from emptied(module_push_stack, migrated_database)
+    with emptied(module_push_stack, migrated_database) as platform:
+        yield platform
 
 
 def verify(secret: str, body: bytes, header: str, tolerance_s: int = 300) -> bool:
