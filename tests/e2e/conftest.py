@@ -72,21 +72,27 @@ class Stack:
                 self.kill(self.api)
 
     def put_back(self, config: Config, workers: list[subprocess.Popen]) -> None:
-        """After a test on a module's stack: the API on `config` again, and at least one live worker.
+        """After a test on a module's stack: the API on `config` again, and as many live workers as before.
 
         A test may kill processes or restart them with other settings; the next test must meet the stack
         as the module started it. Workers the test started with other settings (their own overrides, or
-        while the stack's Config differed) are stopped.
+        while the stack's Config differed) are stopped; those it started plainly stand in for the ones
+        it killed, and any still missing are started.
         """
         reconfigured = self.config != config
+        plain = [w for w in workers if w.poll() is None]
         for worker in self.workers:
-            if worker not in workers and (reconfigured or self.worker_overrides.get(worker.pid)):
+            if worker in workers or worker.poll() is not None:
+                continue
+            if reconfigured or self.worker_overrides.get(worker.pid) or len(plain) >= len(workers):
                 self.kill(worker, signal.SIGTERM)
-        self.workers = [worker for worker in self.workers if worker.poll() is None]
+            else:
+                plain.append(worker)
+        self.workers = plain
         if reconfigured or self.api is None or self.api.poll() is not None:
             self.config = config
             self.restart_api()
-        if not self.workers:
+        while len(self.workers) < len(workers):
             self.start_worker()
 
     def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -247,8 +253,10 @@ def emptied(platform: Stack, migrated_database) -> Iterator[Stack]:
     for item in list(blobs.list_keys(bucket, "")):
         blobs.delete(bucket, item["key"])
     config, workers = platform.config, list(platform.workers)
-    yield platform
-    platform.put_back(config, workers)
+    try:
+        yield platform
+    finally:
+        platform.put_back(config, workers)
 
 
 @pytest.fixture(scope="module")
