@@ -330,10 +330,11 @@ def stub_worker(stub_broker, config, db):
 # --durations on this 2-core machine; a module missing here only runs later, never not at all.
 LONGEST_MODULES = (
     "test_sandbox_frameworks.py", "test_compose_services.py", "test_kill_phases.py", "test_containers.py",
-    "test_scoring_large.py",
-    "test_push.py", "test_intake_recovery.py", "test_cli_new_user.py", "test_recovery.py", "test_pipeline.py",
-    "test_dev_and_demo.py", "test_wheel_install.py", "test_web_pages.py", "test_sandbox_pool.py", "test_sandbox.py",
-    "test_phases.py", "test_compose.py", "test_dev_supervision.py",
+    "test_push.py", "test_recovery.py", "test_cli_new_user.py", "test_metrics.py", "test_hosts.py",
+    "test_wheel_install.py", "test_scoring_large.py", "test_pipeline.py", "test_prediction_files.py",
+    "test_ladder_attack.py", "test_intake_recovery.py", "test_recovery_postgres.py", "test_web_pages.py",
+    "test_dev_and_demo.py", "test_sandbox_pool.py", "test_sandbox.py", "test_phases.py", "test_compose.py",
+    "test_dev_supervision.py", "test_slow_clients.py",
 )
 
 
