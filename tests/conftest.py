@@ -117,12 +117,20 @@ def db(migrated_database: peewee.Database) -> peewee.Database:
 
 
 def empty_tables(db: peewee.Database) -> None:
-    """Truncate every table of the models (the `db` fixture does so around each test)."""
+    """Truncate every table of the models that holds a row (the `db` fixture does so around each test).
+
+    TRUNCATE costs 50-100 ms even on empty tables (new files for each), and most tests start on empty
+    ones: one query finds the tables with rows, and only those are truncated (CASCADE: and their referrers).
+    """
     from evaluator.storage.models import ALL_MODELS
 
-    tables = ", ".join(f'"{m._meta.table_name}"' for m in ALL_MODELS)
+    names = [m._meta.table_name for m in ALL_MODELS]
+    probe = " UNION ALL ".join(f"SELECT '{name}' WHERE EXISTS (SELECT 1 FROM \"{name}\")" for name in names)
     with db.connection_context():
-        db.execute_sql(f"TRUNCATE {tables} CASCADE")
+        filled = [row[0] for row in db.execute_sql(probe).fetchall()]
+        if filled:
+            tables = ", ".join(f'"{name}"' for name in filled)
+            db.execute_sql(f"TRUNCATE {tables} CASCADE")
 
 
 @pytest.fixture(scope="session")
