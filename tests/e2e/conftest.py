@@ -246,8 +246,8 @@ def emptied(platform: Stack, migrated_database) -> Iterator[Stack]:
     from evaluator.storage.blobs import BlobStore
     from evaluator.storage.db import database
 
+    database.initialize(migrated_database)  # another test may have bound the proxy elsewhere
     platform.wait_drained()
-    database.initialize(migrated_database)  # another module's test may have bound the proxy elsewhere
     empty_tables(migrated_database)
     blobs, bucket = BlobStore.from_config(platform.config), platform.config.bundles_bucket
     for item in list(blobs.list_keys(bucket, "")):
