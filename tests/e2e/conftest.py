@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ class Stack:
         self.url = config.api_base_url
         self.logs = logs
         self.workers: list[subprocess.Popen] = []
+        self.worker_overrides: dict[int, dict] = {}  # pid -> what start_worker changed of its Config
         self.api: subprocess.Popen | None = None
 
     def env(self, **overrides) -> dict[str, str]:
@@ -51,7 +54,46 @@ class Stack:
             str(BIN / "dramatiq"), "evaluator.worker.broker:setup", "evaluator.worker.actors",
             "--processes", str(processes), "--threads", str(threads)], **overrides)
         self.workers.append(worker)
+        self.worker_overrides[worker.pid] = overrides
         return worker
+
+    def restart_api(self, **overrides) -> None:
+        """Stop the API and start it again with `overrides` to its Config; tolerate resets while it boots."""
+        self.kill(self.api)
+        self.config = self.config.replace(**overrides)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.start_api()
+                return
+            except requests.ConnectionError:  # the port opened before gunicorn's worker took connections
+                if time.monotonic() > deadline:
+                    raise
+                self.kill(self.api)
+
+    def put_back(self, config: Config, workers: list[subprocess.Popen]) -> None:
+        """After a test on a module's stack: the API on `config` again, and as many live workers as before.
+
+        A test may kill processes or restart them with other settings; the next test must meet the stack
+        as the module started it. Workers the test started with other settings (their own overrides, or
+        while the stack's Config differed) are stopped; those it started plainly stand in for the ones
+        it killed, and any still missing are started.
+        """
+        reconfigured = self.config != config
+        plain = [w for w in workers if w.poll() is None]
+        for worker in self.workers:
+            if worker in workers or worker.poll() is not None:
+                continue
+            if reconfigured or self.worker_overrides.get(worker.pid) or len(plain) >= len(workers):
+                self.kill(worker, signal.SIGTERM)
+            else:
+                plain.append(worker)
+        self.workers = plain
+        if reconfigured or self.api is None or self.api.poll() is not None:
+            self.config = config
+            self.restart_api()
+        while len(self.workers) < len(workers):
+            self.start_worker()
 
     def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         if proc.poll() is None:
@@ -139,9 +181,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def webhook_s3(tmp_path_factory):
-    """SeaweedFS whose filer posts every change to the API port this module's stacks use."""
+    """SeaweedFS whose filer posts every change to the API port this process's stacks use, one at a time.
+
+    One per test process, not per module: starting and stopping `weed mini` costs ~3 s, and every stack
+    has a bucket of its own on it (an event of another stack's bucket is not one of its uploads).
+    """
     api_port = free_port()
     server = SeaweedServer(tmp_path_factory.mktemp("s3-webhook"), S3_KEY, S3_SECRET,
                            webhook=Webhook(f"http://127.0.0.1:{api_port}/v1/events/s3", EVENTS_TOKEN))
@@ -173,33 +219,57 @@ def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, *
     return platform
 
 
-@pytest.fixture(scope="module")
-def shared_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory):
-    """One API + worker for a whole module whose tests kill no process and may read what earlier ones left.
+def shared_stack_of(webhook_s3, database_url: str, redis_url: str, migrated_database, tmp_path_factory,
+                    **overrides) -> Iterator[Stack]:
+    """Body of a module-scoped stack fixture: one API + worker (`overrides` to their Config) for a module.
 
-    Starting a stack costs seconds (gunicorn, dramatiq, migrations); the database is emptied once, first.
+    Starting a stack costs seconds (gunicorn, dramatiq, imports) and stopping it as many; the database is
+    emptied once, first. Tests take it through emptied(), which empties it before and puts it back after.
     """
     from evaluator.storage.db import database
 
     database.initialize(migrated_database)
     empty_tables(migrated_database)
-    platform = start_stack(webhook_s3, database_url, redis_url, tmp_path_factory.mktemp("stack"))
+    platform = start_stack(webhook_s3, database_url, redis_url, tmp_path_factory.mktemp("stack"), **overrides)
     yield platform
     platform.stop()
     empty_tables(migrated_database)
 
 
+@contextlib.contextmanager
+def emptied(platform: Stack, migrated_database) -> Iterator[Stack]:
+    """Body of a per-test fixture over a module's stack: met as a fresh one starts, put back afterwards.
+
+    Before: its messages handled, the database and the bucket empty. After: Stack.put_back (a test may
+    kill a process or restart the API with other settings).
+    """
+    from evaluator.storage.blobs import BlobStore
+    from evaluator.storage.db import database
+
+    database.initialize(migrated_database)  # another test may have bound the proxy elsewhere
+    platform.wait_drained()
+    empty_tables(migrated_database)
+    blobs, bucket = BlobStore.from_config(platform.config), platform.config.bundles_bucket
+    for item in list(blobs.list_keys(bucket, "")):
+        blobs.delete(bucket, item["key"])
+    config, workers = platform.config, list(platform.workers)
+    try:
+        yield platform
+    finally:
+        platform.put_back(config, workers)
+
+
+@pytest.fixture(scope="module")
+def shared_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory):
+    """One API + worker for a whole module whose tests may read what earlier ones left."""
+    yield from shared_stack_of(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory)
+
+
 @pytest.fixture
 def emptied_shared_stack(shared_stack, migrated_database):
     """The module's stack as a fresh one starts: its messages handled, the database and the bucket empty."""
-    from evaluator.storage.blobs import BlobStore
-
-    shared_stack.wait_drained()
-    empty_tables(migrated_database)
-    blobs, bucket = BlobStore.from_config(shared_stack.config), shared_stack.config.bundles_bucket
-    for item in list(blobs.list_keys(bucket, "")):
-        blobs.delete(bucket, item["key"])
-    yield shared_stack
+    with emptied(shared_stack, migrated_database) as platform:
+        yield platform
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import pyarrow as pa
 import pytest
-import requests
 
 from evaluator.storage.models import Submission
 from evaluator.tokens import create_token
@@ -40,18 +38,14 @@ def run_cli(stack, *args: str, token: str | None = None, config_home=None, api_u
 
 
 def restart_api(stack, **overrides) -> None:
-    """Stop the API and start it again with `overrides` to its Config; tolerate resets while it boots."""
-    stack.kill(stack.api)
-    stack.config = stack.config.replace(**overrides)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            stack.start_api()
-            return
-        except requests.ConnectionError:  # the port opened before gunicorn's worker took connections
-            if time.monotonic() > deadline:
-                raise
-            stack.kill(stack.api)
+    """Stop the API and start it again with `overrides` to its Config (Stack.restart_api)."""
+    stack.restart_api(**overrides)
+
+
+@pytest.fixture
+def stack(emptied_shared_stack):
+    """The module's one stack, emptied before each test and put back after one that restarts its API."""
+    return emptied_shared_stack
 
 
 def write_tables(folder, features: pa.Table, labels: pa.Table) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Run
 from tests.conftest import EVENTS_HEADERS, require
 from tests.e2e.bundles import sklearn_bundle
-from tests.e2e.conftest import start_stack
+from tests.e2e.conftest import emptied, shared_stack_of
 from tests.e2e.redis_server import PrivateRedis
 from tests.integration.helpers import minio_event
 
@@ -26,9 +26,9 @@ FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 BENCHMARK = {"id": "iris", "task": "classification", "limits": {"timeout_s": 60, "memory": "512m"}}
 
 
-@pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path / "redis")
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
     try:
         server.start()
     except FileNotFoundError as ex:
@@ -37,14 +37,25 @@ def private_redis(tmp_path):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_redis_stack(webhook_s3, database_url, private_redis, migrated_database, tmp_path_factory):
+    """One live stack for the module on the private Redis; the periodic reconciler is off."""
+    yield from shared_stack_of(webhook_s3, database_url, private_redis.url, migrated_database, tmp_path_factory,
+                               reconcile_interval_s=0)
+
+
 @pytest.fixture
-def redis_stack(webhook_s3, database_url, private_redis, db, tmp_path, images_built):
-    """The live stack on the private Redis, with a ready competition; the periodic reconciler is off."""
+def redis_stack(module_redis_stack, private_redis, migrated_database, images_built):
+    """The module's stack as a fresh one starts (its Redis up again), with a ready competition.
+
+    Each test stops Redis or a process of the stack; Stack.put_back starts what it killed afterwards.
+    """
     images_built("sklearn")
-    platform = start_stack(webhook_s3, database_url, private_redis.url, tmp_path, reconcile_interval_s=0)
-    platform.admin, platform.alice, _ = platform.competition(BENCHMARK)
-    yield platform
-    platform.stop()
+    if private_redis.proc is None:  # a test that failed while Redis was down
+        private_redis.start()
+    with emptied(module_redis_stack, migrated_database) as platform:
+        platform.admin, platform.alice, _ = platform.competition(BENCHMARK)
+        yield platform
 
 
 def grant(stack, bundle: bytes, name: str = "model") -> dict:
@@ -113,7 +124,7 @@ def test_redis_restarted_without_persistence_loses_no_queued_run(redis_stack, pr
     before = client.info("server")["run_id"]
     private_redis.restart()                           # no persistence: every message is gone
     assert client.info("server")["run_id"] != before and client.config_get("save")["save"] == ""
-    stack.start_worker(reconcile_interval_s=0)
+    stack.start_worker()  # the stack's Config: no periodic reconciler either
     for run_id in run_ids:
         finished = stack.wait_for(f"/v1/runs/{run_id}", stack.alice, lambda r: r["status"] in FINAL, 60)
         assert finished["status"] == "succeeded", finished

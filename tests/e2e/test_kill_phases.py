@@ -15,23 +15,34 @@ import pytest
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Run
-from tests.e2e.conftest import Stack
-from tests.e2e.test_recovery import FINAL, LEASE_S, containers_of, holder, recovery_stack, submit_sleepy, wait_until
+from tests.e2e.conftest import Stack, emptied, shared_stack_of
+from tests.e2e.test_recovery import FINAL, LEASE_S, RECOVERY, containers_of, holder, submit_sleepy, wait_until
 
 pytestmark = pytest.mark.integration
 RESULT_FILES = {"metrics.json", "predictions.parquet", "sandbox.log"}
 
 
+@pytest.fixture(scope="module")
+def module_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory):
+    """The module's recovery API (short lease, reconciler off), without a worker: each test starts its own."""
+    yield from shared_stack_of(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory,
+                               worker=False, **RECOVERY)
+
+
 @pytest.fixture
-def paused_stack(request, webhook_s3, database_url, redis_url, db, tmp_path, images_built):
-    """A recovery stack whose first worker pauses every attempt at `request.param` (empty: never)."""
+def paused_stack(request, module_stack, migrated_database, images_built):
+    """The module's stack, emptied, with a first worker that pauses every attempt at `request.param` (empty: never).
+
+    It is `worker-0` (its log: worker-0.log); Stack.put_back stops it and those the test started, afterwards.
+    """
     images_built("sklearn")
-    platform = recovery_stack(webhook_s3, database_url, redis_url, tmp_path, fault_pause_at=request.param)
-    yield platform
-    for worker in platform.workers:  # a SIGSTOPped group must run again to hear the SIGTERM
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGCONT)
-    platform.stop()
+    with emptied(module_stack, migrated_database) as platform:
+        platform.start_worker(fault_pause_at=request.param)
+        yield platform
+        for worker in platform.workers:  # a SIGSTOPped group must run again to hear the SIGTERM
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGCONT)
+        platform.wait_drained()  # while the test's workers still run: a killed one's message comes back to them
 
 
 def paused_at(stack: Stack, run_id: str, phase: str) -> None:

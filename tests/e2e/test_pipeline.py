@@ -24,6 +24,12 @@ FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
 
 @pytest.fixture
+def stack(emptied_shared_stack):
+    """The module's one stack, emptied before each test and put back after one that kills or restarts a process."""
+    return emptied_shared_stack
+
+
+@pytest.fixture
 def competition(stack, images_built):
     """A ready dataset and benchmark on the live stack; yields (admin token, alice token)."""
     images_built("sklearn")

@@ -27,6 +27,12 @@ ROWS = 200
 ONLY_PREDICTIONS = {"id": "iris", "task": "classification", "settings": {"submission_kinds": ["predictions"]}}
 
 
+@pytest.fixture
+def stack(emptied_shared_stack):
+    """The module's one stack, emptied before each test."""
+    return emptied_shared_stack
+
+
 def csv_of(rows: list[tuple]) -> bytes:
     return ("row_id,prediction\n" + "".join(f"{i},{p}\n" for i, p in rows)).encode()
 

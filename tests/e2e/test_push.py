@@ -21,20 +21,25 @@ import requests
 
 from evaluator.tokens import create_token
 from tests.e2e.bundles import sklearn_bundle, sleepy_bundle
-from tests.e2e.conftest import BIN, ROOT, start_stack
+from tests.e2e.conftest import BIN, ROOT, emptied, shared_stack_of
 
 pytestmark = pytest.mark.integration
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
 
-@pytest.fixture
-def push_stack(webhook_s3, database_url, redis_url, db, tmp_path):
+@pytest.fixture(scope="module")
+def module_push_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory):
     """A stack whose webhooks may target loopback, retry fast, and whose streams are short and few."""
-    platform = start_stack(webhook_s3, database_url, redis_url, tmp_path, webhook_allow_private=1,
-                           webhook_min_backoff_s=0.5, webhook_max_backoff_s=2.0, sse_max_streams=1,
-                           sse_max_duration_s=4.0, sse_heartbeat_s=1.0, sse_poll_s=0.2)
-    yield platform
-    platform.stop()
+    yield from shared_stack_of(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory,
+                               webhook_allow_private=1, webhook_min_backoff_s=0.5, webhook_max_backoff_s=2.0,
+                               sse_max_streams=1, sse_max_duration_s=4.0, sse_heartbeat_s=1.0, sse_poll_s=0.2)
+
+
+@pytest.fixture
+def push_stack(module_push_stack, migrated_database):
+    """The module's push stack as a fresh one starts; put back after a test that kills or restarts a process."""
+    with emptied(module_push_stack, migrated_database) as platform:
+        yield platform
 
 
 def verify(secret: str, body: bytes, header: str, tolerance_s: int = 300) -> bool:
@@ -265,18 +270,17 @@ def test_cli_wait_follows_the_stream_and_polls_when_streams_are_refused(push_sta
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
     # Over the stream: every stage is shown, the result printed, and the API served the stream
+    before = len((stack.logs / "api.log").read_text())  # the module's stack: what earlier tests logged is not ours
     result = wait_cli()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "succeeded" in result.stdout and "accuracy" in result.stdout
     for stage in ("preparing", "running", "scoring"):
         assert f" {stage} (" in result.stderr, result.stderr
-    access = (stack.logs / "api.log").read_text()
+    access = (stack.logs / "api.log").read_text()[before:]
     assert "/events HTTP/1.1\" 200" in access
 
     # When the API refuses every stream (0 slots), --wait polls and still reports the result
-    from tests.e2e.test_cli_new_user import restart_api
-
-    restart_api(stack, sse_max_streams=0)
+    stack.restart_api(sse_max_streams=0)
     before = len((stack.logs / "api.log").read_text())
     result = wait_cli()
     assert result.returncode == 0, result.stdout + result.stderr

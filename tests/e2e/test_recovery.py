@@ -1,5 +1,6 @@
-"""Recovery through the real processes: kill -9 takeovers without the reconciler, a PostgreSQL restart
-mid-run, orphaned containers of a dead worker, the sweep's deployment boundary, the poison-pill guard."""
+"""Recovery through the real processes: kill -9 takeovers without the reconciler, orphaned containers of a
+dead worker, the sweep's deployment boundary, the poison-pill guard (a PostgreSQL restart mid-run: in
+test_recovery_postgres.py). The tests share one module stack; Stack.put_back replaces the workers they kill."""
 
 from __future__ import annotations
 
@@ -15,26 +16,34 @@ from evaluator.run_folders import run_folder
 from evaluator.sandbox.runner import DEPLOYMENT_LABEL, RUN_LABEL, WORKER_LABEL, run_containers
 from evaluator.storage.models import Run
 from tests.e2e.bundles import sleepy_bundle
-from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.conftest import Stack, emptied, shared_stack_of, start_stack
 
 pytestmark = pytest.mark.integration
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 LEASE_S = 8
 
 
+# A short lease, a fast broker heartbeat and the periodic reconciler OFF.
+RECOVERY = {"sandbox_timeout_s": 120, "reconcile_interval_s": 0, "lease_s": LEASE_S, "lease_renew_s": 1.0,
+            "broker_heartbeat_timeout_ms": 5_000, "broker_maintenance_chance": 100_000}
+
+
 def recovery_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, **overrides) -> Stack:
     """API + one worker with a short lease, a fast broker heartbeat and the periodic reconciler OFF."""
-    return start_stack(webhook_s3, database_url, redis_url, tmp_path, **{
-        "sandbox_timeout_s": 120, "reconcile_interval_s": 0, "lease_s": LEASE_S, "lease_renew_s": 1.0,
-        "broker_heartbeat_timeout_ms": 5_000, "broker_maintenance_chance": 100_000, **overrides})
+    return start_stack(webhook_s3, database_url, redis_url, tmp_path, **{**RECOVERY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def module_recovery(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory):
+    yield from shared_stack_of(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory, **RECOVERY)
 
 
 @pytest.fixture
-def recovery(webhook_s3, database_url, redis_url, db, tmp_path, images_built):
+def recovery(module_recovery, migrated_database, images_built):
+    """The module's recovery stack as a fresh one starts; the workers a test killed are replaced after it."""
     images_built("sklearn")
-    platform = recovery_stack(webhook_s3, database_url, redis_url, tmp_path)
-    yield platform
-    platform.stop()
+    with emptied(module_recovery, migrated_database) as platform:
+        yield platform
 
 
 def submit_sleepy(stack: Stack, seconds: float) -> tuple[str, str]:
@@ -175,45 +184,3 @@ def test_a_run_that_kills_its_worker_twice_ends_failed_worker_crashed(recovery, 
     assert [a["outcome"] for a in row.provenance["attempts"]] == ["worker_lost", "worker_lost"]
     wait_until(lambda: not containers_of(docker_client, run_id), LEASE_S + 10,
                "the last attempt's container is still there", recovery)
-
-
-def test_a_postgres_restart_mid_run_kills_no_sandbox(webhook_s3, redis_url, tmp_path, images_built, docker_client):
-    from evaluator.storage import migrations
-    from evaluator.storage.db import database, init_database
-    from tests.e2e.postgres_server import PrivatePostgres
-
-    images_built("sklearn")
-    try:
-        postgres = PrivatePostgres().create()  # never the shared server on 5432: other tests use it
-    except (FileNotFoundError, OSError) as ex:
-        pytest.skip(f"no private PostgreSQL: {ex}")
-    stack = None
-    try:
-        migrations.migrate(init_database(postgres.url))
-        stack = recovery_stack(webhook_s3, postgres.url, redis_url, tmp_path, lease_s=15)
-        # Given a run in its sandbox
-        alice, run_id = start_run(stack, 12)
-        wait_until(lambda: containers_of(docker_client, run_id), 30, "the run's container never started", stack)
-        [container] = containers_of(docker_client, run_id)
-
-        # When PostgreSQL goes away for 2 s (every connection killed) and comes back
-        if not database.is_closed():
-            database.close()
-        postgres.stop("fast")
-        time.sleep(2)
-        postgres.start()
-
-        # Then the run finishes on its first attempt: the same container ran to its end
-        run = stack.wait_for(f"/v1/runs/{run_id}", alice, lambda r: r.get("status") in FINAL, 120)
-        assert run["status"] == "succeeded", run
-        row = Run.get_by_id(run_id)
-        assert (row.attempts, row.crashes) == (1, 0), row.provenance
-        assert [a["outcome"] for a in row.provenance["attempts"]] == ["succeeded"]
-        assert row.provenance["image_id"] == container.attrs["Image"]
-        assert "lease renewal failed" in (stack.logs / "worker-0.log").read_text()
-    finally:
-        if stack is not None:
-            stack.stop()
-        if not database.is_closed():
-            database.close()
-        postgres.destroy()

@@ -39,18 +39,21 @@ def start_api(s3_server, database_url: str, redis_url: str, tmp_path, timeout_s:
     return stack
 
 
-@pytest.fixture
-def api_server(s3_server, database_url, redis_url, db, tmp_path):
-    """The API with timeouts (60 s) longer than any test here: slow clients stay connected."""
-    stack = start_api(s3_server, database_url, redis_url, tmp_path, 60)
+@pytest.fixture(scope="module")
+def api_server(s3_server, database_url, redis_url, migrated_database, tmp_path_factory):
+    """The API with timeouts (60 s) longer than any test here: slow clients stay connected.
+
+    One for the module: every test closes its sockets, and none writes to the database.
+    """
+    stack = start_api(s3_server, database_url, redis_url, tmp_path_factory.mktemp("patient"), 60)
     yield stack
     stack.stop()
 
 
-@pytest.fixture
-def impatient_api(s3_server, database_url, redis_url, db, tmp_path):
-    """The API with 3 s head and body timeouts, so its refusals are seen quickly."""
-    stack = start_api(s3_server, database_url, redis_url, tmp_path, 3)
+@pytest.fixture(scope="module")
+def impatient_api(s3_server, database_url, redis_url, migrated_database, tmp_path_factory):
+    """The API with 3 s head and body timeouts, so its refusals are seen quickly (one for the module)."""
+    stack = start_api(s3_server, database_url, redis_url, tmp_path_factory.mktemp("impatient"), 3)
     yield stack
     stack.stop()
 

@@ -28,6 +28,12 @@ AXE_RUN = """async () => (await axe.run(document, {resultTypes: ["violations"]})
     .map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.html)}))"""
 
 
+@pytest.fixture
+def stack(emptied_shared_stack):
+    """The module's one stack, emptied before each test."""
+    return emptied_shared_stack
+
+
 @pytest.fixture(scope="module")
 def chromium():
     require(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM} (scripts/machine.sh browser)")
