@@ -83,6 +83,8 @@ def run(pool, data, sandbox_work_dir):
             result = sandbox.run(spec, should_cancel=should_cancel)
         except RunFailure as ex:
             return Outcome(ex.status, {"code": ex.code, "message": ex.message}, getattr(ex, "log", b""))
+        finally:
+            assert sandbox.settle(timeout=60), "the run's container was not removed"  # removal follows the result
         if result.exit_code != 0 or not result.predictions:
             return Outcome("failed", {"code": "sandbox_error", "message": f"exit {result.exit_code}"}, result.log)
         return Outcome("succeeded", None, result.log)
@@ -300,13 +302,13 @@ def test_a_takeover_removes_a_dead_attempts_warm_container_and_its_slot_folder(p
 
 def test_the_orphan_sweep_removes_a_dead_workers_warm_containers_busy_and_idle(
         docker_client, images_built, run, tmp_path, sandbox_work_dir, db):
-    # Given a pool of a worker of this host that is gone, one container handed a run (no such run in the
-    # database: it ended and was deleted) and its replacement idle
+    # Given a pool of two of a worker of this host that is gone, one container handed a run (no such run in
+    # the database: it ended and was deleted) and the other idle
     images_built("sklearn")
     deployment = f"pool-test-{uuid.uuid4().hex[:8]}"
     dead = f"{worker_name().rsplit(':', 2)[0]}:999999999:1"  # no such pid: workers.is_gone() says so
     pool = WarmPoolSandbox(docker_client, deployment=deployment, worker=dead, limits=Limits.from_config(HOSTILE),
-                           images=pooled_images("sklearn", "evaluator-"), size=1,
+                           images=pooled_images("sklearn", "evaluator-"), size=2,
                            root=sandbox_work_dir.parent / f"{deployment}-pool").start()
     try:
         container, run_id, _, thread = hand_over_a_sleeping_run(pool, run, tmp_path)
