@@ -187,7 +187,8 @@ class WarmPoolSandbox(DockerSandbox):
 
     def _owed(self, image: str) -> bool:
         """Whether the filler is starting (or about to start) a container of `image` (called under the lock)."""
-        return not self._closed and not self._failing[image] and self._busy[image] < self._size
+        return (self._filler is not None and not self._closed and not self._failing[image]
+                and self._busy[image] < self._size)
 
     def _claim(self, slot: Slot, spec: SandboxSpec) -> bool:
         """Name the container after its run before any of the run's files reach it; False: it is gone, go cold.
