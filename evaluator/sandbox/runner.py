@@ -97,20 +97,39 @@ class _Streams(threading.Thread):
         self.log = LogCapture(limits.log_bytes)
         self.stdout = bytearray()
         self.overflow = False
-        self.reported = False  # a length-prefixed report arrived whole: what follows is ignored
+        self.reported = False  # the report and the whole log arrived: the result is complete, what follows ignored
         self.finished = threading.Event()  # reported, or the streams ended
         self.error: BaseException | None = None
+        self._report_whole = False  # a length-prefixed report arrived whole
+        self._log_whole = False  # the predictor's last log line (END_OF_LOG) arrived
+        self._log_end = b""  # the last bytes of the log, for a mark split across frames
 
     def run(self) -> None:
         try:
             for stream, data in frames_iter(self._sock, tty=False):
                 if stream != _STDOUT:
                     self.log.write(data)
-                elif not self.reported:
+                    self._look_for_log_end(data)
+                elif not self._report_whole:
                     self._take(data)
         except (OSError, ValueError) as ex:  # the socket closes under us when the container is killed
             self.error = ex
         finally:
+            self.finished.set()
+
+    def _look_for_log_end(self, data: bytes) -> None:
+        """The two streams are separate pipes: the log's end may come after the report, so both are awaited."""
+        if self._log_whole:
+            return
+        window = self._log_end + data
+        if END_OF_LOG in window:
+            self._log_whole = True
+            self._complete()
+        self._log_end = window[-len(END_OF_LOG):]
+
+    def _complete(self) -> None:
+        if self._report_whole and self._log_whole:
+            self.reported = True
             self.finished.set()
 
     def _take(self, data: bytes) -> None:
@@ -130,11 +149,14 @@ class _Streams(threading.Thread):
                 self._expected = len(line) + 1 + length
         if self._expected is not None and len(self.stdout) >= self._expected:
             del self.stdout[self._expected:]  # the entrypoint's own "<status>\n" after the report
-            self.reported = True
-            self.finished.set()
+            self._report_whole = True
+            self._complete()
 
 
 _STATUS_LINE_MAX = 32
+# The predictor's last log line, written just before its report (images/base/evaluator_predict.py).
+# A model that prints it early only cuts its own log short.
+END_OF_LOG = b"[evaluator] end of log\n"
 
 
 def _declared_length(line: bytes) -> int | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evaluator.sandbox.runner import _split_status, _Streams
+from evaluator.sandbox.runner import END_OF_LOG, _split_status, _Streams
 from evaluator.sandbox.spec import Limits
 
 
@@ -10,15 +10,26 @@ def streams(output_bytes: int = 1024) -> _Streams:
     return _Streams(sock=None, limits=Limits(output_bytes=output_bytes))
 
 
-def test_a_length_prefixed_report_is_complete_with_its_last_byte_and_ignores_what_follows():
+def test_a_length_prefixed_report_is_complete_with_its_last_byte_and_the_logs_end():
     reader = streams()
     reader._take(b"0 6\nPAR")
     assert not reader.reported and not reader.finished.is_set()
 
     reader._take(b"1!!0\n")  # the last bytes, then the entrypoint's own "<status>\n"
+    assert not reader.reported  # the log is another pipe: its last lines may still be on the way
+    reader._look_for_log_end(b"tail of the log\n[evaluator] end ")
+    reader._look_for_log_end(b"of log\n")  # the mark split across two frames
 
     assert reader.reported and reader.finished.is_set()
     assert _split_status(reader.stdout) == (0, b"PAR1!!")
+
+
+def test_the_logs_end_alone_is_no_result():
+    reader = streams()
+    reader._look_for_log_end(END_OF_LOG)
+    reader._take(b"0 6\nPA")
+
+    assert not reader.reported and not reader.finished.is_set()
 
 
 def test_the_older_report_is_read_to_the_end_of_the_stream():

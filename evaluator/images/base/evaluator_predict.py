@@ -50,7 +50,8 @@ and entrypoint.sh gives it the container's stdout as fd 3 (REPORT_FD), the progr
 writes there itself, as soon as it is done, "<status> <length>\n" and then
 exactly <length> bytes of predictions, so the runner has the whole result before the
 container has even exited (the exit and removal then happen off the run's critical
-path). It then removes /output/predictions.parquet so the entrypoint's own report
+path). Its last log line, just before, is "[evaluator] end of log": the log is another pipe,
+and the runner waits for both. It then removes /output/predictions.parquet so the entrypoint's own report
 (for a program that died before it could write this one) is the bare "<status>\n".
 A runner that does not ask gets only the entrypoint's report, "<status>\n" and the file.
 """
@@ -526,6 +527,11 @@ def finish(status: int, fd: int | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
+        except (OSError, ValueError):
+            pass
+    if fd is not None:
+        try:
+            log("end of log")  # NOTE: the runner waits for this line too: the log is another pipe than the report
         except (OSError, ValueError):
             pass
     report(fd, status)
