@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -39,7 +40,7 @@ from evaluator.settings import Scoring
 
 logger = logging.getLogger(__name__)
 
-_POLL_S = 0.02  # how soon the parent sees the child's end: on a run's critical path
+_POLL_S = 0.1  # how often the parent looks at the clock and the cancel flag (the child's end wakes it)
 _STARTED = "started"
 _STDERR_TAIL = 4096
 _MEMORY_WORDS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "ArrowMemoryError", "out of memory")
@@ -117,21 +118,36 @@ def _keep_log(child: ScoringChild, stderr_path: Path) -> None:
 
 
 def _wait(child: subprocess.Popen, timeout_s: float, should_cancel: Callable[[], bool] | None):
-    """Reap the child with os.wait4 (its own rusage); kill it on timeout or cancel."""
+    """Reap the child with os.wait4 (its own rusage); kill it on timeout or cancel.
+
+    Between looks it waits on a pidfd, which wakes the moment the child exits (a plain sleep
+    where the kernel has none): the end of scoring is on the run's critical path.
+    """
     deadline = time.monotonic() + timeout_s
-    while True:
-        pid, code, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            child.returncode = os.waitstatus_to_exitcode(code)  # NOTE: so Popen does not reap it again
-            return child.returncode, usage
-        if time.monotonic() > deadline:
-            _kill(child)
-            raise PredictionsInvalid(f"scoring the predictions took longer than {timeout_s:g} s; the scoring "
-                                     "limit stopped it")
-        if should_cancel is not None and should_cancel():
-            _kill(child)
-            raise RunCancelled("the run was cancelled while its predictions were scored")
-        time.sleep(_POLL_S)
+    try:
+        exited = os.pidfd_open(child.pid)
+    except (AttributeError, OSError):
+        exited = None
+    try:
+        while True:
+            pid, code, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                child.returncode = os.waitstatus_to_exitcode(code)  # NOTE: so Popen does not reap it again
+                return child.returncode, usage
+            if time.monotonic() > deadline:
+                _kill(child)
+                raise PredictionsInvalid(f"scoring the predictions took longer than {timeout_s:g} s; the scoring "
+                                         "limit stopped it")
+            if should_cancel is not None and should_cancel():
+                _kill(child)
+                raise RunCancelled("the run was cancelled while its predictions were scored")
+            if exited is not None:
+                select.select([exited], [], [], _POLL_S)
+            else:
+                time.sleep(_POLL_S)
+    finally:
+        if exited is not None:
+            os.close(exited)
 
 
 def _kill(child: subprocess.Popen) -> None:

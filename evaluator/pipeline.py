@@ -9,6 +9,7 @@ runs out), so a dead worker's run is taken over without the reconciler.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import shutil
@@ -336,9 +337,16 @@ def stage_dataset(dataset: Dataset, *, blobs: BlobStore, config: Config) -> tupl
 
 def publish(blobs: BlobStore, bucket: str, prefix: str, *, record: dict, provenance: dict,
             predictions: bytes | None, log: bytes) -> None:
-    """Write metrics.json (always: a failed run records its failure too), predictions and the log."""
+    """Write metrics.json (always: a failed run records its failure too), predictions and the log.
+
+    The three writes are independent and each is a round trip to the store on the run's way to
+    `succeeded`: they go at once (boto3's client is thread-safe), and all have ended when this returns.
+    """
     document = {**record, "provenance": provenance}
-    blobs.put_json(bucket, prefix + "metrics.json", document)
-    if predictions is not None:
-        blobs.put_bytes(bucket, prefix + "predictions.parquet", predictions)
-    blobs.put_bytes(bucket, prefix + "sandbox.log", log or b"", "text/plain; charset=utf-8")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish") as side:
+        writes = [side.submit(blobs.put_bytes, bucket, prefix + "sandbox.log", log or b"", "text/plain; charset=utf-8")]
+        if predictions is not None:
+            writes.append(side.submit(blobs.put_bytes, bucket, prefix + "predictions.parquet", predictions))
+        blobs.put_json(bucket, prefix + "metrics.json", document)
+        for write in writes:
+            write.result()  # re-raises the store's error

@@ -12,6 +12,13 @@ written, and the run is watched exactly like a cold one. Whatever happens, the
 container and its folder are removed after that one run, and a background thread
 starts a replacement. A container is never reused.
 
+The replacement is started when the run's sandbox step ends, not when it begins:
+starting a container and importing scikit-learn is a second of CPU, which on a
+small host would be taken from the run it replaces. A run that finds no warm
+container while one is owed (its start is under way or about to be) waits for it
+rather than starting a cold one: that container was started first, so it is ready
+first, and a cold start beside it would double the CPU spent.
+
 Runs whose limits or image the pool was not built for take the cold path.
 """
 
@@ -53,6 +60,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["POOL_LABEL", "WarmPoolSandbox", "pooled_images"]
 REFILL_CHECK_S = 1.0
 RETRY_AFTER_FAILURE_S = 10.0
+OWED_WAIT_S = 60.0  # longest a run waits for a warm container being started before it starts a cold one
 
 
 @dataclasses.dataclass
@@ -81,6 +89,8 @@ class WarmPoolSandbox(DockerSandbox):
         self._size = size
         self._root = root
         self._ready: dict[str, collections.deque[Slot]] = {image: collections.deque() for image in images}
+        self._busy = {image: 0 for image in images}  # slots handed a run whose sandbox step has not ended
+        self._failing = {image: False for image in images}  # the last start failed: no run waits for one
         self._changed = threading.Condition()
         self._closed = False
         self._filler: threading.Thread | None = None
@@ -108,6 +118,7 @@ class WarmPoolSandbox(DockerSandbox):
                 slots.clear()
         for slot in idle:
             self._discard(slot)
+        super().close()  # the removals of finished runs still under way
 
     def ready(self, image: str) -> list[str]:
         """Return the ids of the live warm containers of an image (for tests and `evaluator dev`)."""
@@ -118,7 +129,7 @@ class WarmPoolSandbox(DockerSandbox):
 
     def run(self, spec: SandboxSpec, *, should_cancel: Callable[[], bool] | None = None) -> SandboxResult:
         """Run the spec in a warm container when one fits, else cold (see DockerSandbox.run)."""
-        slot = self._take(spec) if self._fits(spec) else None
+        slot = self._take(spec, should_cancel) if self._fits(spec) else None
         if slot is None:
             return super().run(spec, should_cancel=should_cancel)
         try:
@@ -139,9 +150,10 @@ class WarmPoolSandbox(DockerSandbox):
             return self._result(slot.container, slot.streams, spec, started, image_id, should_cancel,
                                 ready_s=ready_s, warm=True)
         finally:
-            self._discard(slot)
-            with self._changed:
+            with self._changed:  # the sandbox step is over: the filler may start the replacement now
+                self._busy[slot.image] -= 1
                 self._changed.notify_all()
+            self._remove_later(slot.container, slot.sock, then=lambda: shutil.rmtree(slot.folder, ignore_errors=True))
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -149,16 +161,34 @@ class WarmPoolSandbox(DockerSandbox):
         return (self._size > 0 and spec.image in self._images and spec.limits == self._limits
                 and all(str(key).startswith("EVALUATOR_") for key in spec.env))
 
-    def _take(self, spec: SandboxSpec) -> Slot | None:
-        """Pop a live warm container of the spec's image; a dead one is discarded, none means cold."""
+    def _take(self, spec: SandboxSpec, should_cancel: Callable[[], bool] | None = None) -> Slot | None:
+        """Pop a live warm container of the spec's image (waiting for one owed); None means cold.
+
+        A dead one is discarded. When none is ready but the filler owes one (fewer than `size` are
+        busy with runs and its starts are not failing), the run waits for it, up to OWED_WAIT_S.
+        """
+        deadline = time.monotonic() + OWED_WAIT_S
         while True:
             with self._changed:
-                slots = self._ready.get(spec.image)
+                slots = self._ready[spec.image]
+                while not slots and self._owed(spec.image) and time.monotonic() < deadline:
+                    if should_cancel is not None and should_cancel():
+                        return None  # the cold path sees the cancel at once
+                    self._changed.wait(timeout=0.1)
                 slot = slots.popleft() if slots else None
-                self._changed.notify_all()  # the filler starts a replacement now
+                if slot is not None:
+                    self._busy[spec.image] += 1
             if slot is None or slot.alive():
                 return slot
             self._discard(slot)
+            with self._changed:
+                self._busy[spec.image] -= 1
+                self._changed.notify_all()
+
+    def _owed(self, image: str) -> bool:
+        """Whether the filler is starting (or about to start) a container of `image` (called under the lock)."""
+        return (self._filler is not None and not self._closed and not self._failing[image]
+                and self._busy[image] < self._size)
 
     def _claim(self, slot: Slot, spec: SandboxSpec) -> bool:
         """Name the container after its run before any of the run's files reach it; False: it is gone, go cold.
@@ -192,7 +222,8 @@ class WarmPoolSandbox(DockerSandbox):
             with self._changed:
                 if self._closed:
                     return
-                missing = [image for image, slots in self._ready.items() if self._prune(slots) < self._size]
+                missing = [image for image, slots in self._ready.items()
+                           if self._prune(slots) + self._busy[image] < self._size]
                 if not missing:
                     self._changed.wait(timeout=REFILL_CHECK_S)
                     continue
@@ -202,13 +233,17 @@ class WarmPoolSandbox(DockerSandbox):
                 except Exception as ex:  # the pool's loop boundary: Docker down, image missing; runs go cold
                     logger.warning("Could not start a warm %s sandbox (runs take the cold path): %s", image, ex)
                     with self._changed:
+                        self._failing[image] = True
+                        self._changed.notify_all()  # a run waiting for it goes cold now
                         self._changed.wait(timeout=RETRY_AFTER_FAILURE_S)
                     break
                 with self._changed:
                     if self._closed:
                         self._discard(slot)
                         return
+                    self._failing[image] = False
                     self._ready[image].append(slot)
+                    self._changed.notify_all()  # a run waiting for it
 
     def _prune(self, slots: collections.deque[Slot]) -> int:
         """Discard the dead slots (called under the lock); return how many live ones remain."""

@@ -3,11 +3,18 @@
 How output leaves the container without trusting the host disk or needing any
 privilege: /output is a tmpfs sized by the limits (the kernel caps it, and its
 pages count against the memory limit). The image's entrypoint runs the predictor
-with both of its streams on the container's stderr, then writes on stdout the
-predictor's exit status and the bytes of /output/predictions.parquet, and exits.
+with both of its streams on the container's stderr; the predictor writes its report
+on stdout as soon as it is done: "<status> <length>\n" and exactly that many bytes of
+/output/predictions.parquet (an older image, or the entrypoint when the predictor
+died first, writes "<status>\n" and the bytes up to the container's end).
 We attach to the container before starting it and demultiplex the two streams:
 stderr into a capped head+tail log, stdout into a buffer we stop reading past the
 output cap. Nothing the container says is parsed beyond that status line.
+
+A complete report of status 0 is the run's result at once: the container's exit and
+its removal are left to a background thread (settle() waits for them), off the run's
+critical path. Any other ending still waits for the container to end (an OOM kill
+is told apart by Docker's state).
 """
 
 from __future__ import annotations
@@ -79,40 +86,99 @@ class LogCapture:
 
 
 class _Streams(threading.Thread):
-    """Read the attached container streams until the container closes them."""
+    """Read the attached container streams until the container closes them, or its report is complete."""
 
     def __init__(self, sock, limits: Limits) -> None:  # type: ignore[no-untyped-def]
         super().__init__(name="sandbox-streams", daemon=True)
         self._sock = sock
+        self._limit = limits.output_bytes
         self._cap = limits.output_bytes + 32  # the status line, then at most the tmpfs size
+        self._expected: int | None = None  # the whole report's size once its status line gave a length
         self.log = LogCapture(limits.log_bytes)
         self.stdout = bytearray()
         self.overflow = False
+        self.reported = False  # the report and the whole log arrived: the result is complete, what follows ignored
+        self.finished = threading.Event()  # reported, or the streams ended
         self.error: BaseException | None = None
+        self._report_whole = False  # a length-prefixed report arrived whole
+        self._log_whole = False  # the predictor's last log line (END_OF_LOG) arrived
+        self._log_end = b""  # the last bytes of the log, for a mark split across frames
 
     def run(self) -> None:
         try:
             for stream, data in frames_iter(self._sock, tty=False):
-                if stream == _STDOUT:
-                    if len(self.stdout) + len(data) > self._cap:
-                        self.overflow = True
-                    else:
-                        self.stdout += data
-                else:
+                if stream != _STDOUT:
                     self.log.write(data)
+                    self._look_for_log_end(data)
+                elif not self._report_whole:
+                    self._take(data)
         except (OSError, ValueError) as ex:  # the socket closes under us when the container is killed
             self.error = ex
+        finally:
+            self.finished.set()
+
+    def _look_for_log_end(self, data: bytes) -> None:
+        """The two streams are separate pipes: the log's end may come after the report, so both are awaited."""
+        if self._log_whole:
+            return
+        window = self._log_end + data
+        if END_OF_LOG in window:
+            self._log_whole = True
+            self._complete()
+        self._log_end = window[-len(END_OF_LOG):]
+
+    def _complete(self) -> None:
+        if self._report_whole and self._log_whole:
+            self.reported = True
+            self.finished.set()
+
+    def _take(self, data: bytes) -> None:
+        if len(self.stdout) + len(data) > self._cap:
+            self.overflow = True
+            self.finished.set()
+            return
+        self.stdout += data
+        if self._expected is None:
+            line, newline, _ = bytes(self.stdout[:_STATUS_LINE_MAX]).partition(b"\n")
+            length = _declared_length(line) if newline else None
+            if length is not None and length > self._limit:
+                self.overflow = True
+                self.finished.set()
+                return
+            if length is not None:
+                self._expected = len(line) + 1 + length
+        if self._expected is not None and len(self.stdout) >= self._expected:
+            del self.stdout[self._expected:]  # the entrypoint's own "<status>\n" after the report
+            self._report_whole = True
+            self._complete()
+
+
+_STATUS_LINE_MAX = 32
+# The predictor's last log line, written just before its report (images/base/evaluator_predict.py).
+# A model that prints it early only cuts its own log short.
+END_OF_LOG = b"[evaluator] end of log\n"
+
+
+def _declared_length(line: bytes) -> int | None:
+    """The <length> of a "<status> <length>" line; None for the bare "<status>" of the older report."""
+    parts = line.split(b" ")
+    if len(parts) != 2 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
 
 
 def _split_status(stdout: bytes | bytearray) -> tuple[int | None, bytes | None]:
-    line, newline, rest = bytes(stdout[:16]).partition(b"\n")
+    """Parse a report: "<status> <length>\n" + that many bytes (the rest ignored), or "<status>\n" + the rest."""
+    line, newline, rest = bytes(stdout[:_STATUS_LINE_MAX]).partition(b"\n")
     if not newline:
         return None, None
+    status_text, _, _ = line.partition(b" ")
     try:
-        status = int(line.decode("ascii"))
+        status = int(status_text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None, None
-    predictions = bytes(stdout[len(line) + 1:])
+    length = _declared_length(line)
+    predictions = bytes(stdout[len(line) + 1:] if length is None else stdout[len(line) + 1:len(line) + 1 + length])
     return status, predictions or None
 
 
@@ -122,6 +188,7 @@ def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict)
     return dict(
         environment={
             "EVALUATOR_ROW_ID_COLUMN": "row_id",
+            "EVALUATOR_REPORT": "length",  # the predictor reports "<status> <length>" as soon as it is done
             "OMP_NUM_THREADS": threads,
             "OPENBLAS_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,
@@ -231,6 +298,8 @@ class DockerSandbox:
         self._client = client
         self._deployment = deployment
         self._worker = worker
+        self._removals: set[threading.Thread] = set()
+        self._removals_lock = threading.Lock()
 
     def _labels(self, run_id: str | None = None) -> list[str]:
         """Filter one run's containers (a run id is unique across deployments), or all of this deployment's."""
@@ -261,12 +330,50 @@ class DockerSandbox:
             self._watch(container, streams, spec, started, should_cancel, image_id)
             return self._result(container, streams, spec, started, image_id, should_cancel, ready_s=ready_s)
         finally:
-            if sock is not None:
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-            self._remove(container)
+            self._remove_later(container, sock)
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until the containers of finished runs are removed; False if some still are not after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._removals_lock:
+                pending = list(self._removals)
+            if not pending:
+                return True
+            for thread in pending:
+                thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+                if thread.is_alive():
+                    return False
+
+    def close(self) -> None:
+        """Worker shutdown: wait for the removals still under way."""
+        self.settle(timeout=60)
+
+    def _remove_later(self, container, sock, then: Callable[[], None] | None = None) -> None:  # type: ignore
+        """Close a finished run's streams and remove its container in a thread of its own, then call `then`.
+
+        The run's result is taken already; the container's exit and removal (tens to hundreds of
+        milliseconds of Docker work) need not delay it. A worker that dies before this ends leaves a
+        container the run's takeover and the orphan sweeps remove, as for a worker killed mid-run.
+        """
+        def remove() -> None:
+            try:
+                if sock is not None:
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+                self._remove(container)
+                if then is not None:
+                    then()
+            finally:
+                with self._removals_lock:
+                    self._removals.discard(thread)
+
+        thread = threading.Thread(target=remove, name="sandbox-removal", daemon=True)
+        with self._removals_lock:
+            self._removals.add(thread)
+        thread.start()
 
     def kill_run(self, run_id: str) -> int:
         """Kill every container of a run (e.g. on cancel from another process); return how many."""
@@ -349,8 +456,8 @@ class DockerSandbox:
                should_cancel: Callable[[], bool] | None, image_id: str) -> None:
         deadline = started + spec.limits.timeout_s
         next_cancel_check = 0.0
-        while streams.is_alive():
-            streams.join(timeout=0.05)
+        while True:
+            ended = streams.finished.wait(timeout=0.05)
             now = time.monotonic()
             if streams.overflow:
                 self._kill(container, streams)
@@ -367,16 +474,23 @@ class DockerSandbox:
                     self._kill(container, streams)
                     raise RunCancelled("the run was cancelled; the container was killed", log=streams.log.getvalue(),
                                        image_id=image_id)
+            if ended:
+                return
 
     def _result(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
                 image_id: str, should_cancel: Callable[[], bool] | None, *, ready_s: float = 0.0,
                 warm: bool = False) -> SandboxResult:
+        status, predictions = _split_status(streams.stdout)
+        if streams.reported and status == 0:  # the whole result, before the container's end: nothing to wait for
+            return SandboxResult(exit_code=status, predictions=predictions, log=streams.log.getvalue(),
+                                 image_id=image_id, duration_s=round(time.monotonic() - started, 3),
+                                 ready_s=round(ready_s, 3), warm=warm)
         with docker_errors("the sandbox container's end could not be read"):
             container.wait(timeout=30)
             container.reload()
+        streams.join(timeout=5)  # the log's last lines
         state = container.attrs.get("State", {})
         log = streams.log.getvalue()
-        status, predictions = _split_status(streams.stdout)
         if state.get("OOMKilled") and status != 0:
             raise OutOfMemory(f"the model used more than {spec.limits.memory} of memory and was killed", log=log,
                               image_id=image_id)

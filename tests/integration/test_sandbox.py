@@ -77,6 +77,7 @@ def run(request, runtime, docker_client, images_built, data, sandbox_work_dir):
         evaluation = evaluate_bundle(bundle, features_path, labels_path, scoring=Scoring("classification"),
                                      sandbox=sandbox, config=config, work_dir=sandbox_work_dir / run_id,
                                      run_id=run_id, **kwargs)
+        assert sandbox.settle(timeout=60), "the run's container was not removed"  # removal follows the result
         assert docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}) == []
         if handed is not None:
             with pytest.raises(docker.errors.NotFound):  # the warm container took the run, and is gone
@@ -261,6 +262,7 @@ def test_kill_run_from_elsewhere_ends_the_run_as_cancelled(docker_client, images
 
     # Then the run ends cancelled and leaves nothing behind
     assert outcome[0].status == "cancelled"
+    assert sandbox.settle(timeout=60)
     assert docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}=test-kill-run"}) == []
 
 

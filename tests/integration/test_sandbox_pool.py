@@ -61,6 +61,7 @@ class Outcome:
     status: str  # "succeeded", or the RunFailure's status ("failed", "timed_out", "cancelled")
     failure: dict | None
     log: bytes
+    warm: bool = False  # a warm container served it
 
 
 @pytest.fixture
@@ -83,9 +84,11 @@ def run(pool, data, sandbox_work_dir):
             result = sandbox.run(spec, should_cancel=should_cancel)
         except RunFailure as ex:
             return Outcome(ex.status, {"code": ex.code, "message": ex.message}, getattr(ex, "log", b""))
+        finally:
+            assert sandbox.settle(timeout=60), "the run's container was not removed"  # removal follows the result
         if result.exit_code != 0 or not result.predictions:
             return Outcome("failed", {"code": "sandbox_error", "message": f"exit {result.exit_code}"}, result.log)
-        return Outcome("succeeded", None, result.log)
+        return Outcome("succeeded", None, result.log, result.warm)
 
     return evaluate
 
@@ -137,6 +140,49 @@ def test_two_runs_never_share_a_container_a_folder_or_a_tmp(pool, run, docker_cl
     assert one.status == two.status == "succeeded"
     assert b"TMP-FRESH" in one.log and b"TMP-FRESH" in two.log
     assert second != first and set(first_folders).isdisjoint(second_folders)
+
+
+MARKS_THEN_PREDICTS = '''
+import sys, time
+def predict(batch):
+    time.sleep(1)
+    print("MODEL-RUNNING", file=sys.stderr, flush=True)
+    time.sleep(2)
+    return [0] * len(batch)
+'''
+
+
+def test_the_replacement_starts_only_when_the_runs_sandbox_step_ends(pool, run, docker_client, tmp_path):
+    # Given a warm run whose model is running (it said so in the container's log)
+    deployment = {"label": f"{DEPLOYMENT_LABEL}={pool._deployment}"}
+    container, outcome = wait_ready(pool), []
+    thread = threading.Thread(target=lambda: outcome.append(
+        run(fx.predict_bundle(tmp_path / "b.tar.gz", MARKS_THEN_PREDICTS))), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while b"MODEL-RUNNING" not in docker_client.containers.get(container).logs():
+        assert time.monotonic() < deadline, "the model never ran"
+        time.sleep(0.05)
+
+    # Then no other container of the pool competes with it for the CPU meanwhile
+    assert [c.id for c in docker_client.containers.list(all=True, filters=deployment)] == [container]
+    thread.join(timeout=60)
+
+    # And once its sandbox step is over, a replacement comes up
+    assert outcome[0].status == "succeeded", outcome[0].failure
+    assert wait_ready(pool, other_than=container) != container
+
+
+def test_a_run_that_finds_the_replacement_still_starting_waits_for_it_rather_than_going_cold(
+        pool, run, tmp_path, data):
+    wait_ready(pool)
+    bundle = good_bundle(tmp_path, data)
+
+    first = run(bundle)
+    second = run(bundle)  # at once: the replacement was only just started
+
+    assert first.status == second.status == "succeeded", (first.failure, second.failure)
+    assert first.warm and second.warm
 
 
 def test_a_pool_holds_no_tenant_data_before_hand_over(pool, docker_client):
@@ -300,13 +346,13 @@ def test_a_takeover_removes_a_dead_attempts_warm_container_and_its_slot_folder(p
 
 def test_the_orphan_sweep_removes_a_dead_workers_warm_containers_busy_and_idle(
         docker_client, images_built, run, tmp_path, sandbox_work_dir, db):
-    # Given a pool of a worker of this host that is gone, one container handed a run (no such run in the
-    # database: it ended and was deleted) and its replacement idle
+    # Given a pool of two of a worker of this host that is gone, one container handed a run (no such run in
+    # the database: it ended and was deleted) and the other idle
     images_built("sklearn")
     deployment = f"pool-test-{uuid.uuid4().hex[:8]}"
     dead = f"{worker_name().rsplit(':', 2)[0]}:999999999:1"  # no such pid: workers.is_gone() says so
     pool = WarmPoolSandbox(docker_client, deployment=deployment, worker=dead, limits=Limits.from_config(HOSTILE),
-                           images=pooled_images("sklearn", "evaluator-"), size=1,
+                           images=pooled_images("sklearn", "evaluator-"), size=2,
                            root=sandbox_work_dir.parent / f"{deployment}-pool").start()
     try:
         container, run_id, _, thread = hand_over_a_sleeping_run(pool, run, tmp_path)

@@ -44,6 +44,16 @@ Exit status: 0 on success, 2 for a bad manifest or input, 3 when what the model
 returned cannot be written as predictions (wrong count, shape or types: the reason is
 the log line "[evaluator] invalid predictions: ..."), 1 for any other error (with the
 traceback in the log, which is the container's stderr).
+
+Report: when the runner asks for it (EVALUATOR_REPORT=length, set at container create)
+and entrypoint.sh gives it the container's stdout as fd 3 (REPORT_FD), the program
+writes there itself, as soon as it is done, "<status> <length>\n" and then
+exactly <length> bytes of predictions, so the runner has the whole result before the
+container has even exited (the exit and removal then happen off the run's critical
+path). Its last log line, just before, is "[evaluator] end of log": the log is another pipe,
+and the runner waits for both. It then removes /output/predictions.parquet so the entrypoint's own report
+(for a program that died before it could write this one) is the bare "<status>\n".
+A runner that does not ask gets only the entrypoint's report, "<status>\n" and the file.
 """
 
 from __future__ import annotations
@@ -54,6 +64,8 @@ import json
 import os
 import pathlib
 import pickle
+import shutil
+import stat
 import sys
 import time
 import traceback
@@ -388,8 +400,40 @@ WARM_IMPORTS = {
 GO_MAX_BYTES = 4096
 
 
+def rehearse() -> None:
+    """Go once through a run's own code path, on a tiny built-in model and table, all in memory.
+
+    Importing the framework is not all: the first unpickling, the first Parquet read,
+    the first to_pandas (pyarrow.pandas_compat), the first predict (scikit-learn's
+    validation helpers) and the first ParquetWriter each import or initialise more
+    on first use. Done here they cost the waiting container, not the run. Nothing
+    is written to disk: /tmp and /output stay as the run will find them.
+    """
+    import io
+
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.1]])
+    sink = io.BytesIO()
+    joblib.dump(LogisticRegression().fit(x, [0, 1, 0, 1]), sink)
+    model = joblib.load(io.BytesIO(sink.getvalue()))
+    table = io.BytesIO()
+    pq.write_table(pa.table({"row_id": ["a", "b", "c", "d"], "f0": x[:, 0], "f1": x[:, 1]}), table)
+    for record_batch in pq.ParquetFile(io.BytesIO(table.getvalue())).iter_batches(batch_size=10000):
+        frame = record_batch.to_pandas()
+        row_ids = frame.pop("row_id").to_numpy()
+        predictions, proba, labels = predict_estimator(model, frame.reset_index(drop=True), None)
+        written = to_table(row_ids, predictions, proba, labels)
+        with pq.ParquetWriter(io.BytesIO(), written.schema) as writer:
+            writer.write_table(written.cast(writer.schema))
+
+
+REHEARSALS = {"sklearn": rehearse}
+
+
 def warm(image: str) -> int:
-    """Import the image's framework, wait for the runner's go line on stdin, then do one run.
+    """Import the image's framework, rehearse a run, wait for the runner's go line on stdin, then do one run.
 
     The container holds no tenant data until then: /model and /data are empty
     folders the runner fills just before it writes the line. The line is a JSON
@@ -400,6 +444,11 @@ def warm(image: str) -> int:
             importlib.import_module(name)
         except ImportError:
             pass
+    try:
+        REHEARSALS.get(image, lambda: None)()
+    except Exception:  # noqa: BLE001 - a warm-up only: the run itself reports whatever is really wrong
+        log("warm-up rehearsal failed (the run does its imports itself):")
+        traceback.print_exc()
     line = sys.stdin.buffer.readline(GO_MAX_BYTES)
     if not line.strip():
         return 2  # the runner went away before handing over a run
@@ -426,8 +475,53 @@ def main() -> int:
         return 1
 
 
-def finish(status: int) -> None:
-    """Flush what was said and exit now: the interpreter's teardown (module and framework finalizers,
+REPORT_FD = 3  # the container's stdout, as entrypoint.sh passes it (our own stdout is the log)
+
+
+def take_report_fd() -> int | None:
+    """Take fd 3 (the report channel) away from the numbers the model's code may reuse; None without one.
+
+    None too when the runner did not ask for the report (an older runner reads only the entrypoint's).
+    """
+    if os.environ.get("EVALUATOR_REPORT") != "length":
+        return None
+    try:
+        fd = os.dup(REPORT_FD)
+    except OSError:
+        return None  # run without the entrypoint (a test, a shell): the entrypoint's report is the only one
+    os.close(REPORT_FD)
+    return fd
+
+
+def report(fd: int | None, status: int) -> None:
+    """Write "<status> <length>\n" and the predictions on the report fd, then drop the file (see the docstring).
+
+    Only a regular file is sent (opened without following a symlink), streamed, never read whole:
+    it may be as large as the /output tmpfs. If anything fails here, the entrypoint reports the old way.
+    """
+    if fd is None:
+        return
+    try:
+        with os.fdopen(fd, "wb", closefd=True) as channel:
+            try:
+                handle = open(os.open(OUTPUT, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+            except OSError:  # no file (a failed run), or a symlink: the length is 0
+                channel.write(f"{status} 0\n".encode())
+                return
+            with handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    channel.write(f"{status} 0\n".encode())
+                    return
+                length = os.fstat(handle.fileno()).st_size
+                channel.write(f"{status} {length}\n".encode())
+                shutil.copyfileobj(handle, channel, 1024 * 1024)
+            OUTPUT.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def finish(status: int, fd: int | None = None) -> None:
+    """Report, flush what was said and exit now: the interpreter's teardown (module and framework finalizers,
     joblib's and BLAS's thread pools) is hundreds of milliseconds of work for nothing in a container
     that is removed next. The predictions file was closed by run(); the log is flushed here."""
     for stream in (sys.stdout, sys.stderr):
@@ -435,10 +529,17 @@ def finish(status: int) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+    if fd is not None:
+        try:
+            log("end of log")  # NOTE: the runner waits for this line too: the log is another pipe than the report
+        except (OSError, ValueError):
+            pass
+    report(fd, status)
     os._exit(status)
 
 
 if __name__ == "__main__":
+    report_fd = take_report_fd()
     if len(sys.argv) == 3 and sys.argv[1] == "--warm":
-        finish(warm(sys.argv[2]))
-    finish(main())
+        finish(warm(sys.argv[2]), report_fd)
+    finish(main(), report_fd)
