@@ -3,6 +3,9 @@
 The serializers in the core (benchmarks.serialize, runs.serialize, ...) build
 these shapes as plain dicts; the live schemathesis run checks every answer
 against the models, so a serializer that drifts fails a test.
+
+Long module: a catalog of field declarations, one model per response, read as one
+contract (the same way /openapi.json shows it); it holds no logic to split.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""One class per table: datasets, benchmarks, phases, teams, submissions, runs, events, API tokens, web sessions."""
+"""One class per table: datasets, benchmarks, phases, teams, submissions, runs, events, API tokens, web sessions.
+
+Long module: the whole schema is read in one place, beside the migrations that build it;
+each class is a table's columns and a few row helpers, nothing else."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """In-image program: /model + /data/features.parquet -> /output/predictions.parquet.
 
+Long module: it is copied alone into every image and run as a script (no package,
+no imports of ours), so loaders, predictors and the warm mode live in this one file.
+
 Runs inside every framework image, as an unprivileged user, with no network, a
 read-only root, and only /tmp and /output writable. It is shared by all images
 and imports a framework only when the manifest asks for it.
