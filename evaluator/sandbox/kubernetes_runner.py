@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterator
 
 from evaluator.errors import InfrastructureError, OutOfMemory, RunCancelled, SandboxError, SandboxTimeout
 from evaluator.sandbox import kubernetes_manifests as manifests
-from evaluator.sandbox.runner import SandboxContainer, _split_status
+from evaluator.sandbox.runner import SandboxContainer
 from evaluator.sandbox.spec import SandboxResult, SandboxSpec
+from evaluator.sandbox.streams import split_status
 from evaluator.storage.blobs import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class KubernetesSandbox:
             raise SandboxError("the sandbox finished without returning a status", log=log)
         if head["size"] > spec.limits.output_bytes + 16:
             raise SandboxError(f"the sandbox wrote more than {spec.limits.output_bytes} bytes of predictions", log=log)
-        status, predictions = _split_status(self._blobs.get_bytes(self._bucket, output_key))
+        status, predictions = split_status(self._blobs.get_bytes(self._bucket, output_key))
         if status is None:
             raise SandboxError("the sandbox returned no status line", log=log)
         return SandboxResult(exit_code=status, predictions=predictions, log=log, image_id=spec.image,

@@ -3,7 +3,7 @@
 A cold run spends most of its time starting a container and importing the
 framework (seconds for scikit-learn), work that does not depend on the run. The
 pool does it ahead: per pooled image it keeps `size` containers created with the
-exact options of the cold path (runner.container_options), started in the
+exact options of the cold path (lockdown.container_options), started in the
 in-image program's `--warm` mode, which imports the framework and blocks on a go
 line on stdin. Each container's /model and /data are bind mounts of an empty
 per-slot host folder: it holds no tenant data until it is handed a run. Then the
@@ -41,6 +41,7 @@ import docker.errors
 
 from evaluator.errors import SandboxError
 from evaluator.sandbox.daemon import DockerGone, docker_errors
+from evaluator.sandbox.lockdown import container_options, create_failure
 from evaluator.sandbox.runner import (
     _DOCKER_ERRORS,
     DEPLOYMENT_LABEL,
@@ -48,12 +49,10 @@ from evaluator.sandbox.runner import (
     SLOT_LABEL,
     WORKER_LABEL,
     DockerSandbox,
-    _Streams,
-    container_options,
-    create_failure,
     run_container_name,
 )
 from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
+from evaluator.sandbox.streams import Streams
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class Slot:
     image: str
     container: object
     sock: object
-    streams: _Streams
+    streams: Streams
     folder: Path
 
     def alive(self) -> bool:
@@ -276,7 +275,7 @@ class WarmPoolSandbox(DockerSandbox):
             sock = self._client.api.attach_socket(
                 container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             getattr(sock, "_sock", sock).settimeout(None)
-            streams = _Streams(sock, self._limits)
+            streams = Streams(sock, self._limits)
             streams.start()
             container.start()
         except BaseException:

@@ -1,15 +1,8 @@
 """DockerSandbox: one fresh, locked-down container per run; removed whatever happens.
 
-How output leaves the container without trusting the host disk or needing any
-privilege: /output is a tmpfs sized by the limits (the kernel caps it, and its
-pages count against the memory limit). The image's entrypoint runs the predictor
-with both of its streams on the container's stderr; the predictor writes its report
-on stdout as soon as it is done: "<status> <length>\n" and exactly that many bytes of
-/output/predictions.parquet (an older image, or the entrypoint when the predictor
-died first, writes "<status>\n" and the bytes up to the container's end).
-We attach to the container before starting it and demultiplex the two streams:
-stderr into a capped head+tail log, stdout into a buffer we stop reading past the
-output cap. Nothing the container says is parsed beyond that status line.
+The container is created with lockdown.container_options (the warm pool uses the same), attached
+before it starts, and read by streams.Streams: the log on stderr, the predictor's report on stdout
+(see evaluator.sandbox.streams for how output leaves the container without trusting the host disk).
 
 A complete report of status 0 is the run's result at once: the container's exit and
 its removal are left to a background thread (settle() waits for them), off the run's
@@ -19,7 +12,6 @@ is told apart by Docker's state).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import shutil
@@ -30,13 +22,13 @@ from typing import Callable
 
 import docker
 import docker.errors
-from docker.types import LogConfig
-from docker.utils.socket import frames_iter
 
 from evaluator import workers
 from evaluator.errors import InfrastructureError, OutOfMemory, RunCancelled, SandboxError, SandboxTimeout
 from evaluator.sandbox.daemon import DOCKER_ERRORS, DockerGone, docker_errors
-from evaluator.sandbox.spec import Limits, SandboxResult, SandboxSpec
+from evaluator.sandbox.lockdown import container_options, create_failure
+from evaluator.sandbox.spec import SandboxResult, SandboxSpec
+from evaluator.sandbox.streams import Streams, split_status
 
 logger = logging.getLogger(__name__)
 
@@ -48,206 +40,8 @@ SLOT_LABEL = "evaluator.pool_slot"  # its host slot folder, removed with it (the
 # NOTE: labels are fixed at create time, and a warm container is created before its run exists: at hand-over
 # it is renamed after its run instead, and every run-scoped lookup (cancel, takeover, sweeps) matches that too.
 RUN_NAME_PREFIX = "evaluator-run-"
-SANDBOX_USER = "65534:65534"
 CANCEL_POLL_S = 0.5
-_STDOUT = 1
 _DOCKER_ERRORS = DOCKER_ERRORS
-
-
-class LogCapture:
-    """Keep the first and last `limit // 2` bytes of a stream, and count the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self._half = max(limit // 2, 1)
-        self._head = bytearray()
-        self._tail: collections.deque[bytes] = collections.deque()
-        self._tail_bytes = 0
-        self.total = 0
-
-    def write(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self._half - len(self._head)
-        if room > 0:
-            self._head += data[:room]
-            data = data[room:]
-        if not data:
-            return
-        self._tail.append(data)
-        self._tail_bytes += len(data)
-        while self._tail_bytes - len(self._tail[0]) >= self._half:
-            self._tail_bytes -= len(self._tail.popleft())
-
-    def getvalue(self) -> bytes:
-        tail = b"".join(self._tail)[-self._half:]
-        omitted = self.total - len(self._head) - len(tail)
-        if omitted <= 0:
-            return bytes(self._head) + tail
-        return bytes(self._head) + f"\n[... {omitted} bytes of log omitted ...]\n".encode() + tail
-
-
-class _Streams(threading.Thread):
-    """Read the attached container streams until the container closes them, or its report is complete."""
-
-    def __init__(self, sock, limits: Limits) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(name="sandbox-streams", daemon=True)
-        self._sock = sock
-        self._limit = limits.output_bytes
-        self._cap = limits.output_bytes + 32  # the status line, then at most the tmpfs size
-        self._expected: int | None = None  # the whole report's size once its status line gave a length
-        self.log = LogCapture(limits.log_bytes)
-        self.stdout = bytearray()
-        self.overflow = False
-        self.reported = False  # the report and the whole log arrived: the result is complete, what follows ignored
-        self.finished = threading.Event()  # reported, or the streams ended
-        self.error: BaseException | None = None
-        self._report_whole = False  # a length-prefixed report arrived whole
-        self._log_whole = False  # the predictor's last log line (END_OF_LOG) arrived
-        self._log_end = b""  # the last bytes of the log, for a mark split across frames
-
-    def run(self) -> None:
-        try:
-            for stream, data in frames_iter(self._sock, tty=False):
-                if stream != _STDOUT:
-                    self.log.write(data)
-                    self._look_for_log_end(data)
-                elif not self._report_whole:
-                    self._take(data)
-        except (OSError, ValueError) as ex:  # the socket closes under us when the container is killed
-            self.error = ex
-        finally:
-            self.finished.set()
-
-    def _look_for_log_end(self, data: bytes) -> None:
-        """The two streams are separate pipes: the log's end may come after the report, so both are awaited."""
-        if self._log_whole:
-            return
-        window = self._log_end + data
-        if END_OF_LOG in window:
-            self._log_whole = True
-            self._complete()
-        self._log_end = window[-len(END_OF_LOG):]
-
-    def _complete(self) -> None:
-        if self._report_whole and self._log_whole:
-            self.reported = True
-            self.finished.set()
-
-    def _take(self, data: bytes) -> None:
-        if len(self.stdout) + len(data) > self._cap:
-            self.overflow = True
-            self.finished.set()
-            return
-        self.stdout += data
-        if self._expected is None:
-            line, newline, _ = bytes(self.stdout[:_STATUS_LINE_MAX]).partition(b"\n")
-            length = _declared_length(line) if newline else None
-            if length is not None and length > self._limit:
-                self.overflow = True
-                self.finished.set()
-                return
-            if length is not None:
-                self._expected = len(line) + 1 + length
-        if self._expected is not None and len(self.stdout) >= self._expected:
-            del self.stdout[self._expected:]  # the entrypoint's own "<status>\n" after the report
-            self._report_whole = True
-            self._complete()
-
-
-_STATUS_LINE_MAX = 32
-# The predictor's last log line, written just before its report (images/base/evaluator_predict.py).
-# A model that prints it early only cuts its own log short.
-END_OF_LOG = b"[evaluator] end of log\n"
-
-
-def _declared_length(line: bytes) -> int | None:
-    """The <length> of a "<status> <length>" line; None for the bare "<status>" of the older report."""
-    parts = line.split(b" ")
-    if len(parts) != 2 or not parts[1].isdigit():
-        return None
-    return int(parts[1])
-
-
-def _split_status(stdout: bytes | bytearray) -> tuple[int | None, bytes | None]:
-    """Parse a report: "<status> <length>\n" + that many bytes (the rest ignored), or "<status>\n" + the rest."""
-    line, newline, rest = bytes(stdout[:_STATUS_LINE_MAX]).partition(b"\n")
-    if not newline:
-        return None, None
-    status_text, _, _ = line.partition(b" ")
-    try:
-        status = int(status_text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return None, None
-    length = _declared_length(line)
-    predictions = bytes(stdout[len(line) + 1:] if length is None else stdout[len(line) + 1:len(line) + 1 + length])
-    return status, predictions or None
-
-
-def container_options(limits: Limits, *, env: dict, labels: dict, volumes: dict) -> dict:
-    """Return every lock-down setting of a sandbox container: the cold path and the warm pool share it."""
-    threads = str(limits.threads)
-    return dict(
-        environment={
-            "EVALUATOR_ROW_ID_COLUMN": "row_id",
-            "EVALUATOR_REPORT": "length",  # the predictor reports "<status> <length>" as soon as it is done
-            "OMP_NUM_THREADS": threads,
-            "OPENBLAS_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "TF_NUM_INTRAOP_THREADS": threads,
-            "TF_NUM_INTEROP_THREADS": "1",
-            **env,
-        },
-        labels=labels,
-        network_mode="none",
-        network_disabled=True,
-        read_only=True,
-        user=SANDBOX_USER,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        ipc_mode="private",
-        cgroupns="private",  # /proc/self/cgroup and the cgroup mounts then name no container id
-        mem_limit=limits.memory,
-        memswap_limit=limits.memory,
-        nano_cpus=limits.nano_cpus,
-        pids_limit=limits.host_pids,
-        # msgqueue 0: no POSIX message queue can hold a byte (mq_open needs no /dev/mqueue).
-        ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),
-                 docker.types.Ulimit(name="msgqueue", soft=0, hard=0)],
-        tmpfs={
-            "/tmp": f"rw,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
-            "/output": f"rw,nosuid,nodev,size={limits.output_bytes},mode=1777",
-            # Replace Docker's 64 MiB /dev/shm and its writable mqueue filesystem (a mount of
-            # ours at either path makes Docker skip its own): small and noexec, and read-only.
-            "/dev/shm": f"rw,nosuid,nodev,noexec,size={limits.shm_bytes},mode=1777",
-            "/dev/mqueue": "ro,nosuid,nodev,noexec,size=4k,mode=0555",
-        },
-        volumes=volumes,
-        # Everything is read through the attached streams; this file only bounds the daemon's copy.
-        log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
-        hostname="sandbox",
-        working_dir="/tmp",
-        runtime=limits.runtime or None,  # None: the daemon's default (runc)
-        # NVIDIA's container toolkit serves this request; none is made without GPUs.
-        device_requests=[docker.types.DeviceRequest(count=limits.gpus, capabilities=[["gpu"]])]
-        if limits.gpus else None,
-    )
-
-
-def create_failure(ex: BaseException, image: str, limits: Limits) -> Exception:
-    """Translate a failed container create into the error a run records."""
-    if isinstance(ex, docker.errors.ImageNotFound):
-        framework = image.rsplit("-", 1)[-1].split(":")[0]
-        return SandboxError(f"image {image} is not built on this worker; run `evaluator images build {framework}`")
-    if isinstance(ex, docker.errors.APIError):
-        explanation = str(ex.explanation or ex)
-        if limits.runtime and "runtime" in explanation.lower():
-            return SandboxError(
-                f"the container runtime {limits.runtime!r} is not registered with this worker's Docker; install it "
-                f"(`apt-get install runsc` for gVisor) and register it with scripts/machine.sh, or unset "
-                f"EVALUATOR_SANDBOX_RUNTIME / the benchmark's limits.runtime")
-        if ex.status_code is not None and ex.status_code < 500:
-            return SandboxError(f"the sandbox container could not be created: {explanation}")
-        return InfrastructureError(f"Docker daemon error: {explanation}")
-    return InfrastructureError(f"Docker daemon unavailable: {ex}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,7 +117,7 @@ class DockerSandbox:
             with docker_errors("the sandbox container could not start", refusal_fails_run=True):
                 sock = self._client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
                 getattr(sock, "_sock", sock).settimeout(None)  # a quiet model may think for hours
-                streams = _Streams(sock, spec.limits)
+                streams = Streams(sock, spec.limits)
                 streams.start()
                 container.start()
             ready_s = time.monotonic() - started
@@ -452,7 +246,7 @@ class DockerSandbox:
         except _DOCKER_ERRORS as ex:
             raise create_failure(ex, spec.image, spec.limits) from ex
 
-    def _watch(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
+    def _watch(self, container, streams: Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
                should_cancel: Callable[[], bool] | None, image_id: str) -> None:
         deadline = started + spec.limits.timeout_s
         next_cancel_check = 0.0
@@ -477,10 +271,10 @@ class DockerSandbox:
             if ended:
                 return
 
-    def _result(self, container, streams: _Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
+    def _result(self, container, streams: Streams, spec: SandboxSpec, started: float,  # type: ignore[no-untyped-def]
                 image_id: str, should_cancel: Callable[[], bool] | None, *, ready_s: float = 0.0,
                 warm: bool = False) -> SandboxResult:
-        status, predictions = _split_status(streams.stdout)
+        status, predictions = split_status(streams.stdout)
         if streams.reported and status == 0:  # the whole result, before the container's end: nothing to wait for
             return SandboxResult(exit_code=status, predictions=predictions, log=streams.log.getvalue(),
                                  image_id=image_id, duration_s=round(time.monotonic() - started, 3),
@@ -503,7 +297,7 @@ class DockerSandbox:
         return SandboxResult(exit_code=status, predictions=predictions, log=log, image_id=image_id,
                              duration_s=round(time.monotonic() - started, 3), ready_s=round(ready_s, 3), warm=warm)
 
-    def _kill(self, container, streams: _Streams) -> None:  # type: ignore[no-untyped-def]
+    def _kill(self, container, streams: Streams) -> None:  # type: ignore[no-untyped-def]
         try:
             with docker_errors(f"container {container.short_id} was not killed", refusal_fails_run=True):
                 container.kill()

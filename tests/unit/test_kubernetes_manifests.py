@@ -10,7 +10,7 @@ import pytest
 
 from evaluator.config import Config
 from evaluator.sandbox import kubernetes_manifests as manifests
-from evaluator.sandbox.runner import container_options
+from evaluator.sandbox.lockdown import container_options
 from evaluator.sandbox.spec import Limits, SandboxSpec
 from evaluator.settings import BenchmarkLimits
 

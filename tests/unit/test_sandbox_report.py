@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from evaluator.sandbox.runner import END_OF_LOG, _split_status, _Streams
 from evaluator.sandbox.spec import Limits
+from evaluator.sandbox.streams import END_OF_LOG, Streams, split_status
 
 
-def streams(output_bytes: int = 1024) -> _Streams:
-    return _Streams(sock=None, limits=Limits(output_bytes=output_bytes))
+def streams(output_bytes: int = 1024) -> Streams:
+    return Streams(sock=None, limits=Limits(output_bytes=output_bytes))
 
 
 def test_a_length_prefixed_report_is_complete_with_its_last_byte_and_the_logs_end():
@@ -21,7 +21,7 @@ def test_a_length_prefixed_report_is_complete_with_its_last_byte_and_the_logs_en
     reader._look_for_log_end(b"of log\n")  # the mark split across two frames
 
     assert reader.reported and reader.finished.is_set()
-    assert _split_status(reader.stdout) == (0, b"PAR1!!")
+    assert split_status(reader.stdout) == (0, b"PAR1!!")
 
 
 def test_the_logs_end_alone_is_no_result():
@@ -37,7 +37,7 @@ def test_the_older_report_is_read_to_the_end_of_the_stream():
     reader._take(b"0\nPAR1")
 
     assert not reader.reported and not reader.finished.is_set()
-    assert _split_status(reader.stdout) == (0, b"PAR1")
+    assert split_status(reader.stdout) == (0, b"PAR1")
 
 
 def test_a_report_declaring_more_than_the_output_cap_is_an_overflow():
@@ -48,6 +48,6 @@ def test_a_report_declaring_more_than_the_output_cap_is_an_overflow():
 
 
 def test_status_lines_that_are_not_numbers_have_no_status():
-    assert _split_status(b"ok 3\nabc") == (None, None)
-    assert _split_status(b"no newline") == (None, None)
-    assert _split_status(b"2 0\n") == (2, None)
+    assert split_status(b"ok 3\nabc") == (None, None)
+    assert split_status(b"no newline") == (None, None)
+    assert split_status(b"2 0\n") == (2, None)
