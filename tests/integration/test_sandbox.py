@@ -246,12 +246,18 @@ def test_kill_run_from_elsewhere_ends_the_run_as_cancelled(docker_client, images
     sandbox, cancelled, outcome = DockerSandbox(docker_client), threading.Event(), []
     _, _, features, labels = data
     bundle = fx.predict_bundle(tmp_path / "b.tar.gz", fx.SLEEPS_FOREVER)
+    running = {"label": f"{RUN_LABEL}=test-kill-run", "status": "running"}
+
+    def killed_elsewhere() -> bool:
+        # the flag reads true only once its container is gone: the run's own cancel poll cannot kill it first
+        return cancelled.is_set() and not docker_client.containers.list(filters=running)
+
     thread = threading.Thread(target=lambda: outcome.append(evaluate_bundle(
         bundle, features, labels, scoring=Scoring("classification"), sandbox=sandbox, config=HOSTILE,
-        work_dir=sandbox_work_dir, run_id="test-kill-run", should_cancel=cancelled.is_set)))
+        work_dir=sandbox_work_dir, run_id="test-kill-run", should_cancel=killed_elsewhere)))
     thread.start()
     deadline = time.monotonic() + 20
-    while not docker_client.containers.list(filters={"label": f"{RUN_LABEL}=test-kill-run"}):
+    while not docker_client.containers.list(filters=running):
         assert time.monotonic() < deadline
         time.sleep(0.1)
 
