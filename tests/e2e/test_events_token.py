@@ -113,10 +113,18 @@ def start_dev(env: dict[str, str]) -> subprocess.Popen:
     port = int(env["EVALUATOR_API_PORT"])
     wait_for_port(port, 120, proc=dev)
     deadline = time.monotonic() + 60
-    while requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code != 200:
+    while not healthy(port):
         assert time.monotonic() < deadline, "evaluator dev did not become healthy"
         time.sleep(0.3)
     return dev
+
+
+def healthy(port: int) -> bool:
+    """Whether /health answers 200; a reset connection is not an answer (the API may still be coming up)."""
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def stop_dev(dev: subprocess.Popen) -> str:
