@@ -107,7 +107,9 @@ def test_a_worker_killed_mid_run_is_taken_over_without_the_reconciler(recovery, 
     assert lost["outcome"] == "worker_lost" and "running_at" in lost
     assert second["worker"] != lost["worker"] and second["outcome"] == "succeeded"
     assert run["timestamps"]["preparing"] == second["preparing_at"]
-    assert not containers_of(docker_client, run_id)
+    # the container is removed after the result, off the run's path (runner.DockerSandbox.settle)
+    wait_until(lambda: not containers_of(docker_client, run_id), 60, "the run's container was not removed",
+               recovery)
 
 
 def test_cancel_of_a_run_whose_worker_died_removes_its_container_and_run_folder(recovery, docker_client):
