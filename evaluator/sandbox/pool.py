@@ -152,7 +152,7 @@ class WarmPoolSandbox(DockerSandbox):
             with self._changed:  # the sandbox step is over: the filler may start the replacement now
                 self._busy[slot.image] -= 1
                 self._changed.notify_all()
-            self._remove_later(slot.container, slot.sock, then=lambda: shutil.rmtree(slot.folder, ignore_errors=True))
+            self._remove_later(lambda: self._discard(slot))
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -286,11 +286,7 @@ class WarmPoolSandbox(DockerSandbox):
 
     def _discard(self, slot: Slot) -> None:
         """Remove a slot's container and folder; never raises (the run's result matters more)."""
-        try:
-            slot.sock.close()  # type: ignore[attr-defined]
-        except OSError:
-            pass
-        self._remove(slot.container)
+        self._close_and_remove(slot.container, slot.sock)
         shutil.rmtree(slot.folder, ignore_errors=True)
 
 

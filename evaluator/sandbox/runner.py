@@ -124,7 +124,7 @@ class DockerSandbox:
             self._watch(container, streams, spec, started, should_cancel, image_id)
             return self._result(container, streams, spec, started, image_id, should_cancel, ready_s=ready_s)
         finally:
-            self._remove_later(container, sock)
+            self._remove_later(lambda: self._close_and_remove(container, sock))
 
     def settle(self, timeout: float | None = None) -> bool:
         """Wait until the containers of finished runs are removed; False if some still are not after `timeout`."""
@@ -143,31 +143,33 @@ class DockerSandbox:
         """Worker shutdown: wait for the removals still under way."""
         self.settle(timeout=60)
 
-    def _remove_later(self, container, sock, then: Callable[[], None] | None = None) -> None:  # type: ignore
-        """Close a finished run's streams and remove its container in a thread of its own, then call `then`.
+    def _remove_later(self, remove: Callable[[], None]) -> None:
+        """Call `remove` (it closes a finished run's streams and removes its container) in a thread of its own.
 
         The run's result is taken already; the container's exit and removal (tens to hundreds of
         milliseconds of Docker work) need not delay it. A worker that dies before this ends leaves a
         container the run's takeover and the orphan sweeps remove, as for a worker killed mid-run.
         """
-        def remove() -> None:
+        def tracked() -> None:
             try:
-                if sock is not None:
-                    try:
-                        sock.close()
-                    except OSError:
-                        pass
-                self._remove(container)
-                if then is not None:
-                    then()
+                remove()
             finally:
                 with self._removals_lock:
                     self._removals.discard(thread)
 
-        thread = threading.Thread(target=remove, name="sandbox-removal", daemon=True)
+        thread = threading.Thread(target=tracked, name="sandbox-removal", daemon=True)
         with self._removals_lock:
             self._removals.add(thread)
         thread.start()
+
+    def _close_and_remove(self, container, sock) -> None:  # type: ignore[no-untyped-def]
+        """Close a run's attached streams and remove its container; never raises."""
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self._remove(container)
 
     def kill_run(self, run_id: str) -> int:
         """Kill every container of a run (e.g. on cancel from another process); return how many."""
