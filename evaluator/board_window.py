@@ -99,10 +99,10 @@ def window(benchmark_id: str, metrics: Sequence[str], directions: Sequence[str],
         f"whole AS ({board_order} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) "
         "SELECT * FROM placed WHERE position = 1 OR entrant = %(me)s OR (kind = 0 AND ranked <= %(top)s) "
         "OR (position > %(offset)s AND (%(end)s::bigint IS NULL OR position <= %(end)s)) ORDER BY position")
-    params.update(me=entrant, top=top, offset=offset, end=None if limit is None else offset + limit)
+    end = None if limit is None else offset + limit
+    params.update(me=entrant, top=top, offset=offset, end=end)
     rows, mine, first = [], None, []
     total = participants = 0
-    end = None if limit is None else offset + limit
     for row in database.execute_sql(sql, params).fetchall():
         run = entrant_of(row, count)
         kind, position, ranked, rank, total, participants = row[9 + count:15 + count]
