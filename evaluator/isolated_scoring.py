@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from evaluator import after_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError, InfrastructureError, PredictionsInvalid, RunCancelled, RunFailure
 from evaluator.scoring_standby import STANDBY, STANDBY_ARG, ScoringChild
@@ -83,7 +84,7 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
         status, usage = _wait(child.process, config.scoring_timeout_s, should_cancel)
     finally:
         _keep_log(child, stderr_path)
-        STANDBY.refill(config)  # the next run's child imports while this one publishes
+        after_run.defer(lambda: STANDBY.refill(config))  # imports once this run is recorded, not during it
     seconds = time.monotonic() - started
     result = _read_result(result_path)
     # NOTE: the child's own high-water mark; rusage's ru_maxrss survives exec, so it starts at the

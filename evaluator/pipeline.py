@@ -20,7 +20,7 @@ from typing import Protocol
 
 from dramatiq.middleware import Shutdown
 
-from evaluator import phases, run_folders, run_plots, runs, stages, submissions, workers
+from evaluator import after_run, phases, run_folders, run_plots, runs, stages, submissions, workers
 from evaluator.config import Config
 from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle, evaluate_predictions_file
@@ -70,7 +70,8 @@ def evaluate_run(run_id: str, *, blobs: BlobStore, sandbox: RunSandbox, config: 
             raise runs.LeaseHeld(run_id, worker, float(config.lease_s))
         _evaluating.add(run_id)
     try:
-        return _claim_and_evaluate(run_id, blobs=blobs, sandbox=sandbox, config=config, worker=worker)
+        with after_run.scope():  # what the run used is replaced once it is recorded, not while it runs
+            return _claim_and_evaluate(run_id, blobs=blobs, sandbox=sandbox, config=config, worker=worker)
     finally:
         with _evaluating_lock:
             _evaluating.discard(run_id)
@@ -188,6 +189,7 @@ def _evaluate_claimed(run: Run, *, blobs: BlobStore, sandbox: RunSandbox, config
             failure=evaluation.failure, provenance=provenance, results_prefix=prefix, owner=worker))
         final = _durable(config, "status", lambda: Run.get_by_id(run_id).status)
         logger.info("Run %s ended %s%s.", run_id, final, "" if finished else " (set elsewhere first)")
+        after_run.release()  # recorded: the replacements it held back start now, before its plots
         if finished:
             draw_plots(blobs, config, prefix, evaluation.plot_data)
         return final

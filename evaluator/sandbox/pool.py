@@ -12,12 +12,13 @@ written, and the run is watched exactly like a cold one. Whatever happens, the
 container and its folder are removed after that one run, and a background thread
 starts a replacement. A container is never reused.
 
-The replacement is started when the run's sandbox step ends, not when it begins:
-starting a container and importing scikit-learn is a second of CPU, which on a
-small host would be taken from the run it replaces. A run that finds no warm
-container while one is owed (its start is under way or about to be) waits for it
-rather than starting a cold one: that container was started first, so it is ready
-first, and a cold start beside it would double the CPU spent.
+The replacement is started once the run it replaces is recorded (evaluator.after_run),
+not when its sandbox step ends: starting a container and importing scikit-learn is a
+second of CPU, which on a small host would be taken from that run's scoring and writes.
+A run that finds no warm container while one is owed (its start is under way or held
+back) waits for it rather than starting a cold one, and a waiting run lets a held-back
+start go at once: that container was owed first, so it is ready first, and a cold start
+beside it would double the CPU spent.
 
 Runs whose limits or image the pool was not built for take the cold path.
 """
@@ -39,6 +40,7 @@ from typing import Callable
 import docker
 import docker.errors
 
+from evaluator import after_run
 from evaluator.errors import SandboxError
 from evaluator.sandbox.daemon import DockerGone, docker_errors
 from evaluator.sandbox.lockdown import container_options, create_failure
@@ -89,6 +91,8 @@ class WarmPoolSandbox(DockerSandbox):
         self._root = root
         self._ready: dict[str, collections.deque[Slot]] = {image: collections.deque() for image in images}
         self._busy = {image: 0 for image in images}  # slots handed a run whose sandbox step has not ended
+        self._held = {image: 0 for image in images}  # replacements held back until their run is recorded
+        self._waiting = {image: 0 for image in images}  # runs waiting in _take for a container owed
         self._failing = {image: False for image in images}  # the last start failed: no run waits for one
         self._changed = threading.Condition()
         self._closed = False
@@ -149,9 +153,11 @@ class WarmPoolSandbox(DockerSandbox):
             return self._result(slot.container, slot.streams, spec, started, image_id, should_cancel,
                                 ready_s=ready_s, warm=True)
         finally:
-            with self._changed:  # the sandbox step is over: the filler may start the replacement now
+            with self._changed:  # the sandbox step is over: its replacement is owed, held until the run is recorded
                 self._busy[slot.image] -= 1
+                self._held[slot.image] += 1
                 self._changed.notify_all()
+            after_run.defer(lambda: self._let_go(slot.image))
             self._remove_later(lambda: self._discard(slot))
 
     # --- steps ----------------------------------------------------------------------------
@@ -170,10 +176,15 @@ class WarmPoolSandbox(DockerSandbox):
         while True:
             with self._changed:
                 slots = self._ready[spec.image]
-                while not slots and self._owed(spec.image) and time.monotonic() < deadline:
-                    if should_cancel is not None and should_cancel():
-                        return None  # the cold path sees the cancel at once
-                    self._changed.wait(timeout=0.1)
+                self._waiting[spec.image] += 1
+                self._changed.notify_all()  # the filler starts a held-back replacement for a waiting run
+                try:
+                    while not slots and self._owed(spec.image) and time.monotonic() < deadline:
+                        if should_cancel is not None and should_cancel():
+                            return None  # the cold path sees the cancel at once
+                        self._changed.wait(timeout=0.1)
+                finally:
+                    self._waiting[spec.image] -= 1
                 slot = slots.popleft() if slots else None
                 if slot is not None:
                     self._busy[spec.image] += 1
@@ -188,6 +199,18 @@ class WarmPoolSandbox(DockerSandbox):
         """Whether the filler is starting (or about to start) a container of `image` (called under the lock)."""
         return (self._filler is not None and not self._closed and not self._failing[image]
                 and self._busy[image] < self._size)
+
+    def _let_go(self, image: str) -> None:
+        """The run whose sandbox step ended is recorded: the filler may start its replacement."""
+        with self._changed:
+            self._held[image] -= 1
+            self._changed.notify_all()
+
+    def _missing(self, image: str, slots: collections.deque[Slot]) -> bool:
+        """Whether the filler should start a container of `image` now (called under the lock)."""
+        owed = self._prune(slots) + self._busy[image]
+        # a start held back for a run still being recorded goes at once when a run waits for it
+        return owed < self._size and (owed + self._held[image] < self._size or self._waiting[image] > 0)
 
     def _claim(self, slot: Slot, spec: SandboxSpec) -> bool:
         """Name the container after its run before any of the run's files reach it; False: it is gone, go cold.
@@ -221,8 +244,7 @@ class WarmPoolSandbox(DockerSandbox):
             with self._changed:
                 if self._closed:
                     return
-                missing = [image for image, slots in self._ready.items()
-                           if self._prune(slots) + self._busy[image] < self._size]
+                missing = [image for image, slots in self._ready.items() if self._missing(image, slots)]
                 if not missing:
                     self._changed.wait(timeout=REFILL_CHECK_S)
                     continue

@@ -23,7 +23,7 @@ from typing import Callable
 import docker
 import docker.errors
 
-from evaluator import workers
+from evaluator import after_run, workers
 from evaluator.errors import InfrastructureError, OutOfMemory, RunCancelled, SandboxError, SandboxTimeout
 from evaluator.sandbox.daemon import DOCKER_ERRORS, DockerGone, docker_errors
 from evaluator.sandbox.lockdown import container_options, create_failure
@@ -147,8 +147,9 @@ class DockerSandbox:
         """Call `remove` (it closes a finished run's streams and removes its container) in a thread of its own.
 
         The run's result is taken already; the container's exit and removal (tens to hundreds of
-        milliseconds of Docker work) need not delay it. A worker that dies before this ends leaves a
-        container the run's takeover and the orphan sweeps remove, as for a worker killed mid-run.
+        milliseconds of Docker work) need not delay it, and in a worker's run they start once the run
+        is recorded (evaluator.after_run). A worker that dies before this ends leaves a container the
+        run's takeover and the orphan sweeps remove, as for a worker killed mid-run.
         """
         def tracked() -> None:
             try:
@@ -158,9 +159,13 @@ class DockerSandbox:
                     self._removals.discard(thread)
 
         thread = threading.Thread(target=tracked, name="sandbox-removal", daemon=True)
-        with self._removals_lock:
-            self._removals.add(thread)
-        thread.start()
+
+        def start() -> None:
+            with self._removals_lock:
+                self._removals.add(thread)
+            thread.start()
+
+        after_run.defer(start)
 
     def _close_and_remove(self, container, sock) -> None:  # type: ignore[no-untyped-def]
         """Close a run's attached streams and remove its container; never raises."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from evaluator import orphans
+from evaluator import after_run, orphans
 from evaluator.bundles import extract_bundle
 from evaluator.errors import RunFailure
 from evaluator.evaluation import stage_features
@@ -183,6 +184,44 @@ def test_a_run_that_finds_the_replacement_still_starting_waits_for_it_rather_tha
 
     assert first.status == second.status == "succeeded", (first.failure, second.failure)
     assert first.warm and second.warm
+
+
+def created_at(client, container_id: str) -> datetime.datetime:
+    created = client.api.inspect_container(container_id)["Created"]  # RFC 3339, nanoseconds, UTC
+    return datetime.datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00")
+
+
+def test_in_a_workers_run_the_replacement_waits_until_the_run_is_recorded(pool, run, docker_client, tmp_path, data):
+    # Given a warm run inside a worker's run scope (pipeline.evaluate_run holds one until the run is recorded)
+    first = wait_ready(pool)
+    with after_run.scope():
+        evaluation = run(good_bundle(tmp_path, data))
+        assert evaluation.status == "succeeded" and evaluation.warm, evaluation.failure
+        recorded = datetime.datetime.now(datetime.timezone.utc)
+        after_run.release()  # the pipeline's call once runs.finish() returned
+
+        # Then the replacement was created after that, not while the run was scored and written
+        replacement = wait_ready(pool, other_than=first)
+        assert created_at(docker_client, replacement) > recorded
+    assert pool.settle(timeout=60) and gone(docker_client, first)
+
+
+def test_a_run_waiting_for_a_held_back_replacement_gets_it_started_at_once(pool, run, tmp_path, data):
+    # Given a run whose replacement is held back until it is recorded
+    wait_ready(pool)
+    bundle = good_bundle(tmp_path, data)
+    with after_run.scope():
+        first = run(bundle)
+        # When another thread's run arrives before the first is recorded
+        second: list[Outcome] = []
+        thread = threading.Thread(target=lambda: second.append(run(bundle)), daemon=True)
+        thread.start()
+        thread.join(timeout=120)
+
+        # Then it did not wait for the first run to be recorded, nor go cold: the held start went for it
+        assert second, "the second run did not end while the first was still being recorded"
+    assert first.status == second[0].status == "succeeded", (first.failure, second[0].failure)
+    assert first.warm and second[0].warm
 
 
 def test_a_pool_holds_no_tenant_data_before_hand_over(pool, docker_client):
