@@ -4,7 +4,7 @@ Starting `python -m evaluator.isolated_scoring` and importing NumPy and Arrow co
 each run ~0.5-1 s before a row is read. A standby child pays that while the worker
 waits: it imports what scoring needs, then blocks on one line of stdin naming its
 request. It is used for exactly one scoring, then exits; a new one is started in the
-background when that scoring ends. Nothing of a run is in it before its line: it is
+background once that run is recorded (evaluator.after_run). Nothing of a run is in it before its line: it is
 the same isolated, memory-limited child (isolated_scoring.child_main sets its limits
 after the line), only started sooner. With EVALUATOR_SCORING_STANDBY=0 every scoring
 starts its own child, through the same protocol.
