@@ -44,11 +44,6 @@ def defer(task: Callable[[], None]) -> None:
         tasks.append(task)
 
 
-def holding() -> bool:
-    """Whether this thread is inside a run's scope (deferred work waits)."""
-    return getattr(_held, "tasks", None) is not None
-
-
 def release() -> None:
     """Run the work deferred so far, in order; a task's error is logged, never raised (the run is recorded)."""
     tasks = getattr(_held, "tasks", None) or []
