@@ -158,7 +158,7 @@ class WarmPoolSandbox(DockerSandbox):
                 self._held[slot.image] += 1
                 self._changed.notify_all()
             after_run.defer(lambda: self._let_go(slot.image))
-            self._remove_later(lambda: self._discard(slot))
+            self._remove_later(lambda: self._stop(slot.container), lambda: self._discard(slot))
 
     # --- steps ----------------------------------------------------------------------------
 

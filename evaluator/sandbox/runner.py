@@ -124,10 +124,13 @@ class DockerSandbox:
             self._watch(container, streams, spec, started, should_cancel, image_id)
             return self._result(container, streams, spec, started, image_id, should_cancel, ready_s=ready_s)
         finally:
-            self._remove_later(lambda: self._close_and_remove(container, sock))
+            self._remove_later(lambda: self._stop(container), lambda: self._close_and_remove(container, sock))
 
     def settle(self, timeout: float | None = None) -> bool:
-        """Wait until the containers of finished runs are removed; False if some still are not after `timeout`."""
+        """Wait until the containers of finished runs are removed; False if some still are not after `timeout`.
+
+        Inside a run's scope (evaluator.after_run) a removal waits for the run to be recorded: settle after it.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._removals_lock:
@@ -143,29 +146,42 @@ class DockerSandbox:
         """Worker shutdown: wait for the removals still under way."""
         self.settle(timeout=60)
 
-    def _remove_later(self, remove: Callable[[], None]) -> None:
-        """Call `remove` (it closes a finished run's streams and removes its container) in a thread of its own.
+    def _remove_later(self, stop: Callable[[], None], remove: Callable[[], None]) -> None:
+        """In a thread of its own, call `stop` (it kills a finished run's container) now, then `remove`.
 
         The run's result is taken already; the container's exit and removal (tens to hundreds of
-        milliseconds of Docker work) need not delay it, and in a worker's run they start once the run
-        is recorded (evaluator.after_run). A worker that dies before this ends leaves a container the
-        run's takeover and the orphan sweeps remove, as for a worker killed mid-run.
+        milliseconds of Docker work) need not delay it. The kill is at once: a model that reported its
+        predictions may have left a process running, and nothing of it may outlive its result. The
+        removal (closing the streams, Docker's teardown of the container) waits, in a worker's run,
+        until the run is recorded (evaluator.after_run). A worker that dies before this ends leaves a
+        container the run's takeover and the orphan sweeps remove, as for a worker killed mid-run.
         """
+        recorded = threading.Event()
+
         def tracked() -> None:
             try:
+                stop()
+                recorded.wait()
                 remove()
             finally:
                 with self._removals_lock:
                     self._removals.discard(thread)
 
         thread = threading.Thread(target=tracked, name="sandbox-removal", daemon=True)
+        with self._removals_lock:
+            self._removals.add(thread)
+        thread.start()
+        after_run.defer(recorded.set)
 
-        def start() -> None:
-            with self._removals_lock:
-                self._removals.add(thread)
-            thread.start()
-
-        after_run.defer(start)
+    def _stop(self, container) -> None:  # type: ignore[no-untyped-def]
+        """Kill a finished run's container if it still runs; never raises (its removal follows)."""
+        try:
+            with docker_errors(f"sandbox container {container.short_id} was not stopped"):
+                container.kill()
+        except DockerGone:
+            pass
+        except (SandboxError, InfrastructureError) as ex:  # 409: it exited already
+            logger.debug("%s", ex)
 
     def _close_and_remove(self, container, sock) -> None:  # type: ignore[no-untyped-def]
         """Close a run's attached streams and remove its container; never raises."""

@@ -70,7 +70,7 @@ def run(pool, data, sandbox_work_dir):
     """Run a bundle through a sandbox's run() (the Sandbox protocol evaluate_bundle calls) on staged files."""
     _, _, features, _ = data
 
-    def evaluate(bundle, config=HOSTILE, sandbox=pool, should_cancel=None, run_id=None):
+    def evaluate(bundle, config=HOSTILE, sandbox=pool, should_cancel=None, run_id=None, settle=True):
         run_id = run_id or f"test-{uuid.uuid4().hex[:8]}"
         folder = sandbox_work_dir / run_id
         manifest = extract_bundle(bundle, folder / "model")
@@ -85,8 +85,8 @@ def run(pool, data, sandbox_work_dir):
             result = sandbox.run(spec, should_cancel=should_cancel)
         except RunFailure as ex:
             return Outcome(ex.status, {"code": ex.code, "message": ex.message}, getattr(ex, "log", b""))
-        finally:
-            assert sandbox.settle(timeout=60), "the run's container was not removed"  # removal follows the result
+        finally:  # inside a run's scope (after_run) the removal waits for the run to be recorded: settle after it
+            assert not settle or sandbox.settle(timeout=60), "the run's container was not removed"
         if result.exit_code != 0 or not result.predictions:
             return Outcome("failed", {"code": "sandbox_error", "message": f"exit {result.exit_code}"}, result.log)
         return Outcome("succeeded", None, result.log, result.warm)
@@ -195,7 +195,7 @@ def test_in_a_workers_run_the_replacement_waits_until_the_run_is_recorded(pool, 
     # Given a warm run inside a worker's run scope (pipeline.evaluate_run holds one until the run is recorded)
     first = wait_ready(pool)
     with after_run.scope():
-        evaluation = run(good_bundle(tmp_path, data))
+        evaluation = run(good_bundle(tmp_path, data), settle=False)
         assert evaluation.status == "succeeded" and evaluation.warm, evaluation.failure
         recorded = datetime.datetime.now(datetime.timezone.utc)
         after_run.release()  # the pipeline's call once runs.finish() returned
@@ -211,10 +211,10 @@ def test_a_run_waiting_for_a_held_back_replacement_gets_it_started_at_once(pool,
     wait_ready(pool)
     bundle = good_bundle(tmp_path, data)
     with after_run.scope():
-        first = run(bundle)
+        first = run(bundle, settle=False)
         # When another thread's run arrives before the first is recorded
         second: list[Outcome] = []
-        thread = threading.Thread(target=lambda: second.append(run(bundle)), daemon=True)
+        thread = threading.Thread(target=lambda: second.append(run(bundle, settle=False)), daemon=True)
         thread.start()
         thread.join(timeout=120)
 
@@ -222,6 +222,31 @@ def test_a_run_waiting_for_a_held_back_replacement_gets_it_started_at_once(pool,
         assert second, "the second run did not end while the first was still being recorded"
     assert first.status == second[0].status == "succeeded", (first.failure, second[0].failure)
     assert first.warm and second[0].warm
+    assert pool.settle(timeout=60)
+
+
+LINGERS_AFTER_ITS_REPORT = '''
+import os, time
+os._exit = lambda status: time.sleep(3600)  # the predictor's last call: it would stay up after reporting
+def predict(batch):
+    return [0] * len(batch)
+'''
+
+
+def test_a_model_that_stays_up_after_its_report_is_killed_before_its_run_is_recorded(
+        pool, run, docker_client, tmp_path):
+    # Given a warm run, inside a worker's run scope, whose model keeps its container up after reporting
+    container = wait_ready(pool)
+    with after_run.scope():
+        outcome = run(fx.predict_bundle(tmp_path / "b.tar.gz", LINGERS_AFTER_ITS_REPORT), settle=False)
+        assert outcome.status == "succeeded", outcome.failure
+
+        # Then its container stops while the run is still being scored and recorded
+        deadline = time.monotonic() + 30
+        while docker_client.api.inspect_container(container)["State"]["Running"]:
+            assert time.monotonic() < deadline, "the container kept running after its run's result was taken"
+            time.sleep(0.05)
+    assert pool.settle(timeout=60) and gone(docker_client, container)
 
 
 def test_a_pool_holds_no_tenant_data_before_hand_over(pool, docker_client):
