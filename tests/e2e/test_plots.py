@@ -77,6 +77,8 @@ def test_plots_are_stored_served_by_variant_redrawn_on_rescore_and_leak_no_label
 
     # Then the plots follow (drawn after the status commit: the API says pending meanwhile) ...
     stack.wait_for(f"/v1/runs/{run_id}/plots", alice, lambda listed: not listed["pending"], 60)
+    # (the participant's variant is stored first: the manager's, the exact one, is complete once its index is)
+    stack.wait_for(f"/v1/runs/{run_id}/plots", admin, lambda listed: not listed["pending"], 60)
     # ... and both variants are in the store beside metrics.json
     blobs = BlobStore.from_config(stack.config)
     bucket, prefix = stack.config.results_bucket, f"results/iris/{run_id}/"
