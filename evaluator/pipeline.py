@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import shutil
 import threading
 import time
@@ -22,7 +21,8 @@ from dramatiq.middleware import Shutdown
 
 from evaluator import after_run, phases, run_folders, run_plots, runs, stages, submissions, workers
 from evaluator.config import Config
-from evaluator.errors import DatasetMissing, InfrastructureError, ObjectMissing, RunFailure
+from evaluator.dataset_cache import stage_dataset
+from evaluator.errors import RunFailure
 from evaluator.evaluation import Sandbox, evaluate_bundle, evaluate_predictions_file
 from evaluator.plots.build import publish_plots
 from evaluator.sandbox.spec import Limits
@@ -30,7 +30,7 @@ from evaluator.settings import Scoring, limits_of
 from evaluator.storage import layout, reconnect
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.db import database
-from evaluator.storage.models import Benchmark, Dataset, DatasetStatus, Run, RunStatus, Submission, isoformat
+from evaluator.storage.models import Benchmark, DatasetStatus, Run, RunStatus, Submission, isoformat
 
 logger = logging.getLogger(__name__)
 PREDICTIONS = "predictions"  # Submission.kind of a predictions file
@@ -308,33 +308,6 @@ class LeaseKeeper(threading.Thread):
                 self.state = state
                 return
             self._renewed_at, wait = time.monotonic(), self._renew_s
-
-
-def stage_dataset(dataset: Dataset, *, blobs: BlobStore, config: Config) -> tuple[Path, Path]:
-    """Download a dataset's files once per worker host (content-addressed by their sha256).
-
-    The cache lives outside every run folder: nothing here is ever mounted into a sandbox.
-
-    Raises:
-        DatasetMissing: a file of the dataset is no longer in the store (the operator's to fix).
-        InfrastructureError: the dataset is not ready yet, or the store failed.
-    """
-    if dataset.status != DatasetStatus.READY.value:  # still registering: retried, and the reconciler re-queues it later
-        raise InfrastructureError(f"dataset {dataset.ref} is {dataset.status}, not ready")
-    folder = Path(config.work_dir) / "datasets" / f"{dataset.id}-{(dataset.labels_sha256 or '')[:12]}"
-    paths = (folder / f"features.{dataset.file_format}", folder / f"labels.{dataset.file_format}")
-    if all(p.exists() for p in paths):
-        return paths
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, path in zip((dataset.features_key, dataset.labels_key), paths):
-        partial = path.with_suffix(f".part-{os.getpid()}")
-        try:
-            blobs.download(config.datasets_bucket, key, partial)
-        except ObjectMissing:
-            raise DatasetMissing(f"a file of the benchmark's dataset {dataset.ref} is gone from the store; "
-                                 "the organiser must publish the dataset again") from None
-        os.replace(partial, path)
-    return paths
 
 
 def publish(blobs: BlobStore, bucket: str, prefix: str, *, record: dict, provenance: dict,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from evaluator import phases
 from evaluator.config import Config
+from evaluator.dataset_cache import stage_dataset
 from evaluator.isolated_scoring import score_isolated
-from evaluator.pipeline import stage_dataset
 from evaluator.plots.build import publish_plots
 from evaluator.settings import Scoring
 from evaluator.storage import board_values

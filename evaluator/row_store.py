@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 from evaluator import significance
 from evaluator.competition import is_private_row
 from evaluator.config import Config
+from evaluator.dataset_cache import stage_dataset
 from evaluator.errors import Conflict, EvaluatorError, ObjectMissing, PayloadTooLarge
-from evaluator.pipeline import stage_dataset
 from evaluator.scoring.sources import PROBA_PREFIX, LabelsSource, PredictionsSource
 from evaluator.settings import CompetitionSettings
 from evaluator.storage.blobs import BlobStore

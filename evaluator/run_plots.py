@@ -10,7 +10,7 @@ import dataclasses
 
 from evaluator import competition, runs
 from evaluator.errors import NotFound, ObjectMissing
-from evaluator.plots.build import EXACT, PARTICIPANT
+from evaluator.plots import EXACT, PARTICIPANT
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
 from evaluator.storage.models import Benchmark, Run, utcnow

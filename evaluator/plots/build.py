@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 
-from evaluator.plots import binning, render
+from evaluator.plots import EXACT, PARTICIPANT, binning, render
 from evaluator.plots.stats import RegressionStats, ScoreHistogram, merge_parts
 from evaluator.storage import layout
 from evaluator.storage.blobs import BlobStore
@@ -20,7 +20,6 @@ from evaluator.storage.blobs import BlobStore
 logger = logging.getLogger(__name__)
 
 MAX_CURVE_CLASSES = 8  # one-vs-rest curves drawn for a multiclass run (the labels' first classes)
-PARTICIPANT, EXACT = "participant", "exact"
 
 
 @dataclasses.dataclass(frozen=True)
