@@ -214,6 +214,10 @@ def test_compose_itself_starts_the_platform_services_restarts_and_health_checks_
     project.fill(EVALUATOR_PLATFORM_IMAGE=platform_image, EVALUATOR_RUNS_DIR=str(work))
     host = {"network_mode": "host", "environment": {k: str(v) for k, v in config.to_env().items()}}
     override = {"services": {name: host for name in ("seaweedfs-init", "migrate", "api", "worker")}}
+    # Docker runs a first check only after one `interval` (10-15 s in the file); the checks' commands, timeouts
+    # and retries stay the file's, only their cadence is a second here.
+    for name in ("api", "worker"):
+        override["services"][name] = {**host, "healthcheck": {"interval": "1s"}}
     (project.folder / "host.yml").write_text(yaml.safe_dump(override))
     name = f"evaluator-test-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVALUATOR_", "COMPOSE_", "BIND_"))}
@@ -225,6 +229,8 @@ def test_compose_itself_starts_the_platform_services_restarts_and_health_checks_
     assert rendered.returncode == 0, rendered.stderr
     model = yaml.safe_load(rendered.stdout)
     del model["services"]["api"]["ports"]
+    for name in ("api", "worker"):
+        assert model["services"][name]["healthcheck"]["test"] == services[name]["healthcheck"]["test"]
     (project.folder / "rendered.yml").write_text(yaml.safe_dump(model))
 
     def compose(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
