@@ -347,6 +347,14 @@ LONGEST_MODULES = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Stable-sort the longest modules to the front (the order within a module is kept)."""
+    """Stable-sort the longest modules to the front (the order within a module is kept), then the other
+    modules on the default e2e stack, side by side: a process keeps that stack from one to the next."""
     rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    on_default_stack = {item.path for item in items if "shared_stack" in item.fixturenames}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), item.path not in on_default_stack))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that does not use the default e2e stack runs without it (tests.e2e.conftest._DEFAULT_STACKS)."""
+    if "shared_stack" not in item.fixturenames and sys.modules.get("tests.e2e.conftest") is not None:
+        sys.modules["tests.e2e.conftest"].stop_default_stacks()

@@ -193,7 +193,26 @@ def webhook_s3(tmp_path_factory):
                            webhook=Webhook(f"http://127.0.0.1:{api_port}/v1/events/s3", EVENTS_TOKEN))
     server.start()
     yield server, api_port
+    _stop_default(api_port)
     server.stop()
+
+
+# The test process's default stack (API + worker on the default settings), by the webhook's API port: kept
+# from module to module (a stack costs ~7 CPU-s to start and stop), stopped when another stack needs the port.
+_DEFAULT_STACKS: dict[int, Stack] = {}
+
+
+def _stop_default(api_port: int) -> None:
+    platform = _DEFAULT_STACKS.pop(api_port, None)
+    if platform is not None:
+        platform.stop()
+
+
+def stop_default_stacks() -> None:
+    """Stop the default stack before a test that does not use it: its reconciler and worker would act on
+    that test's rows (the process's tests share one database), and its API holds the webhook's port."""
+    for api_port in list(_DEFAULT_STACKS):
+        _stop_default(api_port)
 
 
 def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, *, worker: bool = True,
@@ -204,6 +223,7 @@ def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, *
     """
     from evaluator.storage.blobs import BlobStore
     server, api_port = webhook_s3
+    _stop_default(api_port)  # the port is this stack's now
     config = make_config(server.endpoint_url, database_url, redis_url, tmp_path / "work",
                          **{"api_port": api_port, "api_workers": 1, "reconcile_interval_s": 5, "log_level": "INFO",
                             "metrics_dir": str(tmp_path / "metrics"), **overrides})
@@ -261,8 +281,24 @@ def emptied(platform: Stack, migrated_database) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def shared_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory):
-    """One API + worker for a whole module whose tests may read what earlier ones left."""
-    yield from shared_stack_of(webhook_s3, database_url, redis_url, migrated_database, tmp_path_factory)
+    """The test process's default API + worker, for a whole module whose tests may read what earlier ones left.
+
+    It outlives the module: the next module on the default settings meets it as emptied() leaves it (the
+    database emptied once here, first), and a module that starts a stack of its own stops it (start_stack).
+    """
+    from evaluator.storage.db import database
+
+    _, api_port = webhook_s3
+    database.initialize(migrated_database)
+    platform = _DEFAULT_STACKS.get(api_port)
+    if platform is not None:
+        platform.wait_drained()
+        platform.put_back(platform.config, list(platform.workers))
+    else:
+        platform = start_stack(webhook_s3, database_url, redis_url, tmp_path_factory.mktemp("stack"))
+        _DEFAULT_STACKS[api_port] = platform
+    empty_tables(migrated_database)
+    yield platform
 
 
 @pytest.fixture
@@ -273,8 +309,7 @@ def emptied_shared_stack(shared_stack, migrated_database):
 
 
 @pytest.fixture
-def stack(webhook_s3, database_url, redis_url, db, tmp_path):
-    """API + worker against real PostgreSQL, Redis, SeaweedFS (webhook wired) and Docker."""
-    platform = start_stack(webhook_s3, database_url, redis_url, tmp_path)
-    yield platform
-    platform.stop()
+def stack(emptied_shared_stack):
+    """API + worker against real PostgreSQL, Redis, SeaweedFS (webhook wired) and Docker: the default stack,
+    met as a fresh one starts (emptied) and put back after a test that kills or restarts a process."""
+    return emptied_shared_stack
