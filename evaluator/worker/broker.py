@@ -7,10 +7,10 @@ import os
 import socket
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 
 from evaluator.config import Config
+from evaluator.worker.wakeup import WakingRedisBroker
 
 logger = logging.getLogger(__name__)
 
@@ -18,15 +18,16 @@ CONNECT_TIMEOUT_S = 2.0
 HELD_SCAN_CAP = 50_000
 
 
-def create_broker(config: Config) -> RedisBroker:
-    """Build a Redis broker whose dead workers' messages come back within a minute.
+def create_broker(config: Config) -> WakingRedisBroker:
+    """Build a Redis broker whose dead workers' messages come back within a minute, and whose idle
+    consumers are woken by a new message (evaluator.worker.wakeup).
 
     Dramatiq's defaults (60 s heartbeat, 0.1 % maintenance chance) measured
     3-19 minutes before a killed worker's message was redelivered; see TECH-NOTES.
     """
     import redis
 
-    return RedisBroker(
+    return WakingRedisBroker(
         # NOTE: a bounded connect: an unreachable Redis must not hold a webhook call (the outbox sends later)
         client=redis.Redis.from_url(config.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S),
         namespace=config.broker_namespace,
