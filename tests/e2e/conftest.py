@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import peewee
 import pytest
 import requests
 
@@ -199,13 +200,15 @@ def webhook_s3(tmp_path_factory):
 
 # The test process's default stack (API + worker on the default settings), by the webhook's API port: kept
 # from module to module (a stack costs ~7 CPU-s to start and stop), stopped when another stack needs the port.
-_DEFAULT_STACKS: dict[int, Stack] = {}
+_DEFAULT_STACKS: dict[int, tuple[Stack, peewee.Database]] = {}  # and the database it uses
 
 
 def _stop_default(api_port: int) -> None:
-    platform = _DEFAULT_STACKS.pop(api_port, None)
+    """Stop the default stack on this port, and empty the database it leaves (as a module's stack did)."""
+    platform, db = _DEFAULT_STACKS.pop(api_port, (None, None))
     if platform is not None:
         platform.stop()
+        empty_tables(db)
 
 
 def stop_default_stacks() -> None:
@@ -290,13 +293,13 @@ def shared_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_pat
 
     _, api_port = webhook_s3
     database.initialize(migrated_database)
-    platform = _DEFAULT_STACKS.get(api_port)
+    platform, _ = _DEFAULT_STACKS.get(api_port, (None, None))
     if platform is not None:
         platform.wait_drained()
         platform.put_back(platform.config, list(platform.workers))
     else:
         platform = start_stack(webhook_s3, database_url, redis_url, tmp_path_factory.mktemp("stack"))
-        _DEFAULT_STACKS[api_port] = platform
+        _DEFAULT_STACKS[api_port] = platform, migrated_database
     empty_tables(migrated_database)
     yield platform
 
