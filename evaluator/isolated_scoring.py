@@ -4,9 +4,9 @@ The model wrote predictions.parquet byte for byte. The scorer bounds what it dec
 (evaluator.scoring.footer, sources.DecodeBudget), and this module bounds the rest: the
 scoring runs in `python -m evaluator.isolated_scoring`, which sets its own RLIMIT_DATA
 before it opens a file, so whatever the predictions make it allocate, the worker's memory
-is untouched. In a worker the child was started ahead, its imports done (evaluator.scoring_standby):
-it reads its job from stdin, sets its limits, and scores that one run. Every way the child can end
-is mapped:
+is untouched. In a worker the child is forked by a scoring server whose imports are done
+(evaluator.scoring_standby, evaluator.scoring_server): it takes its job, sets its limits, and scores that
+one run. Every way the child can end is mapped:
 
 - documents written: the run is scored;
 - a participant failure (PredictionsInvalid and the like): that failure, as the child named it;
@@ -14,20 +14,19 @@ is mapped:
   saying the predictions exceeded the scoring memory limit;
 - any other exception or crash while reading or scoring the predictions: predictions_invalid;
 - a problem with the labels (EvaluatorError that is not a RunFailure): that error, code internal;
-- the child could not start, or was stopped by SIGTERM/SIGINT: InfrastructureError (retried).
+- the child could not start, or was stopped by SIGTERM/SIGINT: InfrastructureError (retried);
+- the scoring server died before it forked the child: started again once, then InfrastructureError;
+  it died while the child scored (the child's exit status is lost) and left no result: InfrastructureError.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 import resource
-import select
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Callable
 from evaluator import after_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError, InfrastructureError, PredictionsInvalid, RunCancelled, RunFailure
-from evaluator.scoring_standby import STANDBY, STANDBY_ARG, ScoringChild
+from evaluator.scoring_standby import STANDBY, STANDBY_ARG, Scorer
 from evaluator.settings import Scoring
 
 logger = logging.getLogger(__name__)
@@ -79,17 +78,17 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
                "csv_source": str(csv_source) if csv_source is not None else None}
     request_path.write_text(json.dumps(request))
     started = time.monotonic()
-    child = _handed(request_path, result_path, config)
+    child = STANDBY.start(config, request_path, result_path)
     try:
-        status, usage = _wait(child.process, config.scoring_timeout_s, should_cancel)
+        status, peak_kb = _wait(child, config.scoring_timeout_s, should_cancel)
     finally:
         _keep_log(child, stderr_path)
-        after_run.defer(lambda: STANDBY.refill(config))  # imports once this run is recorded, not during it
+        after_run.defer(lambda: STANDBY.refill(config))  # a dead server's replacement once this run is recorded
     seconds = time.monotonic() - started
     result = _read_result(result_path)
-    # NOTE: the child's own high-water mark; rusage's ru_maxrss survives exec, so it starts at the
-    # worker's size and is only the fallback when the child died before it could report.
-    peak = result.get("peak_rss_bytes") or (usage.ru_maxrss * 1024 if usage is not None else 0)
+    # NOTE: the child's own high-water mark; rusage's ru_maxrss starts at the size of the process the
+    # child came from (the worker before exec, the server at fork), so it is only the fallback
+    peak = result.get("peak_rss_bytes") or peak_kb * 1024
     if stats is not None:
         stats.update(peak_rss_bytes=peak, seconds=round(seconds, 3), exit=status)
     logger.info("Scoring process ended %s after %.2fs, peak RSS %d MiB", status, seconds, peak >> 20)
@@ -99,18 +98,7 @@ def score_isolated(scoring: Scoring, labels: Path, predictions: Path, *,
     return documents
 
 
-def _handed(request_path: Path, result_path: Path, config: Config) -> ScoringChild:
-    """Hand the request to the standby child (or a fresh one when it died before it could read it)."""
-    for _ in range(2):
-        child = STANDBY.take(config)
-        if child.hand(request_path, result_path):
-            return child
-        logger.info("A scoring child exited before its job (%s); starting another", child.process.poll())
-        child.discard()
-    raise InfrastructureError("the scoring process exited before it could read its job; see the worker log")
-
-
-def _keep_log(child: ScoringChild, stderr_path: Path) -> None:
+def _keep_log(child: Scorer, stderr_path: Path) -> None:
     """Move the child's own log beside the run's work files (where a crash's tail is read from)."""
     try:
         shutil.move(str(child.log_path), str(stderr_path))
@@ -118,45 +106,27 @@ def _keep_log(child: ScoringChild, stderr_path: Path) -> None:
         child.log_path.unlink(missing_ok=True)
 
 
-def _wait(child: subprocess.Popen, timeout_s: float, should_cancel: Callable[[], bool] | None):
-    """Reap the child with os.wait4 (its own rusage); kill it on timeout or cancel.
+def _wait(child: Scorer, timeout_s: float, should_cancel: Callable[[], bool] | None) -> tuple[int | None, int]:
+    """The child's end (exit status, peak RSS KiB); kill it on timeout or cancel.
 
-    Between looks it waits on a pidfd, which wakes the moment the child exits (a plain sleep
-    where the kernel has none): the end of scoring is on the run's critical path.
+    Between looks it waits on the child's end itself (a pidfd, the server's report), which wakes it the
+    moment the child exits: the end of scoring is on the run's critical path.
     """
     deadline = time.monotonic() + timeout_s
-    try:
-        exited = os.pidfd_open(child.pid)
-    except (AttributeError, OSError):
-        exited = None
-    try:
-        while True:
-            pid, code, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                child.returncode = os.waitstatus_to_exitcode(code)  # NOTE: so Popen does not reap it again
-                return child.returncode, usage
-            if time.monotonic() > deadline:
-                _kill(child)
-                raise PredictionsInvalid(f"scoring the predictions took longer than {timeout_s:g} s; the scoring "
-                                         "limit stopped it")
-            if should_cancel is not None and should_cancel():
-                _kill(child)
-                raise RunCancelled("the run was cancelled while its predictions were scored")
-            if exited is not None:
-                select.select([exited], [], [], _POLL_S)
-            else:
-                time.sleep(_POLL_S)
-    finally:
-        if exited is not None:
-            os.close(exited)
+    while True:
+        ended = child.poll(_POLL_S)
+        if ended is not None:
+            return ended
+        if time.monotonic() > deadline:
+            child.kill()
+            raise PredictionsInvalid(f"scoring the predictions took longer than {timeout_s:g} s; the scoring "
+                                     "limit stopped it")
+        if should_cancel is not None and should_cancel():
+            child.kill()
+            raise RunCancelled("the run was cancelled while its predictions were scored")
 
 
-def _kill(child: subprocess.Popen) -> None:
-    child.kill()
-    child.wait()
-
-
-def _outcome(status: int, result: dict, stderr_path: Path, config: Config) -> tuple[dict, dict | None]:
+def _outcome(status: int | None, result: dict, stderr_path: Path, config: Config) -> tuple[dict, dict | None]:
     if "documents" in result:
         document, private = result["documents"]
         return document, private
@@ -171,6 +141,8 @@ def _outcome(status: int, result: dict, stderr_path: Path, config: Config) -> tu
     if result.get("stage") != _STARTED:
         raise InfrastructureError(f"the scoring process failed before it read the predictions (exit {status}): "
                                   f"{tail[-300:]}")
+    if status is None:
+        raise InfrastructureError("the scoring server exited while it scored; the scoring's exit status is lost")
     if status < 0 and -status in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         raise InfrastructureError(f"the scoring process was stopped by {signal.Signals(-status).name}")
     logger.warning("Scoring process died (exit %s) while reading predictions: %s", status, tail)
@@ -269,17 +241,9 @@ def standby_main(log_path: Path) -> int:
     The parent closes stdin after the line, and a parent that dies closes it too: an
     empty line ends this process without scoring anything, and it removes its own log.
     """
-    for name in _STANDBY_IMPORTS:  # the point of a standby child: done before the run exists
-        try:
-            importlib.import_module(name)
-        except ImportError:  # pandas is optional (the platform's own install has none): Arrow then needs none
-            if name not in _OPTIONAL_IMPORTS:
-                raise
-    from evaluator.scoring import document
+    from evaluator.scoring_server import preimport
 
-    document.implementation()  # its package-metadata lookups (importlib.metadata, email)
-    document.metrics_schema()  # read once from the package's resources, then cached
-
+    preimport()  # the point of a standby child: done before the run exists
     line = sys.stdin.buffer.readline(_JOB_MAX_BYTES)
     if not line.strip():
         log_path.unlink(missing_ok=True)
@@ -292,12 +256,6 @@ def standby_main(log_path: Path) -> int:
 
 
 _JOB_MAX_BYTES = 8192
-# What scoring a run imports (measured: sys.modules after one classification run): Arrow converts through
-# pandas (pyarrow.pandas_compat), which brings dateutil and zoneinfo; ~1 s of a run's scoring without them.
-_STANDBY_IMPORTS = ("numpy", "pandas", "pyarrow.parquet", "pyarrow.compute", "pyarrow.csv", "pyarrow.pandas_compat",
-                    "evaluator.scoring.csv_predictions", "evaluator.splits", "evaluator.plots.stats", "tarfile",
-                    "_strptime", "zoneinfo", "encodings.ascii", "pyarrow.vendored.version")
-_OPTIONAL_IMPORTS = ("pandas", "pyarrow.pandas_compat")  # not in install_requires: imported only when installed
 
 
 def _exit_now(status: int) -> None:
