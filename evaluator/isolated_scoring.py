@@ -199,7 +199,8 @@ def child_main(argv: list[str]) -> int:
     request = json.loads(request_path.read_text("utf-8"))
     os.chdir(request["work_dir"])
     _limit_memory(int(request["memory_bytes"]))
-    _write(result_path, {"stage": _STARTED})
+    process = {"pid": os.getpid(), "parent": os.getppid()}  # which process scored it (the server's fork or not)
+    _write(result_path, {"stage": _STARTED, **process})
     plots: dict = {}
     try:
         if request.get("csv_source"):
@@ -226,7 +227,7 @@ def child_main(argv: list[str]) -> int:
         body = {"failure": {"kind": "memory"}} if memory else {"failure": {
             "kind": "run_failure", "code": PredictionsInvalid.code,
             "message": f"the predictions could not be scored: {type(ex).__name__}: {ex}"}}
-    _write(result_path, {**body, "peak_rss_bytes": _peak_rss()})
+    _write(result_path, {**body, **process, "peak_rss_bytes": _peak_rss()})
     return 0
 
 

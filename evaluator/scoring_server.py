@@ -9,9 +9,10 @@ an interpreter start and ~0.6 CPU-s of imports per run.
 
 Protocol, one JSON object per line. In (stdin): {"job", "request", "result", "log"} to start a scoring;
 {"ack": job} once the worker holds a pidfd of that child (only then is it reaped: its pid cannot be reused
-before); {"kill": job} (the worker without pidfds). Out (stdout): {"job", "pid"} once forked, then
-{"job", "exit", "maxrss_kb"} once reaped. End of file on stdin (the worker closed it or died) ends the server;
-children still scoring carry on and are reaped by init.
+before); {"kill": job} (a worker without pidfds). Out (stdout): {"job", "pid"} once forked, then
+{"job", "exit", "maxrss_kb"} once reaped. End of file on stdin (the worker closed it or died) ends the server,
+and a child still scoring dies with it (PR_SET_PDEATHSIG): no worker is left to enforce its timeout. A worker
+that shuts down closes stdin only once its scorings have ended (scoring_client.ScoringServer.close).
 
 Forking is safe only with one thread: OpenBLAS (NumPy) and Arrow's jemalloc each start one at import,
 so the worker starts the server with OPENBLAS_NUM_THREADS=1 and JE_ARROW_MALLOC_CONF=background_thread:false
@@ -20,6 +21,7 @@ so the worker starts the server with OPENBLAS_NUM_THREADS=1 and JE_ARROW_MALLOC_
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
@@ -33,6 +35,7 @@ import traceback
 # the server's environment: the server re-checks them)
 SERVER_ENV = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
 _LINE_MAX = 16384
+_PR_SET_PDEATHSIG = 1
 # What scoring a run imports (measured: sys.modules after one classification run): Arrow converts through
 # pandas (pyarrow.pandas_compat), which brings dateutil and zoneinfo; ~1 s of a run's scoring without them.
 _IMPORTS = ("numpy", "pandas", "pyarrow.parquet", "pyarrow.compute", "pyarrow.csv", "pyarrow.pandas_compat",
@@ -117,9 +120,10 @@ class Server:
     def _fork(self, job: int, message: dict) -> None:
         _single_threaded()
         sys.stderr.flush()  # NOTE: else the child would write the server's buffered lines into its own log
+        server = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child(message)  # never returns
+            _child(message, server)  # never returns
         self._children[job] = {"pid": pid, "pidfd": os.pidfd_open(pid), "acked": False}
         _report({"job": job, "pid": pid})
 
@@ -136,10 +140,14 @@ def _report(body: dict) -> None:
         line = line[os.write(1, line):]
 
 
-def _child(message: dict) -> None:
-    """In the forked child: leave the server's pipes and session, log to its own file, score, exit."""
+def _child(message: dict, server: int) -> None:
+    """In the forked child: leave the server's pipes and session, log to its own file, score, exit.
+
+    It dies with the server (which dies with its worker): nothing else would stop it at the scoring timeout.
+    """
     status = 1
     try:
+        _die_with_parent(server)
         os.setsid()  # NOTE: its own session and group: a kill aimed at it cannot reach the server
         null = os.open(os.devnull, os.O_RDONLY)
         log = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -158,12 +166,22 @@ def _child(message: dict) -> None:
         _exit_now(status)
 
 
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # NOTE: it died before the prctl: nothing will send the signal
+        os._exit(1)
+
+
 def main() -> int:
     for name, value in SERVER_ENV.items():
         if os.environ.get(name) != value:
             print(f"the scoring server needs {name}={value} in its environment", file=sys.stderr)
             return 2
     preimport()
+    import evaluator.isolated_scoring  # noqa: F401 - what the child runs (~20 ms to import in each child)
+
     _single_threaded()
     return Server().run()
 
