@@ -131,7 +131,7 @@ class ScoringServer:
         log_path = log_dir / f"server-{secrets.token_hex(8)}.log"
         try:
             with log_path.open("wb") as log:
-                process = subprocess.Popen([sys.executable, "-m", "evaluator.scoring_server"],
+                process = subprocess.Popen([sys.executable, "-m", "evaluator.scoring_server", str(log_path)],
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=log_dir,
                                            env={**os.environ, **SERVER_ENV}, close_fds=True)
         except OSError:

@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import traceback
+from pathlib import Path
 
 # NOTE: each library's threads start at import, so these must be set before the imports (by the worker, in
 # the server's environment: the server re-checks them)
@@ -174,7 +175,8 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """Serve until stdin ends; then remove this server's log (argv[0]): nothing went wrong to read in it."""
     for name, value in SERVER_ENV.items():
         if os.environ.get(name) != value:
             print(f"the scoring server needs {name}={value} in its environment", file=sys.stderr)
@@ -183,8 +185,11 @@ def main() -> int:
     import evaluator.isolated_scoring  # noqa: F401 - what the child runs (~20 ms to import in each child)
 
     _single_threaded()
-    return Server().run()
+    status = Server().run()
+    if argv:
+        Path(argv[0]).unlink(missing_ok=True)
+    return status
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
