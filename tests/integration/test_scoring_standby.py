@@ -140,10 +140,11 @@ def test_a_child_killed_mid_scoring_ends_the_run_as_over_the_memory_limit(config
     STANDBY.keep(config)
     server = STANDBY.server(config)
     stats: dict = {}
+    kill = WhileScoring(server.pid, tmp_path / "a", lambda child: os.kill(child, signal.SIGKILL))
 
     with pytest.raises(PredictionsInvalid) as raised:
         score(config, tmp_path, "a", labels=labels, predictions=tmp_path / "p.parquet", csv_source=held_run(tmp_path),
-              stats=stats, should_cancel=WhileScoring(server.pid, tmp_path / "a", lambda child: os.kill(child, signal.SIGKILL)))
+              stats=stats, should_cancel=kill)
 
     assert raised.value.code == "predictions_invalid" and "memory limit" in raised.value.message
     assert stats["exit"] == -signal.SIGKILL and stats["peak_rss_bytes"] > 0
