@@ -2,7 +2,7 @@
 
 On a small host the CPU that replaces what a run used would otherwise come out of that same
 run's time to `succeeded`. That work is a second of CPU for the next warm container to import
-its framework, half a second for the next standby scoring child's NumPy and Arrow imports, and
+its framework, the scoring server's NumPy and Arrow imports when it has to be started again, and
 Docker's removal of the finished container. So a worker's run holds that work in a scope
 (pipeline.evaluate_run), lets it go once the run's result is recorded (release()), and in any
 case when the scope ends, whatever happened. Outside a scope (the CLI, a test calling the

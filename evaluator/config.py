@@ -93,7 +93,7 @@ class Config:
     # Scoring: untrusted predictions are scored in a child process with these limits.
     scoring_memory_bytes: int = 1 << 30  # its RLIMIT_DATA; past it the run ends predictions_invalid
     scoring_timeout_s: int = 3600
-    scoring_standby: int = 1  # 1: each worker process keeps a scoring child started ahead (imports done); 0: none
+    scoring_standby: int = 1  # 1: each worker process keeps a scoring fork server (imports done); 0: none
     # Plots: the fewest rows a bin of a participant's plot holds is max(this, n / 20) (see evaluator.plots).
     plot_min_bin_rows: int = 50
     # Worker.

@@ -156,6 +156,7 @@ def _child(message: dict, server: int) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the server's pidfds and whatever else it holds
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
         from evaluator.isolated_scoring import child_main
 
         status = child_main([str(message["request"]), str(message["result"])])
@@ -181,6 +182,9 @@ def main(argv: list[str]) -> int:
         if os.environ.get(name) != value:
             print(f"the scoring server needs {name}={value} in its environment", file=sys.stderr)
             return 2
+    # NOTE: a Ctrl-C reaches the worker's whole process group; the worker then shuts down and closes stdin
+    # once its scorings have ended, which a server killed by SIGINT would cut short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     preimport()
     import evaluator.isolated_scoring  # noqa: F401 - what the child runs (~20 ms to import in each child)
 

@@ -91,7 +91,7 @@ def close_sandbox() -> None:
 
 
 class SandboxPool(dramatiq.Middleware):
-    """Start the warm pool and the standby scoring child when a worker process boots; remove them when it stops."""
+    """Start the warm pool and the scoring server when a worker process boots; remove them when it stops."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from evaluator.scoring_standby import STANDBY
