@@ -194,7 +194,7 @@ def webhook_s3(tmp_path_factory):
                            webhook=Webhook(f"http://127.0.0.1:{api_port}/v1/events/s3", EVENTS_TOKEN))
     server.start()
     yield server, api_port
-    _stop_default(api_port)
+    _stop_default(api_port, empty=False)  # NOTE: the session's database may be dropped already
     server.stop()
 
 
@@ -203,12 +203,13 @@ def webhook_s3(tmp_path_factory):
 _DEFAULT_STACKS: dict[int, tuple[Stack, peewee.Database]] = {}  # and the database it uses
 
 
-def _stop_default(api_port: int) -> None:
+def _stop_default(api_port: int, *, empty: bool = True) -> None:
     """Stop the default stack on this port, and empty the database it leaves (as a module's stack did)."""
     platform, db = _DEFAULT_STACKS.pop(api_port, (None, None))
     if platform is not None:
         platform.stop()
-        empty_tables(db)
+        if empty:
+            empty_tables(db)
 
 
 def stop_default_stacks() -> None:
