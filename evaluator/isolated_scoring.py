@@ -35,6 +35,7 @@ from typing import Callable
 from evaluator import after_run
 from evaluator.config import Config
 from evaluator.errors import EvaluatorError, InfrastructureError, PredictionsInvalid, RunCancelled, RunFailure
+from evaluator.scoring_client import log_tail
 from evaluator.scoring_standby import STANDBY, STANDBY_ARG, Scorer
 from evaluator.settings import Scoring
 
@@ -137,7 +138,7 @@ def _outcome(status: int | None, result: dict, stderr_path: Path, config: Config
         if failure["kind"] == "memory":
             raise _memory_exceeded(config)
         raise EvaluatorError(failure["message"])  # the labels: code internal
-    tail = _tail(stderr_path)
+    tail = log_tail(stderr_path, _STDERR_TAIL)
     if result.get("stage") != _STARTED:
         raise InfrastructureError(f"the scoring process failed before it read the predictions (exit {status}): "
                                   f"{tail[-300:]}")
@@ -163,15 +164,6 @@ def _read_result(path: Path) -> dict:
         return json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - _STDERR_TAIL))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 # --- the child ---------------------------------------------------------------------------

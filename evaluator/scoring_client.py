@@ -231,10 +231,11 @@ class ScoringServer:
             child._lose()
         if not expected:
             logger.warning("The scoring server exited (%s); %d scoring(s) lost their exit status: %s",
-                           self.process.wait(), len(lost), _tail(self.log_path))
+                           self.process.wait(), len(lost), log_tail(self.log_path))
 
 
-def _tail(path: Path, size: int = 2048) -> str:
+def log_tail(path: Path, size: int = 2048) -> str:
+    """The last `size` bytes of a scoring log, as text ("" when it cannot be read)."""
     try:
         with path.open("rb") as handle:
             handle.seek(max(0, path.stat().st_size - size))
