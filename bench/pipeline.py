@@ -8,14 +8,16 @@ From one run, side by side:
 3. bare: sequential bare `docker run`s of the same prediction; p50 and the loop's runs per minute;
 4. in-process floor: a warm Python process that extracts the bundle, loads it, predicts and scores;
 5. throughput: M runs uploaded at once, 2 worker processes with the pool on, against the bare loop;
-6. runsc: the warm sequential runs again with EVALUATOR_SANDBOX_RUNTIME=runsc (gVisor), when Docker has it.
+6. runsc: the warm sequential runs again with EVALUATOR_SANDBOX_RUNTIME=runsc (gVisor), when Docker has it,
+   10 s apart (a replacement container imports scikit-learn under gVisor's ptrace platform: 6 s was not
+   always enough on this machine, and a run that finds none waits for it).
 The warm runs' stage medians (queued, staging, sandbox_ready, predicting, scoring, publishing: the run's
 provenance stamps, evaluator.stages) are printed too. The last line is `latency p50=<s> p99=<s>
 cold_p50=<s> bare_docker_p50=<s> inprocess_p50=<s> throughput_ratio=<x> runsc_p50=<s>` (runsc_p50=nan
 when gVisor is not registered with this Docker).
 
     .venv/bin/python bench/pipeline.py [--runs 15] [--cold-runs 8] [--throughput-runs 20] [--gap-s 6]
-                                       [--runsc-runs 8]
+                                       [--runsc-runs 8] [--runsc-gap-s 10]
 """
 
 from __future__ import annotations
@@ -182,6 +184,8 @@ def main() -> None:
     parser.add_argument("--throughput-runs", type=int, default=20)
     parser.add_argument("--gap-s", type=float, default=6.0, help="pause before each sequential run")
     parser.add_argument("--runsc-runs", type=int, default=8, help="sequential warm runs under gVisor (0: none)")
+    parser.add_argument("--runsc-gap-s", type=float, default=10.0,
+                        help="pause before each gVisor run (its replacement container imports under ptrace: slower)")
     args = parser.parse_args()
     api_port = free_port()
     with services(api_port=api_port, webhook=Webhook(f"http://127.0.0.1:{api_port}/v1/events/s3", "bench-events"),
@@ -225,7 +229,7 @@ def main() -> None:
         if args.runsc_runs and runsc_registered():
             platform = Platform(config.replace(sandbox_runtime="runsc"))
             try:
-                runsc = sequential(platform, alice, bundle, args.runsc_runs, args.gap_s, runsc_stages)
+                runsc = sequential(platform, alice, bundle, args.runsc_runs, args.runsc_gap_s, runsc_stages)
             finally:
                 platform.close()
         features_path = Path(config.work_dir).parent / "features.parquet"
