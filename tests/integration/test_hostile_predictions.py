@@ -1,7 +1,8 @@
 """Hostile predictions files end predictions_invalid, in bounded memory, and the scorer's host survives.
 
 Every case goes through the scoring entry the worker and `evaluator evaluate` use
-(isolated_scoring.score_isolated: a child process with its own memory limit); a few go
+(isolated_scoring.score_isolated: a child process with its own memory limit), both as a fresh
+interpreter (the CLI) and forked by the scoring server (a worker); a few go
 through `evaluator evaluate --json` with a real sandbox, whose predict.py writes the file
 itself and leaves with os._exit(0). The peak RSS of the scoring process is measured
 (os.wait4 of that child) and must stay under PEAK_BOUND.
@@ -42,14 +43,33 @@ def assert_clean(message: str) -> None:
     assert not CONTROL.search(message) and len(message) <= MESSAGE_MAX_CHARS, message[:200]
 
 
+@pytest.fixture(scope="module")
+def forking(tmp_path_factory):
+    """A Config whose scorings are forked by this process's scoring server, as in a worker (STANDBY.keep)."""
+    from evaluator.scoring_standby import STANDBY
+
+    config = Config(work_dir=str(tmp_path_factory.mktemp("forking")), scoring_standby=1)
+    STANDBY.keep(config)
+    yield config
+    STANDBY.close()
+
+
+@pytest.mark.parametrize("scorer", ["fresh interpreter", "forked by the server"])
 @pytest.mark.parametrize("case", sorted(hostile.CASES))
-def test_every_hostile_file_ends_predictions_invalid_within_the_memory_bound(tmp_path, case):
+def test_every_hostile_file_ends_predictions_invalid_within_the_memory_bound(tmp_path, case, scorer, request):
     builder, task = hostile.CASES[case]
     labels, predictions = builder(tmp_path)
     stats: dict = {}
+    config = request.getfixturevalue("forking") if scorer == "forked by the server" else None
 
     with pytest.raises(PredictionsInvalid) as refused:
-        score(labels, predictions, task, tmp_path, stats=stats)
+        score(labels, predictions, task, tmp_path, config=config, stats=stats)
+    if config is not None:  # NOTE: the server's child, not a fresh interpreter
+        from evaluator.scoring_standby import STANDBY
+
+        server = STANDBY.server(config)
+        result = json.loads((tmp_path / "scoring" / "scoring-result.json").read_text())
+        assert server is not None and server.alive() and result["parent"] == server.pid
 
     assert_clean(refused.value.message)
     assert 0 < stats["peak_rss_bytes"] < PEAK_BOUND, stats
