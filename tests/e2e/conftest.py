@@ -227,7 +227,6 @@ def start_stack(webhook_s3, database_url: str, redis_url: str, tmp_path: Path, *
     """
     from evaluator.storage.blobs import BlobStore
     server, api_port = webhook_s3
-    _stop_default(api_port)  # the port is this stack's now
     config = make_config(server.endpoint_url, database_url, redis_url, tmp_path / "work",
                          **{"api_port": api_port, "api_workers": 1, "reconcile_interval_s": 5, "log_level": "INFO",
                             "metrics_dir": str(tmp_path / "metrics"), **overrides})
@@ -288,7 +287,8 @@ def shared_stack(webhook_s3, database_url, redis_url, migrated_database, tmp_pat
     """The test process's default API + worker, for a whole module whose tests may read what earlier ones left.
 
     It outlives the module: the next module on the default settings meets it as emptied() leaves it (the
-    database emptied once here, first), and a module that starts a stack of its own stops it (start_stack).
+    database emptied once here, first); before a test that does not use it, it is stopped
+    (tests/conftest.py's pytest_runtest_setup).
     """
     from evaluator.storage.db import database
 
